@@ -1,0 +1,199 @@
+"""Structured configs (types) and value checks for a composed run.
+
+Hydra composes YAML from ``conf/``; the dataclasses below give the fixed-shape groups (data, trainer,
+scheduler, logger) their types, so ``trainer.epochs=abc`` fails at composition. ``validate`` then checks the
+values that types cannot (ranges, devices, names) before any data is loaded.
+The open groups (``model``, ``optimizer``) are checked against the code they configure: the model builder's
+signature and the optimizer's own constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from cnnbench.errors import CnnbenchError
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+# Each scheduler's own keys; besides them every scheduler config has name, interval, warmup_epochs and
+# warmup_start_factor. A key outside these is an error, so no value is silently ignored.
+SCHEDULER_OPTIONS = {"cosine": {"min_lr"}, "step": {"step_size", "gamma"}, "onecycle": {"pct_start"}, "none": set()}
+SCHEDULER_COMMON = {"name", "interval", "warmup_epochs", "warmup_start_factor"}
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
+    hflip: bool = False  # RandomHorizontalFlip(p=0.5)
+    cutout: int = 0  # side of a zeroed square at a random place; 0 = off
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # digits | cifar10 | mnist | fashion_mnist | imagefolder | synthetic
+    root: str | None = None
+    download: bool = False
+    channels: int = MISSING
+    image_size: int | None = None  # square side; imagefolder: null keeps the size of the images
+    num_classes: int | None = None  # imagefolder: null takes it from the class folders
+    class_names: list[str] | None = None
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    val_fraction: float = 0.1  # held out from train to select the best checkpoint
+    split_seed: int = 0  # fixes the train/val (and digits train/test) split, independent of trainer.seed
+    num_train: int | None = None  # use only the first N training images (synthetic: how many to make)
+    num_test: int | None = None  # likewise for the test split
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_dir: str | None = None  # decoded uint8 tensors are cached here; null = no cache
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 30
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Precision = Precision.auto
+    channels_last: bool | None = None  # null = on for conv nets
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global gradient norm
+    eval_every: int = 0  # also evaluate the test set every N epochs (a learning curve); 0 = only at the end
+    log_every: int = 25  # optimizer steps between loss read-outs (each one syncs with the device)
+    checkpoint_every: int = 1  # epochs between writes of checkpoints/last.pt
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: bool = True
+    progress: bool = True  # rich progress bars on a terminal (plain lines otherwise)
+    print_config: bool = True
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    data: DataConfig = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING  # open: see SCHEDULER_OPTIONS
+    transfer: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def register_configs() -> None:
+    """Register the schema that ``conf/config.yaml`` lists first, so every group merges into typed fields."""
+    ConfigStore.instance().store(name="cnnbench_schema", node=Config)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise CnnbenchError(message)
+
+
+def check_device(device: str) -> None:
+    """Reject device strings torch does not know, and devices this machine does not have."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise CnnbenchError(
+            f"trainer.device={device!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cuda":
+        _require(torch.cuda.is_available(), f"trainer.device={device} but CUDA is not available here; "
+                 "use trainer.device=auto or cpu")
+        _require(dev.index is None or dev.index < torch.cuda.device_count(),
+                 f"trainer.device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        _require(torch.backends.mps.is_available(), "trainer.device=mps but MPS is not available here")
+    elif dev.type != "cpu":
+        raise CnnbenchError(f"trainer.device={device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def validate_scheduler(s: DictConfig) -> None:
+    """Check a scheduler config's name, keys and values."""
+    _require(s.get("name") in SCHEDULER_OPTIONS,
+             f"scheduler.name={s.get('name')!r} is unknown; available: {', '.join(SCHEDULER_OPTIONS)}")
+    allowed = SCHEDULER_COMMON | SCHEDULER_OPTIONS[s.name]
+    extra = sorted(set(s) - allowed)
+    _require(not extra, f"scheduler.{extra[0] if extra else ''} is not an option of scheduler={s.name}; "
+             f"it accepts: {', '.join(sorted(allowed))}")
+    missing = sorted(allowed - set(s))
+    _require(not missing, f"scheduler={s.name} needs scheduler.{missing[0] if missing else ''}")
+    _require(s.interval in ("step", "epoch"), f"scheduler.interval must be step or epoch, got {s.interval!r}")
+    _require(isinstance(s.warmup_epochs, (int, float)) and s.warmup_epochs >= 0,
+             f"scheduler.warmup_epochs must be a number >= 0, got {s.warmup_epochs!r}")
+    _require(_positive(s.warmup_start_factor) and s.warmup_start_factor <= 1,
+             f"scheduler.warmup_start_factor must be in (0, 1], got {s.warmup_start_factor!r}")
+    if s.name == "cosine":
+        _require(isinstance(s.min_lr, (int, float)) and s.min_lr >= 0,
+                 f"scheduler.min_lr must be a number >= 0, got {s.min_lr!r}")
+    if s.name == "step":
+        _require(_positive(s.step_size) and _positive(s.gamma), "scheduler.step_size and gamma must be positive")
+    if s.name == "onecycle":
+        _require(_positive(s.pct_start) and s.pct_start < 1, f"scheduler.pct_start must be in (0, 1), got "
+                 f"{s.pct_start!r}")
+        _require(s.warmup_epochs == 0,
+                 "scheduler=onecycle warms up by itself (scheduler.pct_start); set scheduler.warmup_epochs=0")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values of a composed config; raise CnnbenchError naming the first bad one."""
+    t, d, s = cfg.trainer, cfg.data, cfg.scheduler
+    _require(t.epochs > 0, f"trainer.epochs must be a positive integer, got {t.epochs}")
+    _require(t.max_steps is None or t.max_steps > 0, f"trainer.max_steps must be positive, got {t.max_steps}")
+    _require(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    _require(t.grad_clip is None or t.grad_clip > 0, f"trainer.grad_clip must be positive, got {t.grad_clip}")
+    _require(t.eval_every >= 0, f"trainer.eval_every must be >= 0, got {t.eval_every}")
+    _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
+    _require(t.checkpoint_every > 0, f"trainer.checkpoint_every must be positive, got {t.checkpoint_every}")
+    check_device(t.device)
+
+    _require(d.batch_size > 0, f"data.batch_size must be a positive integer, got {d.batch_size}")
+    _require(d.eval_batch_size > 0, f"data.eval_batch_size must be a positive integer, got {d.eval_batch_size}")
+    _require(0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    _require(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
+    _require(d.image_size is None or d.image_size > 0, f"data.image_size must be positive, got {d.image_size}")
+    _require(len(d.mean) in (1, d.channels) and len(d.std) == len(d.mean),
+             f"data.mean and data.std need 1 or {d.channels} values each, got {list(d.mean)} and {list(d.std)}")
+    _require(all(v > 0 for v in d.std), f"data.std values must be positive, got {list(d.std)}")
+    for key in ("num_train", "num_test", "num_classes"):
+        _require(d[key] is None or d[key] > 0, f"data.{key} must be positive, got {d[key]}")
+    a = d.augment
+    _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
+
+    validate_scheduler(s)
+
+    lr = cfg.optimizer.get("lr")
+    _require(_positive(lr),
+             f"optimizer.lr must be a positive number, got {lr!r}")
+    # Let the optimizer check its own arguments now, on a dummy parameter, instead of after data loading.
+    from cnnbench.engine.optim import build_optimizer
+
+    build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python containers (for checkpoints and results)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]

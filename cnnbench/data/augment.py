@@ -1,0 +1,41 @@
+"""Batched augmentation of uint8 image batches on their own device: no per-image Python work.
+
+Each op draws one random choice per image, matching the torchvision transform it replaces:
+``random_crop`` = RandomCrop(size, padding=p) (zero fill), ``hflip`` = RandomHorizontalFlip(0.5),
+``cutout`` = a zeroed square of side s centred uniformly in the image (DeVries & Taylor 2017).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``padding`` and crop back to (H, W) at a random offset per image. x: (B, C, H, W)."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return xp[batch, chan, rows, cols]
+
+
+def hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 0.5."""
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero a size x size square (clipped at the border) centred at a random pixel of each image."""
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b, 1), generator=generator, device=x.device)
+    cx = torch.randint(0, w, (b, 1), generator=generator, device=x.device)
+    ys = torch.arange(h, device=x.device) - cy + size // 2  # (B, H): inside when 0 <= ys < size
+    xs = torch.arange(w, device=x.device) - cx + size // 2
+    inside = ((ys >= 0) & (ys < size))[:, :, None] & ((xs >= 0) & (xs < size))[:, None, :]  # (B, H, W)
+    return x.masked_fill(inside[:, None], 0)

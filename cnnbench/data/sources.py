@@ -1,0 +1,160 @@
+"""Each data set, read once into uint8 tensors (N, C, H, W) plus int64 labels.
+
+No per-image transforms happen here: augmentation and normalisation run batched on the training device
+(``cnnbench.data.augment``). Readers return their natural image size and channels; ``prepare`` in
+``cnnbench.data`` resizes and converts to what the data config declares.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from cnnbench.errors import CnnbenchError
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, C, H, W) and labels as int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass
+class RawSplits:
+    train: ImageSet
+    test: ImageSet
+    class_names: list[str]
+
+
+def _random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (keep, held_out) of a fixed random split, the held-out part ``fraction`` of n."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_out = int(round(n * fraction))
+    return perm[n_out:].sort().values, perm[:n_out].sort().values
+
+
+def read_digits(cfg: DictConfig) -> RawSplits:
+    """The UCI handwritten digits from scikit-learn: 8x8 images with values 0..16, split 80/20."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images * (255.0 / 16.0)).round().to(torch.uint8)[:, None]  # (1797, 1, 8, 8)
+    labels = torch.from_numpy(digits.target).long()
+    full = ImageSet(images, labels)
+    train_idx, test_idx = _random_split(len(full), 0.2, cfg.split_seed)
+    return RawSplits(full.subset(train_idx), full.subset(test_idx), [str(i) for i in range(10)])
+
+
+_TORCHVISION = {"cifar10": "CIFAR10", "mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+def _offline_hint(name: str, root: str) -> str:
+    return (
+        f"{name} not found under {os.path.abspath(root)} and could not be downloaded; "
+        f"put the data set there (or set data.root=...), allow data.download=true with a network, "
+        f"or try cnnbench offline with data=digits"
+    )
+
+
+def read_torchvision(cfg: DictConfig) -> RawSplits:
+    """CIFAR-10, MNIST or Fashion-MNIST through torchvision's own dataset classes (and their downloads)."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, _TORCHVISION[cfg.name])
+    splits = []
+    for train in (True, False):
+        try:
+            ds = cls(root=cfg.root, train=train, download=cfg.download)
+        except (RuntimeError, urllib.error.URLError, OSError) as e:
+            if isinstance(e, RuntimeError) and "not found" not in str(e).lower():
+                raise
+            raise CnnbenchError(_offline_hint(cfg.name, cfg.root)) from None
+        data = torch.as_tensor(np.asarray(ds.data))
+        images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data[:, None]  # NHWC (CIFAR) or NHW (MNIST)
+        splits.append(ImageSet(images.contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()))
+    return RawSplits(splits[0], splits[1], list(ds.classes))
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _decode_folder(folder: Path, image_size: int | None, channels: int) -> tuple[ImageSet, list[str]]:
+    """Decode every image of an ImageFolder-style tree into one uint8 tensor, resized to a square side."""
+    import torch.nn.functional as F
+    from torchvision.datasets.folder import find_classes, make_dataset
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        classes, class_to_idx = find_classes(str(folder))
+        samples = make_dataset(str(folder), class_to_idx, extensions=IMAGE_EXTENSIONS)
+    except FileNotFoundError as e:
+        raise CnnbenchError(f"{folder}: {e}; expected one sub-folder per class holding images") from None
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    images = []
+    for path, _ in samples:
+        try:
+            img = decode_image(read_file(path), mode=mode)  # (C, h, w) uint8
+        except RuntimeError as e:
+            raise CnnbenchError(f"cannot decode image {path}: {str(e).splitlines()[0]}; remove or replace it") from None
+        if image_size is None:
+            image_size = img.shape[-1]
+        if img.shape[-2:] != (image_size, image_size):
+            img = F.interpolate(img[None].float(), size=(image_size, image_size), mode="bilinear",
+                                antialias=True, align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        images.append(img)
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    return ImageSet(torch.stack(images), labels), classes
+
+
+def read_imagefolder(cfg: DictConfig) -> RawSplits:
+    """``data.root`` with ``train/`` and ``test/`` (or ``val/``) sub-folders of class folders."""
+    if cfg.root is None:
+        raise CnnbenchError("data=imagefolder needs data.root=<folder holding train/ and test/ (or val/)>")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise CnnbenchError(f"data.root={cfg.root} does not exist or is not a folder")
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise CnnbenchError(f"data.root={cfg.root} must hold train/ and test/ (or val/) folders of class folders")
+    train, classes = _decode_folder(root / "train", cfg.image_size, cfg.channels)
+    test, test_classes = _decode_folder(test_dir, train.images.shape[-1], cfg.channels)
+    if test_classes != classes:
+        raise CnnbenchError(f"class folders differ between {root / 'train'} and {test_dir}: "
+                            f"{classes} vs {test_classes}")
+    return RawSplits(train, test, classes)
+
+
+def read_synthetic(cfg: DictConfig) -> RawSplits:
+    """Random uint8 images and labels (fixed by data.split_seed); for smoke tests and throughput."""
+    g = torch.Generator().manual_seed(cfg.split_seed)
+    c, s, k = cfg.channels, cfg.image_size, cfg.num_classes
+
+    def make(n: int) -> ImageSet:
+        return ImageSet(torch.randint(0, 256, (n, c, s, s), generator=g, dtype=torch.uint8),
+                        torch.randint(0, k, (n,), generator=g))
+
+    return RawSplits(make(cfg.num_train or 4096), make(cfg.num_test or 512), [str(i) for i in range(k)])
+
+
+READERS = {
+    "digits": read_digits,
+    "cifar10": read_torchvision,
+    "mnist": read_torchvision,
+    "fashion_mnist": read_torchvision,
+    "imagefolder": read_imagefolder,
+    "synthetic": read_synthetic,
+}

@@ -1,0 +1,1 @@
+"""Training machinery: device and precision, optimizers and schedules, checkpoints, the loop."""

@@ -1,0 +1,216 @@
+"""The training loop: train_one_epoch, evaluate, and fit (epochs, checkpoints, best-on-validation)."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnbench.data import DeviceLoader
+from cnnbench.engine.checkpoint import atomic_save
+from cnnbench.engine.runtime import Precision
+from cnnbench.errors import CnnbenchError
+from cnnbench.tracking import Reporter
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (percent) of ``model`` over ``loader``."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    for x, y in loader:
+        with precision.autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    n = loader.num_images
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopRequest:
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    best_val_acc: float | None = None
+    train_time_s: float = 0.0
+    images_seen: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    """Fits a model with the loaders, optimizer and schedule it is given, writing checkpoints to run_dir."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        loaders: dict[str, DeviceLoader],
+        precision: Precision,
+        reporter: Reporter,
+        run_dir: Path,
+        *,
+        epochs: int,
+        total_steps: int,
+        scheduler_per_step: bool,
+        label_smoothing: float = 0.0,
+        grad_clip: float | None = None,
+        eval_every: int = 0,
+        log_every: int = 25,
+        checkpoint_every: int = 1,
+        config: dict | None = None,
+        compiled: nn.Module | None = None,
+    ) -> None:
+        self.model = model  # the module whose state is saved
+        self.net = compiled or model  # the callable that runs (torch.compile'd or not)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.loaders, self.precision, self.reporter = loaders, precision, reporter
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.epochs, self.total_steps = epochs, total_steps
+        self.scheduler_per_step = scheduler_per_step
+        self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
+        self.eval_every, self.log_every, self.checkpoint_every = eval_every, log_every, checkpoint_every
+        self.config = config or {}
+        self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
+        self.state = TrainState()
+        self.interrupted = False
+
+    # -- one epoch -------------------------------------------------------------------------------------------------
+    def train_one_epoch(self, stop: StopRequest) -> dict[str, float]:
+        loader, state, model = self.loaders["train"], self.state, self.net
+        model.train()
+        device = loader.device
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        self.reporter.start_epoch(state.epoch + 1, self.epochs, len(loader))
+        start = time.perf_counter()
+        for i, (x, y) in enumerate(loader, start=1):
+            with self.precision.autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self._backward_and_step(loss)
+            if self.scheduler_per_step:
+                self.scheduler.step()
+            state.step += 1
+            seen += len(y)
+            # Accumulate on the device; read back only every log_every steps (each read is a sync).
+            loss_sum += loss.detach().float() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if state.step % self.log_every == 0:
+                self._log_running(loss_sum, correct, seen, i, len(loader))
+            if state.step >= self.total_steps or stop.requested:
+                break
+        loss_value, acc_value = loss_sum.item() / seen, 100.0 * correct.item() / seen  # syncs the device
+        elapsed = time.perf_counter() - start
+        state.train_time_s += elapsed
+        state.images_seen += seen
+        if not math.isfinite(loss_value):
+            raise CnnbenchError(f"training loss became {loss_value} by step {state.step}; lower optimizer.lr, "
+                                f"set trainer.grad_clip, or use trainer.precision=fp32")
+        return {"train/loss": loss_value, "train/acc": acc_value, "train/images_per_s": seen / elapsed,
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _backward_and_step(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+
+    def _log_running(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, i: int, n: int) -> None:
+        loss, acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.reporter.scalars({"train/loss_running": loss, "lr": lr}, self.state.step)
+        self.reporter.advance(i, f"loss {loss:.4f}  acc {acc:.2f}%  lr {lr:.3g}")
+
+    # -- the whole run ---------------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        state = self.state
+        with StopRequest() as stop:
+            while state.epoch < self.epochs and state.step < self.total_steps:
+                metrics = self.train_one_epoch(stop)
+                state.epoch += 1
+                if not self.scheduler_per_step:
+                    self.scheduler.step()
+                if "val" in self.loaders:
+                    metrics["val/loss"], metrics["val/acc"] = evaluate(self.net, self.loaders["val"], self.precision)
+                if self.eval_every and state.epoch % self.eval_every == 0:
+                    metrics["test/loss"], metrics["test/acc"] = evaluate(self.net, self.loaders["test"],
+                                                                         self.precision)
+                self.reporter.scalars(metrics, state.step)
+                self.reporter.end_epoch(state.epoch, self.epochs, metrics)
+                state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
+                improved = "val/acc" in metrics and (state.best_val_acc is None
+                                                     or metrics["val/acc"] > state.best_val_acc)
+                if improved:
+                    state.best_val_acc = metrics["val/acc"]
+                    self.save("best.pt")
+                done = state.epoch >= self.epochs or state.step >= self.total_steps or stop.requested
+                if done or state.epoch % self.checkpoint_every == 0:
+                    self.save("last.pt")
+                if stop.requested:
+                    self.interrupted = True
+                    break
+        if "val" not in self.loaders:  # no validation split: the final model is the one we keep
+            self.save("best.pt")
+        return state
+
+    def checkpoint(self) -> dict:
+        s = self.state
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": s.epoch,
+            "step": s.step,
+            "best_val_acc": s.best_val_acc,
+            "rng": {"torch": torch.get_rng_state(), "loader": self.loaders["train"].generator.get_state()},
+            "config": self.config,
+        }
+
+    def save(self, name: str) -> None:
+        atomic_save(self.checkpoint(), self.ckpt_dir / name)

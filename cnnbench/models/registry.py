@@ -1,0 +1,62 @@
+"""One registry of model builders, looked up by name (the ``model.name`` of a config)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from torch import nn
+
+from cnnbench.errors import CnnbenchError
+
+Builder = Callable[..., nn.Module]
+_MODELS: dict[str, Builder] = {}
+_INPUT_ARGS = ("num_classes", "in_channels", "image_size")
+
+
+def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register a builder ``fn(*, num_classes, in_channels, image_size, **options)``."""
+
+    def wrap(fn: Builder) -> Builder:
+        key = name or fn.__name__
+        if key in _MODELS:
+            raise ValueError(f"model {key!r} is registered twice")
+        _MODELS[key] = fn
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    return sorted(_MODELS)
+
+
+def model_options(name: str) -> list[str]:
+    """The keyword options a model accepts beyond num_classes, in_channels and image_size."""
+    params = inspect.signature(_lookup(name)).parameters
+    return [p for p in params if p not in _INPUT_ARGS]
+
+
+def _lookup(name: str) -> Builder:
+    if name not in _MODELS:
+        raise CnnbenchError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def build_model(name: str, num_classes: int, in_channels: int, image_size: int, **options) -> nn.Module:
+    """Build a registered model for inputs of shape (in_channels, image_size, image_size)."""
+    builder = _lookup(name)
+    accepted = model_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise CnnbenchError(
+            f"model.{unknown[0]} is not an option of {name}; it accepts: {', '.join(accepted) or 'none'}"
+        )
+    return builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
+
+
+def require_min_size(name: str, image_size: int, min_size: int) -> None:
+    """Fail at build time when an architecture down-samples more often than the image allows."""
+    if image_size < min_size:
+        raise CnnbenchError(f"{name} needs images of at least {min_size}x{min_size}, got {image_size}x{image_size}")

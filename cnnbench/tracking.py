@@ -1,0 +1,102 @@
+"""What a run shows and records: rich console output and TensorBoard scalars.
+
+Named ``tracking`` rather than ``logging`` so it does not shadow the standard library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from rich.table import Table
+
+
+class Reporter:
+    """Console (rich) and TensorBoard output of one run. Quiet and line-based when not on a terminal."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True) -> None:
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.live = progress and self.console.is_terminal
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self._progress: Progress | None = None
+        self._task = None
+
+    def info(self, message: str) -> None:
+        self.console.print(message)
+
+    def print_config(self, yaml_text: str) -> None:
+        self.console.rule("config")
+        self.console.print(Syntax(yaml_text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
+        self.console.rule()
+
+    # -- TensorBoard ---------------------------------------------------------------------------------------------
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+
+    def text(self, tag: str, text: str) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text)
+
+    # -- progress --------------------------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if not self.live:
+            return
+        self._progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[stats]}"), console=self.console, transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=steps, stats="")
+
+    def advance(self, completed: int, stats: str = "") -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, stats=stats)
+
+    def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        parts = [f"epoch {epoch:>3}/{epochs}"]
+        for key, fmt in (("train/loss", ".4f"), ("train/acc", ".2f"), ("val/loss", ".4f"), ("val/acc", ".2f"),
+                         ("test/acc", ".2f"), ("lr", ".3g"), ("train/images_per_s", ",.0f")):
+            if key in metrics:
+                parts.append(f"{key.replace('train/images_per_s', 'img/s')} {metrics[key]:{fmt}}")
+        self.console.print("  ".join(parts))
+
+    def summary(self, results: dict) -> None:
+        table = Table(title=f"cnnbench: {results['model']} on {results['data']}", show_header=False)
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        rows = [
+            ("status", results["status"]),
+            ("parameters", f"{results['params']:,}"),
+            ("best val acc", _pct(results.get("best_val_acc"))),
+            ("test acc", _pct(results.get("test_acc"))),
+            ("test loss", f"{results['test_loss']:.4f}" if results.get("test_loss") is not None else "-"),
+            ("epochs / steps", f"{results['epochs_completed']} / {results['steps']}"),
+            ("train time", f"{results['train_time_s']:.1f} s"),
+            ("throughput", f"{results['train_images_per_s']:,.0f} img/s"),
+            ("device / precision", f"{results['device']} / {results['precision']}"),
+            ("run dir", results["run_dir"]),
+        ]
+        for key, value in rows:
+            table.add_row(key, str(value))
+        self.console.print(table)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"

@@ -1,0 +1,172 @@
+"""The ``cnnbench`` command: compose a config with Hydra, train, evaluate, and write the run directory.
+
+A run directory holds ``.hydra/`` (the composed config and overrides), ``tensorboard/`` (event files),
+``checkpoints/{last,best}.pt`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.config import register_configs, to_container, validate
+from cnnbench.data import dataset_summary, load_data, make_loaders
+from cnnbench.engine.checkpoint import atomic_write_json, load_checkpoint
+from cnnbench.engine.optim import build_optimizer, build_scheduler
+from cnnbench.engine.runtime import has_conv, resolve_device, resolve_precision, seed_everything
+from cnnbench.engine.trainer import Trainer, evaluate
+from cnnbench.errors import CnnbenchError
+from cnnbench.models import build_model
+from cnnbench.tracking import Reporter
+
+register_configs()
+
+
+def model_from_config(cfg: DictConfig, num_classes: int, in_channels: int, image_size: int) -> torch.nn.Module:
+    options = OmegaConf.to_container(cfg.model, resolve=True)
+    name = options.pop("name")
+    return build_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train and evaluate one configuration; return the results (also written to results.json)."""
+    validate(cfg)
+    if cfg.transfer.strategy != "scratch":
+        raise CnnbenchError(f"transfer.strategy={cfg.transfer.strategy} is not available; use scratch")
+    t = cfg.trainer
+    device = resolve_device(t.device)
+    precision = resolve_precision(t.precision, device)
+    seed_everything(t.seed, t.deterministic)
+
+    reporter = Reporter(run_dir, tensorboard=cfg.logger.tensorboard, progress=cfg.logger.progress)
+    try:
+        if cfg.logger.print_config:
+            reporter.print_config(OmegaConf.to_yaml(cfg, resolve=True))
+        data = load_data(cfg.data)
+        reporter.info(f"data: {cfg.data.name}, {dataset_summary(data)}")
+
+        model = model_from_config(cfg, data.num_classes, data.channels, data.image_size)
+        channels_last = t.channels_last if t.channels_last is not None else (
+            has_conv(model) and device.type in ("cpu", "cuda"))
+        model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        params = sum(p.numel() for p in model.parameters())
+        compiled = torch.compile(model) if t.compile else None
+        reporter.info(f"model: {cfg.model.name}, {params:,} parameters; device {device}, precision {precision.name}"
+                      f"{', channels_last' if channels_last else ''}{', compiled' if compiled else ''}")
+
+        loaders = make_loaders(data, cfg.data, device, seed=t.seed, channels_last=channels_last)
+        steps_per_epoch = len(loaders["train"])
+        total_steps = t.epochs * steps_per_epoch
+        if t.max_steps is not None:
+            total_steps = min(total_steps, t.max_steps)
+        optimizer = build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
+        scheduler = build_scheduler(optimizer, cfg.scheduler, steps_per_epoch, total_steps)
+
+        trainer = Trainer(
+            model, optimizer, scheduler, loaders, precision, reporter, run_dir,
+            epochs=t.epochs, total_steps=total_steps, scheduler_per_step=cfg.scheduler.interval == "step",
+            label_smoothing=t.label_smoothing, grad_clip=t.grad_clip, eval_every=t.eval_every,
+            log_every=t.log_every, checkpoint_every=t.checkpoint_every, config=to_container(cfg), compiled=compiled,
+        )
+        state = trainer.fit()
+
+        # The test set is scored once, on the checkpoint chosen by validation accuracy (never by test accuracy).
+        model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
+        test_loss, test_acc = evaluate(compiled or model, loaders["test"], precision)
+        reporter.scalars({"test/acc": test_acc, "test/loss": test_loss}, state.step)
+        results = {
+            "status": "interrupted" if trainer.interrupted else "completed",
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "params": params,
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "best_val_acc": state.best_val_acc,
+            "epochs_completed": state.epoch,
+            "steps": state.step,
+            "train_time_s": state.train_time_s,
+            "train_images_per_s": state.images_seen / max(state.train_time_s, 1e-9),
+            "device": str(device),
+            "precision": precision.name,
+            "channels_last": channels_last,
+            "seed": t.seed,
+            "overrides": _overrides(),
+            "run_dir": str(run_dir),
+            "history": state.history,
+        }
+        atomic_write_json(results, run_dir / "results.json")
+        reporter.summary(results)
+        if trainer.interrupted:
+            reporter.info(f"interrupted after step {state.step}; checkpoint in {run_dir / 'checkpoints' / 'last.pt'}")
+        return results
+    finally:
+        reporter.close()
+
+
+def _overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not running under Hydra (called from Python)
+        return []
+
+
+@hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
+def _hydra_entry(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    started = time.time()
+    try:
+        results = run(cfg, run_dir)
+    except CnnbenchError as e:
+        atomic_write_json({"status": "failed", "error": str(e), "overrides": _overrides(),
+                           "elapsed_s": time.time() - started}, run_dir / "results.json")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if results["status"] == "interrupted":
+        sys.exit(130)
+    return results["best_val_acc"] if results["best_val_acc"] is not None else results["test_acc"]
+
+
+def one_line(error: BaseException) -> str:
+    """Fold a Hydra/OmegaConf error (several lines with key dumps) into one readable line."""
+    parts: list[str] = []
+    for exc in (error, error.__cause__):
+        if exc is None:
+            continue
+        text = str(exc)
+        head, _, options = text.partition("Available options in")
+        for line in head.splitlines():
+            line = line.strip()
+            if line and not line.startswith(("full_key:", "reference_type=", "object_type=", "Config search path")):
+                parts.append(line.rstrip(".:"))
+        if options:  # Hydra lists a group's options one per line: make it "available ...: a, b, c"
+            group, *names = options.split("\n")
+            parts.append(f"available options in{group.rstrip(':')}: "
+                         + ", ".join(n.strip() for n in names if n.strip() and "search path" not in n.lower()
+                                     and not n.strip().startswith("provider=")))
+    return "; ".join(dict.fromkeys(parts)) or type(error).__name__
+
+
+def main() -> None:
+    """Console entry point of ``cnnbench``: Hydra's own config errors become one line, like ours."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Ask Hydra to raise instead of printing its multi-line report; we print one line for config mistakes
+    # and keep real tracebacks for bugs.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _hydra_entry()
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
