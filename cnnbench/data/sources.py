@@ -93,31 +93,38 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 def _decode_folder(folder: Path, image_size: int | None, channels: int) -> tuple[ImageSet, list[str]]:
-    """Decode every image of an ImageFolder-style tree into one uint8 tensor, resized to a square side."""
-    import torch.nn.functional as F
+    """Decode every image of an ImageFolder-style tree into one uint8 tensor, resized to a square side.
+
+    Images are opened with Pillow, converted like torchvision's ``ImageFolder`` loader does, and resized with
+    Pillow's bilinear filter (what ``transforms.Resize`` does to PIL images). A file that is not a readable
+    image stops the run with its path: silently training on fewer images would hide a broken data set.
+    """
+    from PIL import Image, UnidentifiedImageError
     from torchvision.datasets.folder import find_classes, make_dataset
-    from torchvision.io import ImageReadMode, decode_image, read_file
 
     try:
         classes, class_to_idx = find_classes(str(folder))
         samples = make_dataset(str(folder), class_to_idx, extensions=IMAGE_EXTENSIONS)
     except FileNotFoundError as e:
         raise CnnbenchError(f"{folder}: {e}; expected one sub-folder per class holding images") from None
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    images = []
-    for path, _ in samples:
+    mode = "RGB" if channels == 3 else "L"
+
+    def decode(path: str) -> torch.Tensor:
+        nonlocal image_size
         try:
-            img = decode_image(read_file(path), mode=mode)  # (C, h, w) uint8
-        except RuntimeError as e:
-            raise CnnbenchError(f"cannot decode image {path}: {str(e).splitlines()[0]}; remove or replace it") from None
-        if image_size is None:
-            image_size = img.shape[-1]
-        if img.shape[-2:] != (image_size, image_size):
-            img = F.interpolate(img[None].float(), size=(image_size, image_size), mode="bilinear",
-                                antialias=True, align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
-        images.append(img)
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                image_size = image_size or img.width  # null: the first image's size
+                if img.size != (image_size, image_size):
+                    img = img.resize((image_size, image_size), Image.BILINEAR)
+                array = np.asarray(img, dtype=np.uint8).reshape(image_size, image_size, channels)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
+        return torch.from_numpy(array.copy())
+
+    images = [decode(path) for path, _ in samples]
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
-    return ImageSet(torch.stack(images), labels), classes
+    return ImageSet(torch.stack(images).permute(0, 3, 1, 2).contiguous(), labels), classes
 
 
 def read_imagefolder(cfg: DictConfig) -> RawSplits:

@@ -1,0 +1,102 @@
+"""Every config option composes and validates; bad values fail before any work with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, compose_config, run_cli
+
+from cnnbench.config import validate
+from cnnbench.errors import CnnbenchError
+
+GROUPS = ["model", "data", "optimizer", "scheduler", "transfer", "trainer", "logger", "experiment"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(group: str, option: str) -> None:
+    overrides = [f"{group}={option}"]
+    if option == "imagefolder":
+        overrides.append("data.root=/some/folder")
+    cfg = compose_config(*overrides)
+    validate(cfg)
+    if group not in ("experiment", "trainer"):
+        assert cfg[group] is not None
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert any(g == group for g, _ in OPTIONS), group
+
+
+def test_seed_cifar10_is_the_reference_recipe() -> None:
+    cfg = compose_config("experiment=seed_cifar10")
+    assert cfg.model.name == "small_resnet" and list(cfg.model.widths) == [64, 128, 256]
+    assert cfg.model.blocks_per_stage == 2
+    assert cfg.data.name == "cifar10" and cfg.data.batch_size == 128
+    assert cfg.data.augment.crop_padding == 4 and cfg.data.augment.hflip and cfg.data.augment.cutout == 0
+    assert list(cfg.data.mean) == [0.4914, 0.4822, 0.4465] and list(cfg.data.std) == [0.2470, 0.2435, 0.2616]
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.1, 0.9, 5e-4)
+    assert cfg.optimizer.nesterov is False
+    assert cfg.scheduler.name == "cosine" and cfg.scheduler.interval == "epoch"
+    assert cfg.trainer.epochs == 200 and cfg.trainer.eval_every == 10
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=-0.1", "optimizer.lr must be a positive number"),
+        ("optimizer.lr=0", "optimizer.lr must be a positive number"),
+        ("data.batch_size=0", "data.batch_size must be a positive integer"),
+        ("trainer.epochs=0", "trainer.epochs must be a positive integer"),
+        ("trainer.max_steps=-5", "trainer.max_steps must be positive"),
+        ("trainer.device=tpu", "is not a device"),
+        ("data.val_fraction=1.5", "data.val_fraction must be in [0, 1)"),
+        ("trainer.label_smoothing=1.0", "trainer.label_smoothing"),
+        ("scheduler.min_lr=-1", "scheduler.min_lr"),
+        ("+scheduler.gamma=0.5", "scheduler.gamma is not an option of scheduler=cosine"),
+        ("optimizer.momentum=-1", "rejected its config"),
+        ("+optimizer.foo=1", "unexpected keyword argument 'foo'"),
+        ("data.std=[0.0]", "data.std values must be positive"),
+    ],
+)
+def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
+    cfg = compose_config(override)
+    with pytest.raises(CnnbenchError, match=None) as err:
+        validate(cfg)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model=no_such_model"], "available options in 'model': lenet5"),
+        (["optimizer=no_such_opt"], "available options in 'optimizer': adam, adamw, sgd"),
+        (["trainer.epochs=abc"], "could not be converted to Integer"),
+        (["trainer.precision=fp64"], "expected one of [auto, fp32, bf16, fp16]"),
+        (["optimizer.lr=-1"], "optimizer.lr must be a positive number, got -1"),
+        (["data.batch_size=0"], "data.batch_size must be a positive integer, got 0"),
+        (["trainer.device=cuda:7"], "trainer.device=cuda:7"),
+        (["data=imagefolder"], "data=imagefolder needs data.root="),
+        (["+model.depth=3"], "model.depth is not an option of lenet5"),
+    ],
+)
+def test_cli_bad_input_is_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not list(tmp_path.glob("outputs/*/*/checkpoints"))  # failed before any training
+
+
+def test_help_lists_groups_and_options(tmp_path: Path) -> None:
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for text in ("cnnbench", "model: lenet5, small_resnet", "optimizer: adam, adamw, sgd", "experiment: seed_cifar10",
+                 "scheduler: cosine, none, onecycle, step", "data: cifar10, digits"):
+        assert text in proc.stdout, text

@@ -1,0 +1,162 @@
+"""Data sets load into uint8 tensors; batched augmentation matches torchvision's transforms."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2 as T
+from conftest import CLASSES, compose_config
+
+from cnnbench.data import augment, load_data, make_loaders
+from cnnbench.data.loader import DeviceLoader
+from cnnbench.data.sources import ImageSet
+from cnnbench.errors import CnnbenchError
+
+
+def data_cfg(*overrides: str):
+    return compose_config(*overrides).data
+
+
+def test_digits_split_is_deterministic_and_disjoint() -> None:
+    a, b = load_data(data_cfg()), load_data(data_cfg())
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    assert len(a.test) == 359 and len(a.val) == round(1438 * 0.1)
+    assert a.train.images.dtype == torch.uint8 and a.train.images.shape[1:] == (1, 32, 32)
+    assert a.class_names == [str(i) for i in range(10)]
+    # No image is in two splits (digits has a few exact duplicates, so compare counts, not sets).
+    flat = lambda s: {bytes(x.numpy()) for x in s.images}  # noqa: E731
+    assert len(flat(a.test) & flat(a.train)) <= 3
+    other = load_data(data_cfg("data.split_seed=1"))
+    assert not torch.equal(other.test.labels, a.test.labels)
+
+
+def test_random_crop_is_a_window_of_the_zero_padded_image() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = augment.random_crop(x, 2, g)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(64):
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_augmentations_match_torchvision_statistics() -> None:
+    """Per-pixel mean over many augmented copies equals torchvision's RandomCrop(padding)+RandomHorizontalFlip."""
+    torch.manual_seed(0)
+    img = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+    n = 4000
+    ours = augment.hflip(augment.random_crop(img.expand(n, -1, -1, -1), 4, torch.Generator().manual_seed(1)),
+                         torch.Generator().manual_seed(2)).float().mean(0)
+    tv = T.Compose([T.RandomCrop(16, padding=4), T.RandomHorizontalFlip()])
+    ref = torch.stack([tv(img) for _ in range(n)]).float().mean(0)
+    # standard error of a per-pixel mean over 4000 draws is ~1.5 grey levels; the maps agree far below 4
+    assert (ours - ref).abs().mean() < 2.0
+    assert (ours - ref).abs().max() < 12.0
+    # and both differ clearly from an un-augmented image
+    assert (ref - img.float()).abs().mean() > 20
+
+
+def test_cutout_zeroes_one_square_per_image() -> None:
+    x = torch.full((200, 1, 16, 16), 255, dtype=torch.uint8)
+    out = augment.cutout(x, 4, torch.Generator().manual_seed(0))
+    zeros = (out == 0).sum(dim=(1, 2, 3))
+    assert zeros.max() == 16 and zeros.min() >= 4  # clipped at the border, never empty
+
+
+def test_loader_normalises_like_torchvision() -> None:
+    x = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+    loader = DeviceLoader(ImageSet(x, torch.arange(10)), 4, torch.device("cpu"), mean, std)
+    batches = list(loader)
+    assert [len(b[1]) for b in batches] == [4, 4, 2]  # evaluation keeps the last partial batch
+    ref = T.Normalize(mean, std)(x.float() / 255)
+    torch.testing.assert_close(torch.cat([b[0] for b in batches]), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_train_loader_shuffles_reproducibly_and_drops_the_partial_batch() -> None:
+    data = ImageSet(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10))
+    make = lambda seed: DeviceLoader(data, 4, torch.device("cpu"), [0.5], [0.5], train=True, seed=seed)  # noqa: E731
+    first = [y.tolist() for _, y in make(0)]
+    assert len(first) == 2 and first == [y.tolist() for _, y in make(0)]
+    assert first != [y.tolist() for _, y in make(1)]
+
+
+def test_imagefolder_on_real_cifar10_subset(cifar_subset: Path, tmp_path: Path) -> None:
+    cfg = data_cfg("data=imagefolder", f"data.root={cifar_subset}", f"data.cache_dir={tmp_path}")
+    data = load_data(cfg)
+    assert data.class_names == CLASSES
+    assert len(data.train) + len(data.val) == 200 and len(data.test) == 100
+    assert data.train.images.shape[1:] == (3, 32, 32) and data.image_size == 32
+    assert torch.bincount(data.test.labels).tolist() == [10] * 10
+    cached = list(tmp_path.glob("imagefolder-*.pt"))
+    assert len(cached) == 1
+    again = load_data(cfg)  # from the cache
+    assert torch.equal(again.train.images, data.train.images)
+    # resizing to another size is a different cache entry
+    small = load_data(data_cfg("data=imagefolder", f"data.root={cifar_subset}", f"data.cache_dir={tmp_path}",
+                               "data.image_size=16", "data.channels=1", "data.mean=[0.5]", "data.std=[0.25]"))
+    assert small.train.images.shape[1:] == (1, 16, 16) and len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_imagefolder_errors(tmp_path: Path) -> None:
+    with pytest.raises(CnnbenchError, match="does not exist"):
+        load_data(data_cfg("data=imagefolder", f"data.root={tmp_path / 'nope'}", "data.cache_dir=null"))
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    with pytest.raises(CnnbenchError, match="expected one sub-folder per class"):
+        load_data(data_cfg("data=imagefolder", f"data.root={tmp_path}", "data.cache_dir=null"))
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir()
+        (tmp_path / split / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(CnnbenchError, match="cannot decode image .*broken.jpg"):
+        load_data(data_cfg("data=imagefolder", f"data.root={tmp_path}", "data.cache_dir=null"))
+
+
+def _write_cifar10_batches(root: Path, per_batch: int) -> None:
+    """Small files in CIFAR-10's on-disk format (pickled dicts of uint8 rows), as torchvision reads them."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CLASSES}))
+
+
+def test_torchvision_cifar10_reader_on_files_in_its_format(tmp_path: Path, monkeypatch) -> None:
+    import torchvision.datasets.cifar
+
+    _write_cifar10_batches(tmp_path, per_batch=8)
+    # Only torchvision's md5 check is patched: our files are real pickles but not the official bytes.
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
+    data = load_data(data_cfg("data=cifar10", f"data.root={tmp_path}", "data.download=false"))
+    assert len(data.train) + len(data.val) == 40 and len(data.test) == 8
+    assert data.train.images.shape[1:] == (3, 32, 32) and data.class_names == CLASSES
+    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())
+    expected = torch.from_numpy(raw["data"].reshape(-1, 3, 32, 32))
+    assert torch.equal(data.test.images, expected)  # channel order and layout preserved
+    assert data.test.labels.tolist() == raw["labels"]
+    loaders = make_loaders(data, data_cfg("data=cifar10"), torch.device("cpu"), seed=0, channels_last=True)
+    x, _ = next(iter(loaders["train"]))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_missing_dataset_offline_message(tmp_path: Path, monkeypatch, download: bool) -> None:
+    # Route any download attempt to a closed local port so the test is offline even on a networked machine.
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    root = tmp_path / "empty"
+    with pytest.raises(CnnbenchError) as err:
+        load_data(data_cfg("data=cifar10", f"data.root={root}", f"data.download={str(download).lower()}"))
+    msg = str(err.value)
+    assert str(root) in msg and "data.root=" in msg and "data=digits" in msg and "\n" not in msg

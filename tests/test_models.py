@@ -1,0 +1,67 @@
+"""The registry and the models: parameter counts, shapes, input adaptation, forward and backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnbench.errors import CnnbenchError
+from cnnbench.models import build_model, list_models
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_lenet5_matches_lecun_parameter_count() -> None:
+    # conv 6@5x5 (156) + conv 16@5x5 (2,416) + fc 256-120 (30,840) + 120-84 (10,164) + 84-10 (850)
+    assert n_params(build_model("lenet5", num_classes=10, in_channels=1, image_size=28)) == 44_426
+    # the classic 32x32 input gives a 5x5x16 feature map: fc 400-120
+    assert n_params(build_model("lenet5", num_classes=10, in_channels=1, image_size=32)) == 61_706
+
+
+def test_lenet5_is_tanh_and_average_pooling() -> None:
+    kinds = {type(m).__name__ for m in build_model("lenet5", num_classes=10, in_channels=1, image_size=32).modules()}
+    assert {"Tanh", "AvgPool2d"} <= kinds and not {"ReLU", "MaxPool2d"} & kinds
+
+
+def test_small_resnet_stages() -> None:
+    model = build_model("small_resnet", num_classes=10, in_channels=3, image_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    x = model.stem(x)
+    assert x.shape == (2, 64, 32, 32)
+    shapes = []
+    for stage in model.stages:
+        assert len(stage) == 2
+        x = stage(x)
+        shapes.append(tuple(x.shape[1:]))
+    assert shapes == [(64, 32, 32), (128, 16, 16), (256, 8, 8)]
+    assert model.fc.in_features == 256 and model.fc.out_features == 10
+    # projection shortcuts exactly where the shape changes
+    projections = [b.shortcut for s in model.stages for b in s if not isinstance(b.shortcut, torch.nn.Identity)]
+    assert len(projections) == 2
+
+
+def test_unknown_model_lists_the_available_ones() -> None:
+    with pytest.raises(CnnbenchError, match="unknown model 'vgg99'; available: .*lenet5.*small_resnet"):
+        build_model("vgg99", num_classes=10, in_channels=3, image_size=32)
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(CnnbenchError, match="model.depth is not an option of small_resnet; it accepts: widths"):
+        build_model("small_resnet", num_classes=10, in_channels=3, image_size=32, depth=3)
+
+
+def test_too_small_image_fails_at_build_time_naming_the_minimum() -> None:
+    with pytest.raises(CnnbenchError, match="lenet5 needs images of at least 16x16, got 12x12"):
+        build_model("lenet5", num_classes=10, in_channels=1, image_size=12)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (1, 32), (3, 32)])
+def test_every_model_runs_forward_and_backward(name: str, channels: int, size: int) -> None:
+    model = build_model(name, num_classes=7, in_channels=channels, image_size=size)
+    out = model(torch.randn(2, channels, size, size))
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

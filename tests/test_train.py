@@ -1,0 +1,140 @@
+"""End-to-end runs of the CLI and the pieces of the training loop."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cnnbench.engine.checkpoint import atomic_save, load_checkpoint
+from cnnbench.engine.optim import build_optimizer, build_scheduler
+from cnnbench.errors import CnnbenchError
+
+RESULT_KEYS = {"status", "model", "data", "params", "test_acc", "best_val_acc", "test_loss", "epochs_completed",
+               "steps", "train_time_s", "train_images_per_s", "device", "precision", "seed", "overrides"}
+
+
+def read_run(run_dir: Path) -> tuple[dict, dict]:
+    results = json.loads((run_dir / "results.json").read_text())
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    return results, ckpt
+
+
+@pytest.mark.slow
+def test_default_run_trains_lenet5_on_digits(tmp_path: Path) -> None:
+    """`cnnbench` with no arguments: the acceptance run (>= 95% test accuracy, well under 90 s)."""
+    proc = run_cli(cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    results, ckpt = read_run(run_dir)
+    assert RESULT_KEYS <= set(results)
+    assert results["status"] == "completed" and results["model"] == "lenet5" and results["data"] == "digits"
+    assert results["params"] == 61_706 and results["epochs_completed"] == 30
+    assert results["test_acc"] >= 95.0, results["test_acc"]
+    assert 0 <= results["best_val_acc"] <= 100 and results["train_images_per_s"] > 0
+    assert results["train_time_s"] < 90
+    # checkpoints: plain containers, loadable with weights_only=True, and the best one restores the model
+    assert {"model", "optimizer", "scheduler", "epoch", "step", "config"} <= set(ckpt)
+    assert ckpt["epoch"] == 30 and ckpt["step"] == results["steps"] and ckpt["config"]["model"]["name"] == "lenet5"
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert set(best["model"]) == set(ckpt["model"])
+    assert not list(run_dir.rglob("*.tmp"))
+    # Hydra's record of the composed config, and the console summary
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "test acc" in proc.stdout and "Traceback" not in proc.stderr
+    # TensorBoard scalars
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events)).Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr", "train/images_per_s"} <= tags
+    assert len(acc.Scalars("val/acc")) == 30
+    assert acc.Scalars("test/acc")[-1].value == pytest.approx(results["test_acc"], abs=1e-3)
+
+
+def test_max_steps_stops_and_still_evaluates(tmp_path: Path) -> None:
+    proc = run_cli("trainer.max_steps=7", "trainer.epochs=5", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results, ckpt = read_run(tmp_path / "run")
+    assert results["steps"] == 7 and ckpt["step"] == 7 and results["epochs_completed"] == 1
+    assert results["status"] == "completed" and results["test_acc"] is not None
+    assert results["overrides"] == ["trainer.max_steps=7", "trainer.epochs=5"]
+    assert ckpt["scheduler"]["last_epoch"] == 7  # cosine stepped once per optimizer step
+
+
+def test_small_resnet_on_real_cifar10_imagefolder(cifar_subset: Path, tmp_path: Path) -> None:
+    proc = run_cli("data=imagefolder", f"data.root={cifar_subset}", "model=small_resnet", "trainer.max_steps=3",
+                   "data.batch_size=32", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results, ckpt = read_run(tmp_path / "run")
+    assert results["model"] == "small_resnet" and results["steps"] == 3 and results["params"] == 2_777_674
+    assert ckpt["model"]["fc.weight"].shape == (10, 256)
+
+
+def test_failed_run_writes_results_with_error(tmp_path: Path) -> None:
+    proc = run_cli("data=imagefolder", f"data.root={tmp_path / 'missing'}", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 2
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "failed" and "does not exist" in results["error"]
+
+
+# -- schedules ---------------------------------------------------------------------------------------------------
+def _lrs(*overrides: str, steps_per_epoch: int = 10, total_steps: int = 100) -> list[float]:
+    cfg = compose_config(*overrides)
+    opt = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    sched = build_scheduler(opt, cfg.scheduler, steps_per_epoch, total_steps)
+    per_epoch = cfg.scheduler.interval == "epoch"
+    lrs = []
+    for step in range(total_steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if not per_epoch or (step + 1) % steps_per_epoch == 0:
+            sched.step()
+    return lrs
+
+
+def test_cosine_anneals_to_min_lr_at_the_last_step() -> None:
+    lrs = _lrs("optimizer.lr=0.1", "scheduler.min_lr=0.001")
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.001, abs=2e-4)
+    assert lrs[50] == pytest.approx(0.0505, abs=2e-3)  # half-way is the mean of both ends
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_warmup_then_cosine() -> None:
+    lrs = _lrs("optimizer.lr=0.1", "scheduler.warmup_epochs=2")
+    assert lrs[0] == pytest.approx(0.01) and max(lrs) == pytest.approx(0.1, rel=1e-3)
+    assert lrs.index(max(lrs)) == 20 and lrs[-1] < 0.001
+
+
+def test_step_and_onecycle_and_constant() -> None:
+    step = _lrs("scheduler=step", "scheduler.step_size=3", "optimizer.lr=1.0")
+    assert step[29] == pytest.approx(1.0) and step[30] == pytest.approx(0.1) and step[60] == pytest.approx(0.01)
+    one = _lrs("scheduler=onecycle", "optimizer.lr=0.5")
+    assert max(one) == pytest.approx(0.5, rel=1e-3) and one.index(max(one)) == pytest.approx(25, abs=1)
+    assert one[0] < 0.05 and one[-1] < 1e-3
+    assert _lrs("scheduler=none", "optimizer.lr=0.3") == pytest.approx([0.3] * 100)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------------
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"model": {"w": torch.ones(2)}}, path)
+    with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):
+        atomic_save({"model": {"w": torch.zeros(2)}, "bad": lambda: None}, path)  # lambdas do not pickle
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_load_checkpoint_rejects_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(CnnbenchError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(CnnbenchError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
+    with pytest.raises(CnnbenchError, match="not a cnnbench checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
