@@ -73,7 +73,7 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["model=no_such_model"], "available options in 'model': lenet5"),
+        (["model=no_such_model"], "available options in 'model': alexnet, efficientnet_b0"),
         (["optimizer=no_such_opt"], "available options in 'optimizer': adam, adamw, sgd"),
         (["trainer.epochs=abc"], "could not be converted to Integer"),
         (["trainer.precision=fp64"], "expected one of [auto, fp32, bf16, fp16]"),
@@ -97,6 +97,7 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path: Path, args: list[
 def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for text in ("cnnbench", "model: lenet5, small_resnet", "optimizer: adam, adamw, sgd", "experiment: seed_cifar10",
+    for text in ("cnnbench", "vgg16_bn, vgg19, vgg19_bn, vit_b_16, vit_small, vit_tiny",
+                 "optimizer: adam, adamw, sgd", "experiment: seed_cifar10",
                  "scheduler: cosine, none, onecycle, step", "data: cifar10, digits"):
         assert text in proc.stdout, text

@@ -66,6 +66,7 @@ class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
     best_val_acc: float | None = None
+    best_val_loss: float | None = None
     train_time_s: float = 0.0
     images_seen: int = 0
     history: list[dict] = field(default_factory=list)
@@ -121,8 +122,12 @@ class Trainer:
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader, start=1):
             with self.precision.autocast():
-                logits = model(x)
+                out = model(x)
+                # Models with auxiliary heads (GoogLeNet) return (logits, *aux) in training: aux losses weigh 0.3.
+                logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
                 loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+                for a in aux:
+                    loss = loss + 0.3 * F.cross_entropy(a, y, label_smoothing=self.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             self._backward_and_step(loss)
             if self.scheduler_per_step:
@@ -183,10 +188,8 @@ class Trainer:
                 self.reporter.scalars(metrics, state.step)
                 self.reporter.end_epoch(state.epoch, self.epochs, metrics)
                 state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
-                improved = "val/acc" in metrics and (state.best_val_acc is None
-                                                     or metrics["val/acc"] > state.best_val_acc)
-                if improved:
-                    state.best_val_acc = metrics["val/acc"]
+                if "val/acc" in metrics and self._improves(metrics["val/acc"], metrics["val/loss"]):
+                    state.best_val_acc, state.best_val_loss = metrics["val/acc"], metrics["val/loss"]
                     self.save("best.pt")
                 done = state.epoch >= self.epochs or state.step >= self.total_steps or stop.requested
                 if done or state.epoch % self.checkpoint_every == 0:
@@ -198,6 +201,11 @@ class Trainer:
             self.save("best.pt")
         return state
 
+    def _improves(self, acc: float, loss: float) -> bool:
+        """Higher validation accuracy wins; a tie (common on small validation sets) goes to the lower loss."""
+        best_acc, best_loss = self.state.best_val_acc, self.state.best_val_loss
+        return best_acc is None or acc > best_acc or (acc == best_acc and loss < best_loss)
+
     def checkpoint(self) -> dict:
         s = self.state
         return {
@@ -208,6 +216,7 @@ class Trainer:
             "epoch": s.epoch,
             "step": s.step,
             "best_val_acc": s.best_val_acc,
+            "best_val_loss": s.best_val_loss,
             "rng": {"torch": torch.get_rng_state(), "loader": self.loaders["train"].generator.get_state()},
             "config": self.config,
         }

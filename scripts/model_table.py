@@ -1,0 +1,69 @@
+"""Generate the README's architecture table: every registered model at CIFAR size (3x32x32, 10 classes).
+
+    python scripts/model_table.py            # print the table
+    python scripts/model_table.py --readme   # also replace the table between the markers in README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+
+from cnnbench.analysis import analyze
+from cnnbench.models import build_model, list_models
+
+# name prefix -> (year, key idea)
+FAMILIES = {
+    "lenet5": (1998, "tanh convs + average pooling, 6/16 maps, 120-84 FC"),
+    "alexnet": (2012, "ReLU, dropout, overlapping max pooling, 5 conv + 3 FC"),
+    "vgg": (2014, "only 3x3 convs, depth 11-19"),
+    "googlenet": (2014, "Inception: parallel 1x1/3x3/5x5/pool, 1x1 bottlenecks"),
+    "resnet": (2015, "identity shortcuts; basic (18/34) and bottleneck (50+) blocks"),
+    "small_resnet": (2015, "the CIFAR reference ResNet: 3 stages of 2 basic blocks"),
+    "se_resnet": (2017, "squeeze-and-excitation channel attention on residual blocks"),
+    "efficientnet": (2019, "MBConv + SE + SiLU, compound scaling of depth/width/resolution"),
+    "vit": (2020, "patches as tokens, class token, pre-norm transformer encoder"),
+}
+
+
+def family(name: str) -> tuple[int, str]:
+    for prefix in sorted(FAMILIES, key=len, reverse=True):
+        if name.startswith(prefix):
+            return FAMILIES[prefix]
+    raise KeyError(name)
+
+
+def table() -> str:
+    rows = ["| model | year | key idea | parameters | MACs / image |", "|---|---|---|---:|---:|"]
+    entries = []
+    for name in list_models():
+        torch.manual_seed(0)
+        report = analyze(build_model(name, num_classes=10, in_channels=3, image_size=32), (3, 32, 32))
+        year, idea = family(name)
+        entries.append((year, report.params, name, idea, report.macs))
+    for year, params, name, idea, macs in sorted(entries):
+        rows.append(f"| `{name}` | {year} | {idea} | {params / 1e6:.2f} M | {macs / 1e6:,.0f} M |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", action="store_true", help="update README.md in place")
+    args = parser.parse_args()
+    text = table()
+    print(text)
+    if args.readme:
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        start, end = "<!-- model-table:start -->", "<!-- model-table:end -->"
+        content = readme.read_text()
+        new = re.sub(f"{start}.*?{end}", f"{start}\n{text}\n{end}", content, flags=re.S)
+        if new == content and start not in content:
+            raise SystemExit(f"README.md has no {start} ... {end} markers")
+        readme.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
