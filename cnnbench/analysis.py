@@ -105,6 +105,19 @@ class ModelReport:
     param_bytes: int = 0
 
 
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass of a (1, C, H, W) image, by torch's FLOP counter."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
 def analyze(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelReport:
     """Run one (1, C, H, W) image through ``model`` in eval mode and describe every leaf layer."""
     report = ModelReport(input_shape=tuple(input_shape))
@@ -131,12 +144,8 @@ def analyze(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelReport:
     finally:
         for h in handles:
             h.remove()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was_training)
-    report.macs = counter.get_total_flops() // 2
+    model.train(was_training)
+    report.macs = count_macs(model, input_shape)
     report.params = sum(p.numel() for p in model.parameters())
     report.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report.param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -86,6 +86,11 @@ class LoggerConfig:
 
 
 @dataclass
+class SweepConfig:
+    skip_completed: bool = False  # multirun: skip jobs whose results.json says completed with the same overrides
+
+
+@dataclass
 class Config:
     model: Any = MISSING
     data: DataConfig = MISSING
@@ -94,6 +99,7 @@ class Config:
     transfer: Any = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_configs() -> None:

@@ -6,16 +6,20 @@ A run directory holds ``.hydra/`` (the composed config and overrides), ``tensorb
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.analysis import count_macs
 from cnnbench.config import register_configs, to_container, validate
 from cnnbench.data import dataset_summary, load_data, make_loaders
 from cnnbench.engine.checkpoint import atomic_write_json, load_checkpoint
@@ -24,6 +28,7 @@ from cnnbench.engine.runtime import has_conv, resolve_device, resolve_precision,
 from cnnbench.engine.trainer import Trainer, evaluate
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
+from cnnbench.report import LeaderboardCallback
 from cnnbench.tracking import Reporter
 
 register_configs()
@@ -37,6 +42,7 @@ def model_from_config(cfg: DictConfig, num_classes: int, in_channels: int, image
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train and evaluate one configuration; return the results (also written to results.json)."""
+    started_at = time.time()
     validate(cfg)
     if cfg.transfer.strategy != "scratch":
         raise CnnbenchError(f"transfer.strategy={cfg.transfer.strategy} is not available; use scratch")
@@ -57,6 +63,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             has_conv(model) and device.type in ("cpu", "cuda"))
         model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         params = sum(p.numel() for p in model.parameters())
+        macs = count_macs(model, (data.channels, data.image_size, data.image_size))
         compiled = torch.compile(model) if t.compile else None
         reporter.info(f"model: {cfg.model.name}, {params:,} parameters; device {device}, precision {precision.name}"
                       f"{', channels_last' if channels_last else ''}{', compiled' if compiled else ''}")
@@ -86,6 +93,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "model": cfg.model.name,
             "data": cfg.data.name,
             "params": params,
+            "macs": macs,
             "test_acc": test_acc,
             "test_loss": test_loss,
             "best_val_acc": state.best_val_acc,
@@ -99,6 +107,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "seed": t.seed,
             "overrides": _overrides(),
             "run_dir": str(run_dir),
+            "started_at": started_at,
+            "finished_at": time.time(),
             "history": state.history,
         }
         atomic_write_json(results, run_dir / "results.json")
@@ -117,20 +127,57 @@ def _overrides() -> list[str]:
         return []
 
 
+def _is_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _objective(results: dict) -> float | None:
+    """What a sweeper maximises: validation accuracy (test accuracy only when there is no validation split)."""
+    return results["best_val_acc"] if results.get("best_val_acc") is not None else results.get("test_acc")
+
+
+def _completed_before(run_dir: Path) -> dict | None:
+    """The results of an earlier completed run of the same job in this directory, if any."""
+    path = run_dir / "results.json"
+    try:
+        prior = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = [o for o in prior.get("overrides", []) if not o.startswith("sweep.")] == [
+        o for o in _overrides() if not o.startswith("sweep.")]
+    return prior if prior.get("status") == "completed" and same else None
+
+
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
 def _hydra_entry(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = _is_multirun()
+    if multirun and cfg.sweep.skip_completed:
+        prior = _completed_before(run_dir)
+        if prior is not None:
+            print(f"skipping {run_dir}: completed before ({' '.join(_overrides())})")
+            return _objective(prior)
     started = time.time()
     try:
         results = run(cfg, run_dir)
-    except CnnbenchError as e:
-        atomic_write_json({"status": "failed", "error": str(e), "overrides": _overrides(),
-                           "elapsed_s": time.time() - started}, run_dir / "results.json")
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as e:
+        # In a sweep, one failing job (bad value, out of memory, NaN) is recorded and the others still run.
+        user_error = isinstance(e, CnnbenchError)
+        if not (user_error or multirun):
+            raise  # a bug: keep the traceback
+        message = str(e) if user_error else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        atomic_write_json({"status": "failed", "error": message, "model": cfg.model.get("name"),
+                           "data": cfg.data.name, "overrides": _overrides(), "elapsed_s": time.time() - started},
+                          run_dir / "results.json")
+        print(f"error: {message}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+        if not user_error:
+            traceback.print_exc()
+        return None
     if results["status"] == "interrupted":
         sys.exit(130)
-    return results["best_val_acc"] if results["best_val_acc"] is not None else results["test_acc"]
+    return _objective(results)
 
 
 def one_line(error: BaseException) -> str:
@@ -166,6 +213,10 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
+    if LeaderboardCallback.failed:
+        print(f"error: {LeaderboardCallback.failed} of {LeaderboardCallback.total} sweep jobs failed "
+              f"(see leaderboard.md in the sweep directory)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,214 @@
+"""Leaderboards of sweeps: one row per configuration, seeds aggregated, sorted by validation accuracy.
+
+Written at the end of every multirun (a Hydra callback) and on demand with ``cnnbench-report DIR [DIR ...]``:
+``leaderboard.csv``, ``leaderboard.md`` and two plots (test accuracy against parameters and against training
+time) in the first directory, and the table on the console. Rows are never ranked by test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+IGNORED_KEYS = ("sweep.", "hydra.", "logger.")  # overrides that do not change what is trained
+SEED_KEY = "trainer.seed"
+METRICS = ("best_val_acc", "test_acc", "train_time_s", "train_images_per_s")
+
+
+def find_runs(paths: list[Path]) -> list[dict]:
+    """Every results.json under the given run or sweep directories (or the files themselves)."""
+    runs = []
+    for path in paths:
+        files = [path] if path.is_file() else sorted(path.rglob("results.json"))
+        for f in files:
+            try:
+                run = json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            run["run_dir"] = str(f.parent)
+            runs.append(run)
+    return runs
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    out = {}
+    for o in overrides or []:
+        key, _, value = o.lstrip("+~").partition("=")
+        if not key.startswith(IGNORED_KEYS):
+            out[key] = value
+    return out
+
+
+@dataclass
+class Leaderboard:
+    keys: list[str]  # the swept keys that define a configuration (seeds excluded)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def build_leaderboard(runs: list[dict]) -> Leaderboard:
+    """Group completed runs by their swept values (all but the seed) and aggregate over seeds."""
+    parsed = [parse_overrides(r.get("overrides", [])) for r in runs]
+    all_keys = sorted({k for p in parsed for k in p})
+    swept = [k for k in all_keys if len({p.get(k) for p in parsed}) > 1 and k != SEED_KEY]
+    board = Leaderboard(keys=swept or ["model"], total=len(runs))
+    groups: dict[tuple, list[dict]] = {}
+    for run, p in zip(runs, parsed, strict=True):
+        label = tuple(p.get(k, "") for k in swept) if swept else (run.get("model", "?"),)
+        if run.get("status") != "completed":
+            board.failed.append({**dict(zip(board.keys, label, strict=True)), "status": run.get("status"),
+                                 "error": run.get("error", ""), "run_dir": run["run_dir"]})
+            continue
+        groups.setdefault(label, []).append(run)
+    for label, group in groups.items():
+        row: dict[str, Any] = dict(zip(board.keys, label, strict=True))
+        row["seeds"] = len(group)
+        row["params"] = group[0].get("params")
+        row["macs"] = group[0].get("macs")
+        for metric in METRICS:
+            row[metric], row[f"{metric}_std"] = _mean_std([r.get(metric) for r in group])
+        board.rows.append(row)
+    board.rows.sort(key=lambda r: -1.0 if r["best_val_acc"] is None else r["best_val_acc"], reverse=True)
+    return board
+
+
+def _fmt(mean: float | None, std: float | None, seeds: int, digits: int = 2) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}"
+
+
+def _display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    header = [*board.keys, "seeds", "params", "MACs", "val acc %", "test acc %", "train time s", "images/s"]
+    lines = []
+    for r in board.rows:
+        n = r["seeds"]
+        lines.append([*(str(r[k]) for k in board.keys), str(n), f"{r['params']:,}" if r["params"] else "-",
+                      f"{r['macs'] / 1e6:,.1f} M" if r.get("macs") else "-",
+                      _fmt(r["best_val_acc"], r["best_val_acc_std"], n), _fmt(r["test_acc"], r["test_acc_std"], n),
+                      _fmt(r["train_time_s"], r["train_time_s_std"], n, 1),
+                      _fmt(r["train_images_per_s"], r["train_images_per_s_std"], n, 0)])
+    return header, lines
+
+
+def to_markdown(board: Leaderboard) -> str:
+    header, lines = _display_rows(board)
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    if board.failed:
+        out += ["", f"{len(board.failed)} of {board.total} runs did not complete:", ""]
+        out += [f"- {f['run_dir']}: {f['status']}: {f['error']}" for f in board.failed]
+    return "\n".join(out) + "\n"
+
+
+def write_csv(board: Leaderboard, path: Path) -> None:
+    fields = [*board.keys, "seeds", "params", "macs"] + [f"{m}{s}" for m in METRICS for s in ("", "_std")]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(board.rows)
+
+
+def plot(board: Leaderboard, out_dir: Path) -> list[Path]:
+    """Test accuracy against parameters and against training time, one labelled point per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for x_key, x_label, name, log in (("params", "parameters", "acc_vs_params.png", True),
+                                       ("train_time_s", "training time (s)", "acc_vs_time.png", False)):
+        points = [(r[x_key], r["test_acc"], r.get("test_acc_std") or 0, "/".join(str(r[k]) for k in board.keys))
+                  for r in board.rows if r.get(x_key) and r.get("test_acc") is not None]
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        for x, y, err, label in points:
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / name)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths
+
+
+def print_table(board: Leaderboard, console: Console | None = None, title: str = "leaderboard") -> None:
+    console = console or Console(width=None if Console().is_terminal else 160)
+    header, lines = _display_rows(board)
+    table = Table(title=f"{title}: sorted by validation accuracy")
+    for h in header:
+        table.add_column(h, justify="left" if h in board.keys else "right")
+    for line in lines:
+        table.add_row(*line)
+    console.print(table)
+    for f in board.failed:
+        console.print(f"[red]{f['status']}[/red] {f['run_dir']}: {f['error']}")
+
+
+def write_report(paths: list[Path], out_dir: Path | None = None, console: Console | None = None) -> Leaderboard:
+    """Build, print and write the leaderboard of the runs under ``paths`` into ``out_dir`` (default: the first)."""
+    out_dir = out_dir or paths[0]
+    board = build_leaderboard(find_runs(paths))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(board, out_dir / "leaderboard.csv")
+    (out_dir / "leaderboard.md").write_text(to_markdown(board))
+    plot(board, out_dir)
+    print_table(board, console)
+    return board
+
+
+class LeaderboardCallback(Callback):
+    """Hydra callback: at the end of a multirun, write the sweep's leaderboard and remember its failures."""
+
+    failed: int = 0
+    total: int = 0
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        board = write_report([Path(config.hydra.sweep.dir)])
+        LeaderboardCallback.failed, LeaderboardCallback.total = len(board.failed), board.total
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``cnnbench-report``."""
+    parser = argparse.ArgumentParser(prog="cnnbench-report", description="Leaderboard of cnnbench runs and sweeps.")
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories (merged)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first directory)")
+    args = parser.parse_args(argv)
+    missing = [str(d) for d in args.dirs if not d.exists()]
+    if missing:
+        print(f"error: {', '.join(missing)} does not exist", file=sys.stderr)
+        sys.exit(2)
+    board = write_report(args.dirs, args.out)
+    if board.total == 0:
+        print(f"error: no results.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

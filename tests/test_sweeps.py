@@ -1,0 +1,119 @@
+"""Multirun sweeps: failures recorded, resumable, parallel, and summarised in a leaderboard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from conftest import compose_config, run_cli
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+from cnnbench.report import main as report_main
+
+FAST = ["trainer.max_steps=3", "logger.print_config=false", "logger.tensorboard=false"]
+
+
+def results(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_sweep_with_a_failing_job_finishes_the_others_and_reports(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "model=lenet5", "optimizer.lr=0.01,-1", "trainer.seed=0,1", *FAST,
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "error: 2 of 4 sweep jobs failed" in proc.stderr
+    runs = results(sweep)
+    assert sorted(r["status"] for r in runs.values()) == ["completed", "completed", "failed", "failed"]
+    failed = [r for r in runs.values() if r["status"] == "failed"]
+    assert all("optimizer.lr must be a positive number" in r["error"] for r in failed)
+
+    (row,) = read_csv(sweep / "leaderboard.csv")  # one configuration, aggregated over the two seeds
+    done = [r for r in runs.values() if r["status"] == "completed"]
+    assert row["optimizer.lr"] == "0.01" and row["seeds"] == "2" and int(row["params"]) == 61_706
+    assert float(row["test_acc"]) == pytest.approx(statistics.fmean(r["test_acc"] for r in done))
+    assert float(row["test_acc_std"]) == pytest.approx(statistics.stdev(r["test_acc"] for r in done))
+    assert float(row["best_val_acc"]) == pytest.approx(statistics.fmean(r["best_val_acc"] for r in done))
+    markdown = (sweep / "leaderboard.md").read_text()
+    assert "| optimizer.lr | seeds |" in markdown and " ± " in markdown and "2 of 4 runs did not complete" in markdown
+    for png in ("acc_vs_params.png", "acc_vs_time.png"):
+        with Image.open(sweep / png) as img:
+            assert img.size[0] > 100
+    assert "leaderboard" in proc.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_rerunning_completed_jobs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model=lenet5", "trainer.seed=0,1,2", *FAST, f"hydra.sweep.dir={sweep}"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    before = results(sweep)
+    (sweep / "1" / "results.json").unlink()  # job 1 was killed before it finished
+    proc = run_cli(*args, "sweep.skip_completed=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = results(sweep)
+    assert proc.stdout.count("skipping") == 2
+    for job in ("0", "2"):  # untouched
+        assert after[job]["finished_at"] == before[job]["finished_at"]
+    assert after["1"]["status"] == "completed" and after["1"]["finished_at"] > before["2"]["finished_at"]
+    assert len(read_csv(sweep / "leaderboard.csv")) == 1 and read_csv(sweep / "leaderboard.csv")[0]["seeds"] == "3"
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_two_jobs_at_once(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=0,1",
+                   "trainer.max_steps=40", "trainer.epochs=5", "logger.print_config=false",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = list(results(sweep).values())
+    assert len(runs) == 2
+    assert max(r["started_at"] for r in runs) < min(r["finished_at"] for r in runs)  # the runs overlapped
+    assert (sweep / "leaderboard.md").is_file()
+
+
+def test_report_merges_several_directories(tmp_path: Path, capsys) -> None:
+    for i, (model, acc) in enumerate([("lenet5", 90.0), ("small_resnet", 95.0), ("lenet5", 92.0)]):
+        run = tmp_path / f"sweep{i % 2}" / str(i)
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({
+            "status": "completed", "model": model, "params": 10 + i, "macs": 1000, "best_val_acc": acc,
+            "test_acc": acc - 1, "train_time_s": 1.0, "train_images_per_s": 100.0,
+            "overrides": [f"model={model}", f"trainer.seed={i}"]}))
+    report_main([str(tmp_path / "sweep0"), str(tmp_path / "sweep1"), "--out", str(tmp_path / "merged")])
+    rows = read_csv(tmp_path / "merged" / "leaderboard.csv")
+    assert [r["model"] for r in rows] == ["small_resnet", "lenet5"]  # sorted by validation accuracy
+    assert rows[1]["seeds"] == "2" and float(rows[1]["best_val_acc"]) == 91.0
+    assert "small_resnet" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        report_main([str(tmp_path / "nope")])
+
+
+@pytest.mark.slow
+def test_optuna_search_maximises_validation_accuracy(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=1",
+                   "logger.print_config=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best = (sweep / "optimization_results.yaml").read_text()
+    vals = [r["best_val_acc"] for r in results(sweep).values()]
+    assert len(vals) == 2 and f"best_value: {max(vals)}" in best
+
+
+def test_slurm_launcher_config_composes() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+    assert compose_config("hparams_search=digits_optuna").optimizer.lr == 0.01
