@@ -83,6 +83,10 @@ class LoggerConfig:
     tensorboard: bool = True
     progress: bool = True  # rich progress bars on a terminal (plain lines otherwise)
     print_config: bool = True
+    image_every: int = 5  # epochs between feature-map and filter images (and at the last epoch); 0 = never
+    feature_layers: list[str] | None = None  # module names; null = first conv + last block of each stage
+    num_samples: int = 8  # fixed test images whose feature maps are logged
+    figures: bool = True  # also write the pictures as PNG files under <run dir>/figures/
 
 
 @dataclass
@@ -173,6 +177,8 @@ def validate(cfg: DictConfig) -> None:
     _require(t.grad_clip is None or t.grad_clip > 0, f"trainer.grad_clip must be positive, got {t.grad_clip}")
     _require(t.eval_every >= 0, f"trainer.eval_every must be >= 0, got {t.eval_every}")
     _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
+    _require(cfg.logger.image_every >= 0, f"logger.image_every must be >= 0, got {cfg.logger.image_every}")
+    _require(cfg.logger.num_samples > 0, f"logger.num_samples must be positive, got {cfg.logger.num_samples}")
     _require(t.checkpoint_every > 0, f"trainer.checkpoint_every must be positive, got {t.checkpoint_every}")
     check_device(t.device)
 

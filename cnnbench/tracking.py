@@ -41,6 +41,11 @@ class Reporter:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
 
+    def hparams(self, hparams: dict, metrics: dict[str, float | None]) -> None:
+        """Record the run for TensorBoard's HParams tab (written to this run's own event directory)."""
+        if self.writer is not None:
+            self.writer.add_hparams(hparams, {k: v for k, v in metrics.items() if v is not None}, run_name=".")
+
     def text(self, tag: str, text: str) -> None:
         if self.writer is not None:
             self.writer.add_text(tag, text)

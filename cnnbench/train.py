@@ -25,11 +25,12 @@ from cnnbench.data import dataset_summary, load_data, make_loaders
 from cnnbench.engine.checkpoint import atomic_write_json, load_checkpoint
 from cnnbench.engine.optim import build_optimizer, build_scheduler
 from cnnbench.engine.runtime import has_conv, resolve_device, resolve_precision, seed_everything
-from cnnbench.engine.trainer import Trainer, evaluate
+from cnnbench.engine.trainer import Trainer, predict
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
 from cnnbench.report import LeaderboardCallback
 from cnnbench.tracking import Reporter
+from cnnbench.visuals import Visualizer
 
 register_configs()
 
@@ -76,18 +77,30 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         optimizer = build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
         scheduler = build_scheduler(optimizer, cfg.scheduler, steps_per_epoch, total_steps)
 
+        visualizer = None
+        log = cfg.logger
+        if log.image_every or log.figures or reporter.writer is not None:
+            samples = loaders["test"].transform(data.test.images[:log.num_samples].to(device))
+            visualizer = Visualizer(reporter.writer, run_dir, model, samples, loaders["test"].mean,
+                                    loaders["test"].std, list(log.feature_layers) if log.feature_layers else None,
+                                    data.class_names, figures=log.figures)
+
         trainer = Trainer(
             model, optimizer, scheduler, loaders, precision, reporter, run_dir,
             epochs=t.epochs, total_steps=total_steps, scheduler_per_step=cfg.scheduler.interval == "step",
             label_smoothing=t.label_smoothing, grad_clip=t.grad_clip, eval_every=t.eval_every,
             log_every=t.log_every, checkpoint_every=t.checkpoint_every, config=to_container(cfg), compiled=compiled,
+            visualizer=visualizer, image_every=log.image_every,
+            meta={"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size},
         )
         state = trainer.fit()
 
         # The test set is scored once, on the checkpoint chosen by validation accuracy (never by test accuracy).
         model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
-        test_loss, test_acc = evaluate(compiled or model, loaders["test"], precision)
+        test_loss, preds = predict(compiled or model, loaders["test"], precision)
+        test_acc = 100.0 * (preds == data.test.labels).float().mean().item()
         reporter.scalars({"test/acc": test_acc, "test/loss": test_loss}, state.step)
+        per_class = visualizer.log_test(preds, data.test.labels, data.test.images, state.step) if visualizer else {}
         results = {
             "status": "interrupted" if trainer.interrupted else "completed",
             "model": cfg.model.name,
@@ -101,6 +114,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "steps": state.step,
             "train_time_s": state.train_time_s,
             "train_images_per_s": state.images_seen / max(state.train_time_s, 1e-9),
+            "image_logging_s": state.image_logging_s,
             "device": str(device),
             "precision": precision.name,
             "channels_last": channels_last,
@@ -109,15 +123,30 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "run_dir": str(run_dir),
             "started_at": started_at,
             "finished_at": time.time(),
+            "test_acc_per_class": per_class,
             "history": state.history,
         }
         atomic_write_json(results, run_dir / "results.json")
+        reporter.hparams(_hparams(cfg), {"hparam/test_acc": test_acc, "hparam/best_val_acc": state.best_val_acc})
         reporter.summary(results)
         if trainer.interrupted:
             reporter.info(f"interrupted after step {state.step}; checkpoint in {run_dir / 'checkpoints' / 'last.pt'}")
         return results
     finally:
         reporter.close()
+
+
+def _hparams(cfg: DictConfig) -> dict[str, str | int | float | bool]:
+    """What TensorBoard's HParams tab compares: the main choices plus every command-line override."""
+    values: dict[str, str | int | float | bool] = {
+        "model": cfg.model.name, "data": cfg.data.name, "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.epochs,
+        "scheduler": cfg.scheduler.name, "seed": cfg.trainer.seed,
+    }
+    for override in _overrides():
+        key, _, value = override.lstrip("+~").partition("=")
+        values.setdefault(key, value)
+    return values
 
 
 def _overrides() -> list[str]:

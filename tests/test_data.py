@@ -35,6 +35,15 @@ def test_digits_split_is_deterministic_and_disjoint() -> None:
     assert not torch.equal(other.test.labels, a.test.labels)
 
 
+def test_num_train_and_num_test_take_that_many_images() -> None:
+    full = load_data(data_cfg())
+    data = load_data(data_cfg("data.num_train=100", "data.num_test=50"))
+    assert len(data.train) + len(data.val) == 100 and len(data.val) == 10 and len(data.test) == 50
+    assert len(torch.unique(data.train.labels)) == 10  # a random subset keeps every class
+    test_rows = {bytes(x.numpy()) for x in full.test.images}
+    assert all(bytes(x.numpy()) in test_rows for x in data.test.images)  # drawn from the test split
+
+
 def test_random_crop_is_a_window_of_the_zero_padded_image() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)

@@ -82,9 +82,9 @@ def load_data(cfg: DictConfig) -> DataBundle:
 
     # Subsets are random (fixed by split_seed) so that class-sorted folders keep every class.
     if cfg.num_train and cfg.num_train < len(train):
-        train = train.subset(_random_split(len(train), 1 - cfg.num_train / len(train), cfg.split_seed)[1])
+        train = train.subset(_random_split(len(train), cfg.num_train / len(train), cfg.split_seed)[1])
     if cfg.num_test and cfg.num_test < len(test):
-        test = test.subset(_random_split(len(test), 1 - cfg.num_test / len(test), cfg.split_seed)[1])
+        test = test.subset(_random_split(len(test), cfg.num_test / len(test), cfg.split_seed)[1])
     val = None
     if cfg.val_fraction > 0:
         keep, held = _random_split(len(train), cfg.val_fraction, cfg.split_seed)

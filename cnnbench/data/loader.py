@@ -40,6 +40,7 @@ class DeviceLoader:
         self.train = train
         self.crop_padding, self.hflip, self.cutout = crop_padding, hflip, cutout
         self.channels_last = channels_last
+        self.mean, self.std = list(mean), list(std)
         # x_norm = (x / 255 - mean) / std = x * scale + shift, one fused op per batch
         std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
         mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)

@@ -17,23 +17,29 @@ from cnnbench.engine.checkpoint import atomic_save
 from cnnbench.engine.runtime import Precision
 from cnnbench.errors import CnnbenchError
 from cnnbench.tracking import Reporter
+from cnnbench.visuals import Visualizer
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (percent) of ``model`` over ``loader``."""
+def predict(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tuple[float, torch.Tensor]:
+    """Mean cross-entropy of ``model`` over ``loader`` and its predicted class for every image (on the CPU)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=loader.device)
-    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    preds = []
     for x, y in loader:
         with precision.autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        preds.append(logits.argmax(1))
     model.train(was_training)
-    n = loader.num_images
-    return loss_sum.item() / n, 100.0 * correct.item() / n
+    return loss_sum.item() / loader.num_images, torch.cat(preds).cpu()
+
+
+def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (percent) of ``model`` over ``loader``."""
+    loss, preds = predict(model, loader, precision)
+    return loss, 100.0 * (preds == loader.labels.cpu()).float().mean().item()
 
 
 class StopRequest:
@@ -69,6 +75,7 @@ class TrainState:
     best_val_loss: float | None = None
     train_time_s: float = 0.0
     images_seen: int = 0
+    image_logging_s: float = 0.0  # time spent drawing feature maps and filters (reported against train time)
     history: list[dict] = field(default_factory=list)
 
 
@@ -95,6 +102,9 @@ class Trainer:
         checkpoint_every: int = 1,
         config: dict | None = None,
         compiled: nn.Module | None = None,
+        visualizer: Visualizer | None = None,
+        image_every: int = 0,
+        meta: dict | None = None,
     ) -> None:
         self.model = model  # the module whose state is saved
         self.net = compiled or model  # the callable that runs (torch.compile'd or not)
@@ -106,6 +116,8 @@ class Trainer:
         self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
         self.eval_every, self.log_every, self.checkpoint_every = eval_every, log_every, checkpoint_every
         self.config = config or {}
+        self.visualizer, self.image_every = visualizer, image_every
+        self.meta = meta or {}  # what rebuilding the model needs besides the config: class names, input shape
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
         self.state = TrainState()
         self.interrupted = False
@@ -192,6 +204,10 @@ class Trainer:
                     state.best_val_acc, state.best_val_loss = metrics["val/acc"], metrics["val/loss"]
                     self.save("best.pt")
                 done = state.epoch >= self.epochs or state.step >= self.total_steps or stop.requested
+                if self.visualizer is not None and self.image_every and (done or state.epoch % self.image_every == 0):
+                    t0 = time.perf_counter()
+                    self.visualizer.log_images(state.step)
+                    state.image_logging_s += time.perf_counter() - t0
                 if done or state.epoch % self.checkpoint_every == 0:
                     self.save("last.pt")
                 if stop.requested:
@@ -219,6 +235,7 @@ class Trainer:
             "best_val_loss": s.best_val_loss,
             "rng": {"torch": torch.get_rng_state(), "loader": self.loaders["train"].generator.get_state()},
             "config": self.config,
+            "meta": self.meta,
         }
 
     def save(self, name: str) -> None:

@@ -62,6 +62,8 @@ class GoogLeNetOutputs(NamedTuple):
 
 
 class GoogLeNet(nn.Module):
+    feature_stages = ("inception3b", "inception4e", "inception5b")  # the last module before each down-sampling
+
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                  aux_logits: bool = False, dropout: float = 0.2) -> None:
         super().__init__()

@@ -1,0 +1,88 @@
+"""``cnnbench-visualize run=<run dir> image=<image file> layer=<module name>``: one image's feature maps.
+
+Loads the run's best checkpoint, preprocesses the image as the run's data was (channels, size, mean/std), and
+writes the first 16 maps of the layer as a 4x4 grid PNG (``out=<file>``, default
+``<run dir>/figures/visualize_<layer>_<image>.png``). Without ``layer=``, or with a wrong one, it lists the layers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torchvision.utils import save_image
+
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.errors import CnnbenchError
+from cnnbench.visuals import capture, feature_grid
+
+USAGE = "usage: cnnbench-visualize run=<run dir or .pt> image=<image file> layer=<module name> [out=<png>]"
+
+
+def load_image(path: Path, channels: int, size: int, mean: list[float], std: list[float]) -> torch.Tensor:
+    """An image file as the normalised (1, C, size, size) batch the model was trained on."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB" if channels == 3 else "L").resize((size, size), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.float32).reshape(size, size, channels) / 255.0
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+        raise CnnbenchError(f"cannot read image {path}: {e}") from None
+    x = torch.from_numpy(array).permute(2, 0, 1)[None]
+    mean_t = torch.tensor(mean * (channels // len(mean))).view(1, -1, 1, 1)
+    std_t = torch.tensor(std * (channels // len(std))).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None) -> tuple[Path, str]:
+    """Write the feature-map grid of ``layer`` for ``image``; return the PNG path and the predicted class."""
+    from cnnbench.train import model_from_config
+
+    ckpt_path = run if run.suffix == ".pt" else run / "checkpoints" / "best.pt"
+    ckpt = load_checkpoint(ckpt_path)
+    cfg, meta = OmegaConf.create(ckpt["config"]), ckpt.get("meta") or {}
+    if not meta:
+        raise CnnbenchError(f"{ckpt_path} has no input description (written by an older cnnbench); retrain")
+    model = model_from_config(cfg, len(meta["class_names"]), meta["channels"], meta["image_size"])
+    model.load_state_dict(ckpt["model"])
+    layers = [n for n, m in model.named_modules() if n and not list(m.children())]
+    if not layer:
+        raise CnnbenchError(f"give layer=<name>; layers: {', '.join(layers)}")
+    x = load_image(image, meta["channels"], meta["image_size"], list(cfg.data.mean), list(cfg.data.std))
+    maps = capture(model, x, [layer])
+    if layer not in maps:
+        raise CnnbenchError(f"layer {layer!r} does not output feature maps (B, C, H, W); layers: {', '.join(layers)}")
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    predicted = meta["class_names"][int(logits.argmax())]
+    run_dir = ckpt_path.parent.parent if run.suffix == ".pt" else run
+    out = out or run_dir / "figures" / f"visualize_{layer}_{image.stem}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(feature_grid(maps[layer][0]), out)
+    return out, predicted
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``cnnbench-visualize``."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = dict(a.split("=", 1) for a in argv if "=" in a)
+    unknown = sorted(set(args) - {"run", "image", "layer", "out"}) + [a for a in argv if "=" not in a]
+    if unknown or "run" not in args or "image" not in args:
+        print(USAGE if not unknown else f"error: unknown argument {unknown[0]!r}; {USAGE}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        out, predicted = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"),
+                                   Path(args["out"]) if "out" in args else None)
+    except CnnbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {out} (predicted class: {predicted})")
+
+
+if __name__ == "__main__":
+    main()
