@@ -76,6 +76,8 @@ class TrainerConfig:
     eval_every: int = 0  # also evaluate the test set every N epochs (a learning curve); 0 = only at the end
     log_every: int = 25  # optimizer steps between loss read-outs (each one syncs with the device)
     checkpoint_every: int = 1  # epochs between writes of checkpoints/last.pt
+    resume: str | None = None  # a run directory, a checkpoint file, or auto (this run directory's last.pt)
+    overwrite: bool = False  # allow a new run in a directory that already holds a completed one
 
 
 @dataclass

@@ -93,6 +93,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             visualizer=visualizer, image_every=log.image_every,
             meta={"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size},
         )
+        if t.resume:
+            source = resume_path(t.resume, run_dir)
+            ckpt = load_checkpoint(source)
+            check_same_model(ckpt, cfg)
+            trainer.restore(ckpt)
+            reporter.info(f"resumed at epoch {ckpt['epoch']}, step {ckpt['step']} from {source}")
         state = trainer.fit()
 
         # The test set is scored once, on the checkpoint chosen by validation accuracy (never by test accuracy).
@@ -136,6 +142,26 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         reporter.close()
 
 
+def resume_path(resume: str, run_dir: Path) -> Path:
+    """The checkpoint that ``trainer.resume`` names: a .pt file, a run directory's last.pt, or ``auto``."""
+    path = run_dir if resume == "auto" else Path(resume).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        where = "this run directory (pass hydra.run.dir=<the run to continue>)" if resume == "auto" else resume
+        raise CnnbenchError(f"trainer.resume={resume}: no checkpoint at {path}; give a run directory, a .pt file, "
+                            f"or auto with {where}")
+    return path
+
+
+def check_same_model(ckpt: dict, cfg: DictConfig) -> None:
+    """Refuse a checkpoint trained with another architecture (or other model options)."""
+    theirs = (ckpt.get("config") or {}).get("model")
+    ours = OmegaConf.to_container(cfg.model, resolve=True)
+    if theirs != ours:
+        raise CnnbenchError(f"the checkpoint was trained with model {theirs}, not {ours}; resume with the same model")
+
+
 def _hparams(cfg: DictConfig) -> dict[str, str | int | float | bool]:
     """What TensorBoard's HParams tab compares: the main choices plus every command-line override."""
     values: dict[str, str | int | float | bool] = {
@@ -165,8 +191,8 @@ def _objective(results: dict) -> float | None:
     return results["best_val_acc"] if results.get("best_val_acc") is not None else results.get("test_acc")
 
 
-def _completed_before(run_dir: Path) -> dict | None:
-    """The results of an earlier completed run of the same job in this directory, if any."""
+def _completed_before(run_dir: Path, any_overrides: bool = False) -> dict | None:
+    """The results of an earlier completed run of the same job (or any job) in this directory, if any."""
     path = run_dir / "results.json"
     try:
         prior = json.loads(path.read_text())
@@ -174,7 +200,7 @@ def _completed_before(run_dir: Path) -> dict | None:
         return None
     same = [o for o in prior.get("overrides", []) if not o.startswith("sweep.")] == [
         o for o in _overrides() if not o.startswith("sweep.")]
-    return prior if prior.get("status") == "completed" and same else None
+    return prior if prior.get("status") == "completed" and (same or any_overrides) else None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
@@ -187,6 +213,13 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
             print(f"skipping {run_dir}: completed before ({' '.join(_overrides())})")
             return _objective(prior)
     started = time.time()
+    previous = _completed_before(run_dir, any_overrides=True)
+    if previous is not None and not (cfg.trainer.overwrite or cfg.trainer.resume):
+        print(f"error: {run_dir} already holds a completed run; choose another hydra.run.dir, or set "
+              f"trainer.overwrite=true (or trainer.resume=auto to continue it)", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+        return None
     try:
         results = run(cfg, run_dir)
     except Exception as e:

@@ -98,7 +98,7 @@ def confusion_figure(cm: torch.Tensor, class_names: list[str]):
 
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n), dpi=100)
-    rates = cm.float() / cm.sum(1, keepdim=True).clamp_min(1)
+    rates = (cm.float() / cm.sum(1, keepdim=True).clamp_min(1)).numpy()
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), class_names, fontsize=8)

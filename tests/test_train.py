@@ -48,8 +48,7 @@ def test_default_run_trains_lenet5_on_digits(tmp_path: Path) -> None:
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert "test acc" in proc.stdout and "Traceback" not in proc.stderr
     # TensorBoard scalars
-    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
-    acc = EventAccumulator(str(events)).Reload()
+    acc = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr", "train/images_per_s"} <= tags
     assert len(acc.Scalars("val/acc")) == 30

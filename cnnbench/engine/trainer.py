@@ -121,6 +121,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
         self.state = TrainState()
         self.interrupted = False
+        self.batches_done = 0  # batches of the current epoch already trained on
+        self._skip_batches = 0  # set by restore() when resuming mid-epoch
+        self._loader_rng = loaders["train"].generator.get_state()
 
     # -- one epoch -------------------------------------------------------------------------------------------------
     def train_one_epoch(self, stop: StopRequest) -> dict[str, float]:
@@ -130,9 +133,15 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
+        self._loader_rng = loader.generator.get_state()  # a mid-epoch checkpoint restarts the epoch's draws here
+        skip, self._skip_batches = self._skip_batches, 0
         self.reporter.start_epoch(state.epoch + 1, self.epochs, len(loader))
         start = time.perf_counter()
+        self.batches_done = 0
         for i, (x, y) in enumerate(loader, start=1):
+            if i <= skip:  # resuming mid-epoch: replay the data draws of the batches already trained on
+                self.batches_done = i
+                continue
             with self.precision.autocast():
                 out = model(x)
                 # Models with auxiliary heads (GoogLeNet) return (logits, *aux) in training: aux losses weigh 0.3.
@@ -145,6 +154,7 @@ class Trainer:
             if self.scheduler_per_step:
                 self.scheduler.step()
             state.step += 1
+            self.batches_done = i
             seen += len(y)
             # Accumulate on the device; read back only every log_every steps (each read is a sync).
             loss_sum += loss.detach().float() * len(y)
@@ -153,6 +163,7 @@ class Trainer:
                 self._log_running(loss_sum, correct, seen, i, len(loader))
             if state.step >= self.total_steps or stop.requested:
                 break
+        seen = max(seen, 1)
         loss_value, acc_value = loss_sum.item() / seen, 100.0 * correct.item() / seen  # syncs the device
         elapsed = time.perf_counter() - start
         state.train_time_s += elapsed
@@ -189,7 +200,13 @@ class Trainer:
         with StopRequest() as stop:
             while state.epoch < self.epochs and state.step < self.total_steps:
                 metrics = self.train_one_epoch(stop)
+                if stop.requested and self.batches_done < len(self.loaders["train"]) \
+                        and state.step < self.total_steps:
+                    self.save("last.pt", mid_epoch=True)  # resumable from this very step
+                    self.interrupted = True
+                    break
                 state.epoch += 1
+                self._loader_rng = self.loaders["train"].generator.get_state()
                 if not self.scheduler_per_step:
                     self.scheduler.step()
                 if "val" in self.loaders:
@@ -222,7 +239,7 @@ class Trainer:
         best_acc, best_loss = self.state.best_val_acc, self.state.best_val_loss
         return best_acc is None or acc > best_acc or (acc == best_acc and loss < best_loss)
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self, mid_epoch: bool = False) -> dict:
         s = self.state
         return {
             "model": self.model.state_dict(),
@@ -233,10 +250,34 @@ class Trainer:
             "step": s.step,
             "best_val_acc": s.best_val_acc,
             "best_val_loss": s.best_val_loss,
-            "rng": {"torch": torch.get_rng_state(), "loader": self.loaders["train"].generator.get_state()},
+            "batch_in_epoch": self.batches_done if mid_epoch else 0,
+            "history": s.history,
+            "train_time_s": s.train_time_s,
+            "images_seen": s.images_seen,
+            "image_logging_s": s.image_logging_s,
+            # the loader's generator as of the start of the epoch in progress (= now, between epochs)
+            "rng": {"torch": torch.get_rng_state(), "loader": self._loader_rng},
             "config": self.config,
             "meta": self.meta,
         }
 
-    def save(self, name: str) -> None:
-        atomic_save(self.checkpoint(), self.ckpt_dir / name)
+    def save(self, name: str, mid_epoch: bool = False) -> None:
+        atomic_save(self.checkpoint(mid_epoch), self.ckpt_dir / name)
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue exactly where ``ckpt`` left off: weights, optimizer, schedule, counters and random streams."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        s = self.state
+        s.epoch, s.step = ckpt["epoch"], ckpt["step"]
+        s.best_val_acc, s.best_val_loss = ckpt.get("best_val_acc"), ckpt.get("best_val_loss")
+        s.history = list(ckpt.get("history", []))
+        s.train_time_s, s.images_seen = ckpt.get("train_time_s", 0.0), ckpt.get("images_seen", 0)
+        s.image_logging_s = ckpt.get("image_logging_s", 0.0)
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.loaders["train"].generator.set_state(ckpt["rng"]["loader"])
+        self._loader_rng = ckpt["rng"]["loader"]
+        self._skip_batches = ckpt.get("batch_in_epoch", 0)

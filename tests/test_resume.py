@@ -1,0 +1,140 @@
+"""Exact resume: a run killed (SIGKILL) or interrupted (SIGINT, mid-epoch) and resumed ends bit-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+
+COMMON = ["model=small_resnet", "model.widths=[16,32,64]", "data.num_train=1000", "data.num_test=100",
+          "trainer.epochs=3", "trainer.deterministic=true", "logger.tensorboard=false", "logger.image_every=0",
+          "logger.figures=false", "logger.print_config=false"]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def start(tmp_path: Path, run: str) -> subprocess.Popen:
+    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "cnnbench", *COMMON, f"hydra.run.dir={run}"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("resume_ref")
+    proc = run_cli(*COMMON, "hydra.run.dir=full", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp / "full", json.loads((tmp / "full" / "results.json").read_text())
+
+
+def assert_same_run(run_dir: Path, reference: tuple[Path, dict]) -> None:
+    ref_dir, ref_results = reference
+    ours, theirs = final_weights(run_dir), final_weights(ref_dir)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key  # bit for bit
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and results["steps"] == ref_results["steps"]
+    for key in ("test_acc", "test_loss", "best_val_acc"):
+        assert results[key] == ref_results[key], key
+    assert [h["val/loss"] for h in results["history"]] == [h["val/loss"] for h in ref_results["history"]]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, reference) -> None:
+    proc = start(tmp_path, "killed")
+    ckpt = wait_for_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt["epoch"] >= 1 and not (tmp_path / "killed" / "results.json").exists()
+    resumed = run_cli(*COMMON, "hydra.run.dir=killed", "trainer.resume=auto", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at epoch" in resumed.stdout
+    assert_same_run(tmp_path / "killed", reference)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(tmp_path: Path, reference) -> None:
+    proc = start(tmp_path, "stopped")
+    wait_for_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt", proc)  # epoch 1 done, epoch 2 begins
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    results = json.loads((tmp_path / "stopped" / "results.json").read_text())
+    assert results["status"] == "interrupted" and "interrupted after step" in out
+    ckpt = torch.load(tmp_path / "stopped" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["batch_in_epoch"] > 0 and ckpt["step"] == ckpt["epoch"] * 28 + ckpt["batch_in_epoch"]
+    resumed = run_cli(*COMMON, f"trainer.resume={tmp_path / 'stopped'}", "hydra.run.dir=continued", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(tmp_path / "continued", reference)
+
+
+def test_resume_refuses_missing_files_and_other_architectures(tmp_path: Path, reference) -> None:
+    proc = run_cli(*COMMON, f"trainer.resume={tmp_path / 'nothing'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "no checkpoint at" in proc.stderr
+    ref_dir, _ = reference
+    other = run_cli(*COMMON, "model.widths=[8,16,32]", f"trainer.resume={ref_dir}", cwd=tmp_path)
+    assert other.returncode == 2 and "the checkpoint was trained with model" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+
+
+def test_completed_run_directory_is_not_overwritten(tmp_path: Path, reference) -> None:
+    ref_dir, ref_results = reference
+    proc = run_cli(*COMMON, f"hydra.run.dir={ref_dir}", cwd=tmp_path)
+    assert proc.returncode == 2 and "already holds a completed run" in proc.stderr
+    assert json.loads((ref_dir / "results.json").read_text()) == ref_results
+
+
+class _Payload:
+    """Unpickling this runs code: it would create the marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_crafted_pickle_is_refused_and_its_payload_never_runs(tmp_path: Path) -> None:
+    from cnnbench.engine.checkpoint import load_checkpoint
+    from cnnbench.errors import CnnbenchError
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "extra": _Payload(str(marker))}, evil)
+    with pytest.raises(CnnbenchError, match="refusing to load"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    proc = run_cli(*COMMON, f"trainer.resume={evil}", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: refusing to load") and not marker.exists()
+
+
+def test_diverging_loss_stops_with_the_step_and_a_hint(tmp_path: Path) -> None:
+    proc = run_cli("optimizer.lr=1e12", "trainer.precision=fp32", "trainer.epochs=3", "hydra.run.dir=run",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "training loss became nan by step" in proc.stderr or "training loss became inf by step" in proc.stderr
+    assert "lower optimizer.lr" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
