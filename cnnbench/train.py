@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.analysis import count_macs
 from cnnbench.config import register_configs, to_container, validate
 from cnnbench.data import dataset_summary, load_data, make_loaders
-from cnnbench.engine.checkpoint import atomic_write_json, load_checkpoint
+from cnnbench.engine.checkpoint import atomic_copy, atomic_write_json, load_checkpoint
 from cnnbench.engine.optim import build_optimizer, build_scheduler
 from cnnbench.engine.runtime import has_conv, resolve_device, resolve_precision, seed_everything
 from cnnbench.engine.trainer import Trainer, predict
@@ -98,6 +98,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             ckpt = load_checkpoint(source)
             check_same_model(ckpt, cfg)
             trainer.restore(ckpt)
+            # The best checkpoint so far stays the reference for selection when continuing in a new directory.
+            best_src, best_dst = source.parent / "best.pt", run_dir / "checkpoints" / "best.pt"
+            if best_src.is_file() and best_src.resolve() != best_dst.resolve():
+                atomic_copy(best_src, best_dst)
             reporter.info(f"resumed at epoch {ckpt['epoch']}, step {ckpt['step']} from {source}")
         state = trainer.fit()
 

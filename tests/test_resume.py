@@ -91,6 +91,15 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(tmp_path: Path, refere
     assert_same_run(tmp_path / "continued", reference)
 
 
+def test_resume_into_a_new_directory_keeps_the_best_checkpoint(tmp_path: Path, reference) -> None:
+    ref_dir, ref_results = reference
+    # continuing a finished run trains nothing more: selection must still find the source's best checkpoint
+    proc = run_cli(*COMMON, f"trainer.resume={ref_dir}", "hydra.run.dir=again", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert results["test_acc"] == ref_results["test_acc"] and results["steps"] == ref_results["steps"]
+
+
 def test_resume_refuses_missing_files_and_other_architectures(tmp_path: Path, reference) -> None:
     proc = run_cli(*COMMON, f"trainer.resume={tmp_path / 'nothing'}", cwd=tmp_path)
     assert proc.returncode == 2 and "no checkpoint at" in proc.stderr

@@ -35,6 +35,11 @@ def atomic_save(obj: Any, path: Path) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy a file atomically (the destination is either absent or complete)."""
+    _atomic_write(dst, lambda f: f.write(Path(src).read_bytes()))
+
+
 def atomic_write_json(obj: Any, path: Path) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
