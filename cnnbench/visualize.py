@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
+from cnnbench.data import normalization
+from cnnbench.data.sources import read_image
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
 from cnnbench.visuals import capture, feature_grid
@@ -22,20 +23,11 @@ from cnnbench.visuals import capture, feature_grid
 USAGE = "usage: cnnbench-visualize run=<run dir or .pt> image=<image file> layer=<module name> [out=<png>]"
 
 
-def load_image(path: Path, channels: int, size: int, mean: list[float], std: list[float]) -> torch.Tensor:
+def load_image(path: Path, channels: int, size: int, data_cfg) -> torch.Tensor:
     """An image file as the normalised (1, C, size, size) batch the model was trained on."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if channels == 3 else "L").resize((size, size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.float32).reshape(size, size, channels) / 255.0
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-        raise CnnbenchError(f"cannot read image {path}: {e}") from None
-    x = torch.from_numpy(array).permute(2, 0, 1)[None]
-    mean_t = torch.tensor(mean * (channels // len(mean))).view(1, -1, 1, 1)
-    std_t = torch.tensor(std * (channels // len(std))).view(1, -1, 1, 1)
-    return (x - mean_t) / std_t
+    mean, std = normalization(data_cfg, channels)
+    x = read_image(path, channels, size)[None].float() / 255.0
+    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
 def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None) -> tuple[Path, str]:
@@ -52,7 +44,7 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     layers = [n for n, m in model.named_modules() if n and not list(m.children())]
     if not layer:
         raise CnnbenchError(f"give layer=<name>; layers: {', '.join(layers)}")
-    x = load_image(image, meta["channels"], meta["image_size"], list(cfg.data.mean), list(cfg.data.std))
+    x = load_image(image, meta["channels"], meta["image_size"], cfg.data)
     maps = capture(model, x, [layer])
     if layer not in maps:
         raise CnnbenchError(f"layer {layer!r} does not output feature maps (B, C, H, W); layers: {', '.join(layers)}")

@@ -14,7 +14,7 @@ from cnnbench.data.loader import DeviceLoader
 from cnnbench.data.sources import READERS, ImageSet, RawSplits, _random_split
 from cnnbench.errors import CnnbenchError
 
-__all__ = ["DataBundle", "DeviceLoader", "ImageSet", "load_data", "make_loaders"]
+__all__ = ["DataBundle", "DeviceLoader", "ImageSet", "load_data", "make_loaders", "normalization"]
 
 
 @dataclass
@@ -94,13 +94,19 @@ def load_data(cfg: DictConfig) -> DataBundle:
     return DataBundle(train, val, test, class_names, cfg.channels, size)
 
 
+def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the ``data`` config (a single value applies to every channel)."""
+    mean, std = list(cfg.mean), list(cfg.std)
+    if len(mean) == 1 and channels == 3:
+        mean, std = mean * 3, std * 3
+    return mean, std
+
+
 def make_loaders(
     data: DataBundle, cfg: DictConfig, device: torch.device, seed: int, channels_last: bool
 ) -> dict[str, DeviceLoader]:
     """The train loader (augmented, shuffled by ``seed``) and val/test loaders (neither)."""
-    mean, std = list(cfg.mean), list(cfg.std)
-    if len(mean) == 1 and data.channels == 3:
-        mean, std = mean * 3, std * 3
+    mean, std = normalization(cfg, data.channels)
     aug = cfg.augment
     loaders = {"train": DeviceLoader(data.train, cfg.batch_size, device, mean, std, train=True,
                                      crop_padding=aug.crop_padding, hflip=aug.hflip, cutout=aug.cutout,

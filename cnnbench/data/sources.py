@@ -92,14 +92,31 @@ def read_torchvision(cfg: DictConfig) -> RawSplits:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-def _decode_folder(folder: Path, image_size: int | None, channels: int) -> tuple[ImageSet, list[str]]:
-    """Decode every image of an ImageFolder-style tree into one uint8 tensor, resized to a square side.
-
-    Images are opened with Pillow, converted like torchvision's ``ImageFolder`` loader does, and resized with
-    Pillow's bilinear filter (what ``transforms.Resize`` does to PIL images). A file that is not a readable
-    image stops the run with its path: silently training on fewer images would hide a broken data set.
-    """
+def read_image(path: str | Path, channels: int, size: int | None = None) -> torch.Tensor:
+    """One image file as uint8 (C, size, size): opened with Pillow, converted like torchvision's ``ImageFolder``
+    loader does, resized with Pillow's bilinear filter (what ``transforms.Resize`` does to PIL images).
+    ``size`` None keeps the image's width. An unreadable file is a one-line error naming it."""
     from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB" if channels == 3 else "L")
+            size = size or img.width
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _decode_folder(folder: Path, image_size: int | None, channels: int) -> tuple[ImageSet, list[str]]:
+    """Decode every image of an ImageFolder-style tree into one uint8 tensor, resized to a square side
+    (``image_size``, or the first image's width when None).
+
+    A file that is not a readable image stops the run with its path: silently training on fewer images would
+    hide a broken data set.
+    """
     from torchvision.datasets.folder import find_classes, make_dataset
 
     try:
@@ -107,24 +124,12 @@ def _decode_folder(folder: Path, image_size: int | None, channels: int) -> tuple
         samples = make_dataset(str(folder), class_to_idx, extensions=IMAGE_EXTENSIONS)
     except FileNotFoundError as e:
         raise CnnbenchError(f"{folder}: {e}; expected one sub-folder per class holding images") from None
-    mode = "RGB" if channels == 3 else "L"
-
-    def decode(path: str) -> torch.Tensor:
-        nonlocal image_size
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode)
-                image_size = image_size or img.width  # null: the first image's size
-                if img.size != (image_size, image_size):
-                    img = img.resize((image_size, image_size), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8).reshape(image_size, image_size, channels)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
-        return torch.from_numpy(array.copy())
-
-    images = [decode(path) for path, _ in samples]
+    images = []
+    for path, _ in samples:
+        images.append(read_image(path, channels, image_size))
+        image_size = images[-1].shape[-1]
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
-    return ImageSet(torch.stack(images).permute(0, 3, 1, 2).contiguous(), labels), classes
+    return ImageSet(torch.stack(images), labels), classes
 
 
 def read_imagefolder(cfg: DictConfig) -> RawSplits:
