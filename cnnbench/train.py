@@ -25,10 +25,10 @@ from cnnbench.data import dataset_summary, load_data, make_loaders
 from cnnbench.engine.checkpoint import atomic_copy, atomic_write_json, load_checkpoint
 from cnnbench.engine.optim import build_optimizer, build_scheduler
 from cnnbench.engine.runtime import has_conv, resolve_device, resolve_precision, seed_everything
-from cnnbench.engine.trainer import Trainer, predict
+from cnnbench.engine.trainer import Trainer, accuracy, predict
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
-from cnnbench.report import LeaderboardCallback
+from cnnbench.report import LeaderboardCallback, parse_overrides
 from cnnbench.tracking import Reporter
 from cnnbench.visuals import Visualizer
 
@@ -108,7 +108,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         # The test set is scored once, on the checkpoint chosen by validation accuracy (never by test accuracy).
         model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
         test_loss, preds = predict(compiled or model, loaders["test"], precision)
-        test_acc = 100.0 * (preds == data.test.labels).float().mean().item()
+        test_acc = accuracy(preds, data.test.labels)
         reporter.scalars({"test/acc": test_acc, "test/loss": test_loss}, state.step)
         per_class = visualizer.log_test(preds, data.test.labels, data.test.images, state.step) if visualizer else {}
         results = {
@@ -173,8 +173,7 @@ def _hparams(cfg: DictConfig) -> dict[str, str | int | float | bool]:
         "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.epochs,
         "scheduler": cfg.scheduler.name, "seed": cfg.trainer.seed,
     }
-    for override in _overrides():
-        key, _, value = override.lstrip("+~").partition("=")
+    for key, value in parse_overrides(_overrides()).items():
         values.setdefault(key, value)
     return values
 
@@ -195,30 +194,33 @@ def _objective(results: dict) -> float | None:
     return results["best_val_acc"] if results.get("best_val_acc") is not None else results.get("test_acc")
 
 
-def _completed_before(run_dir: Path, any_overrides: bool = False) -> dict | None:
-    """The results of an earlier completed run of the same job (or any job) in this directory, if any."""
-    path = run_dir / "results.json"
+def _completed_before(run_dir: Path) -> dict | None:
+    """The results.json of an earlier completed run in this directory, if any."""
     try:
-        prior = json.loads(path.read_text())
+        prior = json.loads((run_dir / "results.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    same = [o for o in prior.get("overrides", []) if not o.startswith("sweep.")] == [
-        o for o in _overrides() if not o.startswith("sweep.")]
-    return prior if prior.get("status") == "completed" and (same or any_overrides) else None
+    return prior if prior.get("status") == "completed" else None
+
+
+def _same_job(prior: dict) -> bool:
+    """Whether earlier results came from the same overrides (sweep.* switches aside)."""
+    def job(overrides: list[str]) -> list[str]:
+        return [o for o in overrides if not o.startswith("sweep.")]
+
+    return job(prior.get("overrides", [])) == job(_overrides())
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
 def _hydra_entry(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = _is_multirun()
-    if multirun and cfg.sweep.skip_completed:
-        prior = _completed_before(run_dir)
-        if prior is not None:
-            print(f"skipping {run_dir}: completed before ({' '.join(_overrides())})")
-            return _objective(prior)
+    prior = _completed_before(run_dir)
+    if prior is not None and multirun and cfg.sweep.skip_completed and _same_job(prior):
+        print(f"skipping {run_dir}: completed before ({' '.join(_overrides())})")
+        return _objective(prior)
     started = time.time()
-    previous = _completed_before(run_dir, any_overrides=True)
-    if previous is not None and not (cfg.trainer.overwrite or cfg.trainer.resume):
+    if prior is not None and not (cfg.trainer.overwrite or cfg.trainer.resume):
         print(f"error: {run_dir} already holds a completed run; choose another hydra.run.dir, or set "
               f"trainer.overwrite=true (or trainer.resume=auto to continue it)", file=sys.stderr)
         if not multirun:

@@ -36,10 +36,15 @@ def predict(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tup
     return loss_sum.item() / loader.num_images, torch.cat(preds).cpu()
 
 
+def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
+    """Percentage of predictions equal to the labels."""
+    return 100.0 * (preds == labels).float().mean().item()
+
+
 def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (percent) of ``model`` over ``loader``."""
     loss, preds = predict(model, loader, precision)
-    return loss, 100.0 * (preds == loader.labels.cpu()).float().mean().item()
+    return loss, accuracy(preds, loader.labels.cpu())
 
 
 class StopRequest:
