@@ -14,6 +14,7 @@ Figures, not a test: prints images/s of each and the ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -30,32 +31,37 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 BATCH = 128
 
 
-def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+def timed_steps(loader, steps: int, channels_last: bool, autocast) -> float:
+    """Images/s of ``steps`` plain SGD steps of a fresh small_resnet on batches from ``loader``."""
+    from cnnbench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_resnet", num_classes=10, in_channels=3, image_size=32)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        with autocast():
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i + 1 == steps:
+            break
+    loss.item()  # wait for the last step
+    return steps * BATCH / (time.perf_counter() - start)
 
 
 def reference_loop(root: Path, steps: int) -> float:
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
-    from cnnbench.models import build_model
 
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
     loader = torch.utils.data.DataLoader(ImageFolder(str(root / "train"), transform=tf), batch_size=BATCH,
                                          shuffle=True, num_workers=2, drop_last=True)
-    torch.manual_seed(0)
-    model = build_model("small_resnet", num_classes=10, in_channels=3, image_size=32)
-    opt = sgd(model)
-    start = time.perf_counter()
-    for i, (x, y) in enumerate(loader):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i + 1 == steps:
-            break
-    loss.item()
-    return steps * BATCH / (time.perf_counter() - start)
+    return timed_steps(loader, steps, channels_last=False, autocast=contextlib.nullcontext)
 
 
 def cnnbench_run(root: Path, steps: int, work: Path) -> dict:
@@ -72,7 +78,6 @@ def hand_loop(root: Path, steps: int, work: Path) -> float:
     from cnnbench.config import register_configs
     from cnnbench.data import load_data, make_loaders
     from cnnbench.engine.runtime import resolve_precision
-    from cnnbench.models import build_model
 
     register_configs()
     with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
@@ -81,21 +86,7 @@ def hand_loop(root: Path, steps: int, work: Path) -> float:
     device = torch.device("cpu")
     precision = resolve_precision("auto", device)
     loader = make_loaders(load_data(cfg.data), cfg.data, device, seed=0, channels_last=True)["train"]
-    torch.manual_seed(0)
-    model = build_model("small_resnet", num_classes=10, in_channels=3, image_size=32).to(
-        memory_format=torch.channels_last)
-    opt = sgd(model)
-    start = time.perf_counter()
-    for i, (x, y) in enumerate(loader):
-        with precision.autocast():
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i + 1 == steps:
-            break
-    loss.item()
-    return steps * BATCH / (time.perf_counter() - start)
+    return timed_steps(loader, steps, channels_last=True, autocast=precision.autocast)
 
 
 def main() -> None:
