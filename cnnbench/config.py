@@ -31,6 +31,10 @@ class Precision(str, Enum):
 # warmup_start_factor. A key outside these is an error, so no value is silently ignored.
 SCHEDULER_OPTIONS = {"cosine": {"min_lr"}, "step": {"step_size", "gamma"}, "onecycle": {"pct_start"}, "none": set()}
 SCHEDULER_COMMON = {"name", "interval", "warmup_epochs", "warmup_start_factor"}
+# Likewise for the transfer strategies (cnnbench/transfer/strategy.py).
+TRANSFER_OPTIONS = {"scratch": set(), "finetune": {"layer_decay"}, "freeze_backbone": set(),
+                    "gradual_unfreeze": {"head_epochs", "stages", "stage_epochs", "backbone_lr_scale"}}
+TRANSFER_COMMON = {"strategy", "checkpoint"}
 
 
 @dataclass
@@ -66,16 +70,19 @@ class TrainerConfig:
     epochs: int = 30
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    strategy: str = "single"  # single | ddp (one process per device, launched by torchrun)
     precision: Precision = Precision.auto
     channels_last: bool | None = None  # null = on for conv nets
     compile: bool = False
     seed: int = 0
     deterministic: bool = False
     label_smoothing: float = 0.0
+    tta: bool = False  # evaluate on each image and its mirror image, averaging the logits
     grad_clip: float | None = None  # max global gradient norm
     eval_every: int = 0  # also evaluate the test set every N epochs (a learning curve); 0 = only at the end
     log_every: int = 25  # optimizer steps between loss read-outs (each one syncs with the device)
     checkpoint_every: int = 1  # epochs between writes of checkpoints/last.pt
+    checkpoint_every_steps: int = 0  # also write last.pt every N optimizer steps, mid-epoch too; 0 = off
     resume: str | None = None  # a run directory, a checkpoint file, or auto (this run directory's last.pt)
     overwrite: bool = False  # allow a new run in a directory that already holds a completed one
 
@@ -143,16 +150,21 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _check_keys(group: str, cfg: DictConfig, key: str, options: dict[str, set[str]], common: set[str]) -> None:
+    """``cfg[key]`` names an option of ``group``; the config holds exactly that option's keys."""
+    choice = cfg.get(key)
+    _require(choice in options, f"{group}.{key}={choice!r} is unknown; available: {', '.join(options)}")
+    allowed = common | options[choice]
+    extra = sorted(set(cfg) - allowed)
+    _require(not extra, f"{group}.{extra[0] if extra else ''} is not an option of {group}={choice}; "
+             f"it accepts: {', '.join(sorted(allowed))}")
+    missing = sorted(allowed - set(cfg))
+    _require(not missing, f"{group}={choice} needs {group}.{missing[0] if missing else ''}")
+
+
 def validate_scheduler(s: DictConfig) -> None:
     """Check a scheduler config's name, keys and values."""
-    _require(s.get("name") in SCHEDULER_OPTIONS,
-             f"scheduler.name={s.get('name')!r} is unknown; available: {', '.join(SCHEDULER_OPTIONS)}")
-    allowed = SCHEDULER_COMMON | SCHEDULER_OPTIONS[s.name]
-    extra = sorted(set(s) - allowed)
-    _require(not extra, f"scheduler.{extra[0] if extra else ''} is not an option of scheduler={s.name}; "
-             f"it accepts: {', '.join(sorted(allowed))}")
-    missing = sorted(allowed - set(s))
-    _require(not missing, f"scheduler={s.name} needs scheduler.{missing[0] if missing else ''}")
+    _check_keys("scheduler", s, "name", SCHEDULER_OPTIONS, SCHEDULER_COMMON)
     _require(s.interval in ("step", "epoch"), f"scheduler.interval must be step or epoch, got {s.interval!r}")
     _require(isinstance(s.warmup_epochs, (int, float)) and s.warmup_epochs >= 0,
              f"scheduler.warmup_epochs must be a number >= 0, got {s.warmup_epochs!r}")
@@ -170,6 +182,30 @@ def validate_scheduler(s: DictConfig) -> None:
                  "scheduler=onecycle warms up by itself (scheduler.pct_start); set scheduler.warmup_epochs=0")
 
 
+def validate_transfer(tr: DictConfig, weights: str | None) -> None:
+    """Check a transfer config's strategy, keys and values, and that it has the weights it needs
+    (``weights``: the model's pretrained weights option, if any)."""
+    _check_keys("transfer", tr, "strategy", TRANSFER_OPTIONS, TRANSFER_COMMON)
+    pretrained = [k for k in TRANSFER_OPTIONS if k != "scratch"]
+    if tr.strategy == "scratch":
+        given = f"transfer.checkpoint={tr.checkpoint}" if tr.checkpoint else f"model.weights={weights}"
+        _require(not (tr.checkpoint or weights), f"{given} needs a transfer strategy (transfer=scratch starts "
+                 f"from random weights); use transfer={'|'.join(pretrained)}")
+    else:
+        _require(bool(tr.checkpoint) != bool(weights),
+                 f"transfer={tr.strategy} needs one source of pretrained weights: model.weights=<name> (tv_* "
+                 f"models) or transfer.checkpoint=<run dir or .pt>" + (", not both" if tr.checkpoint else ""))
+    if tr.strategy == "finetune":
+        _require(tr.layer_decay is None or (_positive(tr.layer_decay) and tr.layer_decay <= 1),
+                 f"transfer.layer_decay must be null or in (0, 1], got {tr.layer_decay!r}")
+    if tr.strategy == "gradual_unfreeze":
+        for key, low in (("head_epochs", 0), ("stages", 1), ("stage_epochs", 1)):
+            _require(isinstance(tr[key], int) and tr[key] >= low, f"transfer.{key} must be an integer >= {low}, "
+                     f"got {tr[key]!r}")
+        _require(_positive(tr.backbone_lr_scale), f"transfer.backbone_lr_scale must be positive, got "
+                 f"{tr.backbone_lr_scale!r}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values of a composed config; raise CnnbenchError naming the first bad one."""
     t, d, s = cfg.trainer, cfg.data, cfg.scheduler
@@ -182,7 +218,10 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.logger.image_every >= 0, f"logger.image_every must be >= 0, got {cfg.logger.image_every}")
     _require(cfg.logger.num_samples > 0, f"logger.num_samples must be positive, got {cfg.logger.num_samples}")
     _require(t.checkpoint_every > 0, f"trainer.checkpoint_every must be positive, got {t.checkpoint_every}")
+    _require(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got "
+             f"{t.checkpoint_every_steps}")
     check_device(t.device)
+    _require(t.strategy in ("single", "ddp"), f"trainer.strategy must be single or ddp, got {t.strategy!r}")
 
     _require(d.batch_size > 0, f"data.batch_size must be a positive integer, got {d.batch_size}")
     _require(d.eval_batch_size > 0, f"data.eval_batch_size must be a positive integer, got {d.eval_batch_size}")
@@ -198,6 +237,7 @@ def validate(cfg: DictConfig) -> None:
     _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
 
     validate_scheduler(s)
+    validate_transfer(cfg.transfer, cfg.model.get("weights"))
 
     lr = cfg.optimizer.get("lr")
     _require(_positive(lr),

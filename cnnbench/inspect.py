@@ -30,7 +30,7 @@ def _size(n: float) -> str:
 
 def report_for_config(cfg: DictConfig) -> ModelReport:
     """Build the configured model for the configured data's shape and analyse it."""
-    from cnnbench.train import model_from_config
+    from cnnbench.models import build_from_config
 
     d = cfg.data
     if d.image_size is None:
@@ -38,7 +38,7 @@ def report_for_config(cfg: DictConfig) -> ModelReport:
     num_classes = d.num_classes or (len(d.class_names) if d.class_names else None)
     if num_classes is None:
         raise CnnbenchError(f"data={d.name} takes its classes from the folders; set data.num_classes=N to inspect")
-    model = model_from_config(cfg, num_classes, d.channels, d.image_size)
+    model = build_from_config(cfg.model, num_classes, d.channels, d.image_size)
     return analyze(model, (d.channels, d.image_size, d.image_size))
 
 

@@ -16,8 +16,8 @@ from rich.table import Table
 class Reporter:
     """Console (rich) and TensorBoard output of one run. Quiet and line-based when not on a terminal."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True) -> None:
-        self.console = Console(highlight=False, soft_wrap=True)
+    def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True, quiet: bool = False) -> None:
+        self.console = Console(highlight=False, soft_wrap=True, quiet=quiet)
         self.live = progress and self.console.is_terminal
         self.writer = None
         if tensorboard:

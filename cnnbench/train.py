@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -22,44 +23,66 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.analysis import count_macs
 from cnnbench.config import register_configs, to_container, validate
 from cnnbench.data import dataset_summary, load_data, make_loaders
+from cnnbench.engine import distributed
 from cnnbench.engine.checkpoint import atomic_copy, atomic_write_json, load_checkpoint
 from cnnbench.engine.optim import build_optimizer, build_scheduler
 from cnnbench.engine.runtime import has_conv, resolve_device, resolve_precision, seed_everything
 from cnnbench.engine.trainer import Trainer, accuracy, predict
 from cnnbench.errors import CnnbenchError
-from cnnbench.models import build_model
 from cnnbench.report import LeaderboardCallback, parse_overrides
 from cnnbench.tracking import Reporter
+from cnnbench.transfer.build import apply_weights_preprocessing, build_start_model
+from cnnbench.transfer.strategy import TransferPlan
 from cnnbench.visuals import Visualizer
 
 register_configs()
 
 
-def model_from_config(cfg: DictConfig, num_classes: int, in_channels: int, image_size: int) -> torch.nn.Module:
-    options = OmegaConf.to_container(cfg.model, resolve=True)
-    name = options.pop("name")
-    return build_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
-
-
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train and evaluate one configuration; return the results (also written to results.json)."""
+    """Train and evaluate one configuration; return the results (also written to results.json).
+
+    With ``trainer.strategy=ddp`` (under torchrun) every process calls this; rank 0 writes the run directory.
+    """
     started_at = time.time()
     validate(cfg)
-    if cfg.transfer.strategy != "scratch":
-        raise CnnbenchError(f"transfer.strategy={cfg.transfer.strategy} is not available; use scratch")
+    device = resolve_device(cfg.trainer.device)
+    dist = distributed.init(cfg.trainer.strategy, device)
+    try:
+        return _run(cfg, _shared_run_dir(run_dir, dist), distributed.device_for(dist, device), dist, started_at)
+    finally:
+        distributed.shutdown()
+
+
+def _shared_run_dir(run_dir: Path, dist: distributed.DistInfo) -> Path:
+    """Rank 0's run directory, on every process. Hydra made one per process (each with its own time stamp):
+    another rank's, holding nothing but Hydra's config copy, is removed."""
+    shared = Path(distributed.broadcast(str(run_dir)))
+    if shared != run_dir and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(run_dir)
+    return shared
+
+
+def _run(cfg: DictConfig, run_dir: Path, device: torch.device, dist: distributed.DistInfo,
+         started_at: float) -> dict:
     t = cfg.trainer
-    device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
     seed_everything(t.seed, t.deterministic)
 
-    reporter = Reporter(run_dir, tensorboard=cfg.logger.tensorboard, progress=cfg.logger.progress)
+    reporter = Reporter(run_dir, tensorboard=cfg.logger.tensorboard and dist.is_main,
+                        progress=cfg.logger.progress, quiet=not dist.is_main)
     try:
         if cfg.logger.print_config:
             reporter.print_config(OmegaConf.to_yaml(cfg, resolve=True))
+        preprocessing = apply_weights_preprocessing(cfg, {o.split("=")[0].lstrip("+~") for o in _overrides()})
+        if preprocessing:
+            reporter.info(preprocessing)
         data = load_data(cfg.data)
         reporter.info(f"data: {cfg.data.name}, {dataset_summary(data)}")
 
-        model = model_from_config(cfg, data.num_classes, data.channels, data.image_size)
+        model, model_cfg, notes = build_start_model(cfg, data.num_classes, data.channels, data.image_size)
+        cfg.model = model_cfg  # with transfer.checkpoint: the earlier run's model, recorded as this run's
+        for note in notes:
+            reporter.info(note)
         channels_last = t.channels_last if t.channels_last is not None else (
             has_conv(model) and device.type in ("cpu", "cuda"))
         model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -69,17 +92,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         reporter.info(f"model: {cfg.model.name}, {params:,} parameters; device {device}, precision {precision.name}"
                       f"{', channels_last' if channels_last else ''}{', compiled' if compiled else ''}")
 
-        loaders = make_loaders(data, cfg.data, device, seed=t.seed, channels_last=channels_last)
+        loaders = make_loaders(data, cfg.data, device, seed=t.seed, channels_last=channels_last, rank=dist.rank,
+                               world_size=dist.world_size)
+        if dist.world_size > 1:
+            reporter.info(f"data parallel: {dist.world_size} processes x batch {cfg.data.batch_size}")
         steps_per_epoch = len(loaders["train"])
         total_steps = t.epochs * steps_per_epoch
         if t.max_steps is not None:
             total_steps = min(total_steps, t.max_steps)
-        optimizer = build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
+        plan = TransferPlan(model, cfg.transfer, reporter) if cfg.transfer.strategy != "scratch" else None
+        groups = plan.param_groups(cfg.optimizer.lr) if plan else list(model.parameters())
+        optimizer = build_optimizer(cfg.optimizer, groups)
         scheduler = build_scheduler(optimizer, cfg.scheduler, steps_per_epoch, total_steps)
 
         visualizer = None
         log = cfg.logger
-        if log.image_every or log.figures or reporter.writer is not None:
+        if dist.is_main and (log.image_every or log.figures or reporter.writer is not None):
             samples = loaders["test"].transform(data.test.images[:log.num_samples].to(device))
             visualizer = Visualizer(reporter.writer, run_dir, model, samples, loaders["test"].mean,
                                     loaders["test"].std, list(log.feature_layers) if log.feature_layers else None,
@@ -88,9 +116,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer = Trainer(
             model, optimizer, scheduler, loaders, precision, reporter, run_dir,
             epochs=t.epochs, total_steps=total_steps, scheduler_per_step=cfg.scheduler.interval == "step",
-            label_smoothing=t.label_smoothing, grad_clip=t.grad_clip, eval_every=t.eval_every,
-            log_every=t.log_every, checkpoint_every=t.checkpoint_every, config=to_container(cfg), compiled=compiled,
-            visualizer=visualizer, image_every=log.image_every,
+            label_smoothing=t.label_smoothing, tta=t.tta, grad_clip=t.grad_clip, eval_every=t.eval_every,
+            log_every=t.log_every, checkpoint_every=t.checkpoint_every,
+            checkpoint_every_steps=t.checkpoint_every_steps, config=to_container(cfg), compiled=compiled,
+            visualizer=visualizer, image_every=log.image_every, epoch_start=plan.on_epoch_start if plan else None,
             meta={"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size},
         )
         if t.resume:
@@ -100,19 +129,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             trainer.restore(ckpt)
             # The best checkpoint so far stays the reference for selection when continuing in a new directory.
             best_src, best_dst = source.parent / "best.pt", run_dir / "checkpoints" / "best.pt"
-            if best_src.is_file() and best_src.resolve() != best_dst.resolve():
+            if dist.is_main and best_src.is_file() and best_src.resolve() != best_dst.resolve():
                 atomic_copy(best_src, best_dst)
             reporter.info(f"resumed at epoch {ckpt['epoch']}, step {ckpt['step']} from {source}")
         state = trainer.fit()
+        status = "interrupted" if trainer.interrupted else "completed"
+        if not dist.is_main:
+            return {"status": status, "rank": dist.rank, "best_val_acc": None}
 
         # The test set is scored once, on the checkpoint chosen by validation accuracy (never by test accuracy).
         model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
-        test_loss, preds = predict(compiled or model, loaders["test"], precision)
+        test_loss, preds = predict(compiled or model, loaders["test"], precision, t.tta)
         test_acc = accuracy(preds, data.test.labels)
         reporter.scalars({"test/acc": test_acc, "test/loss": test_loss}, state.step)
         per_class = visualizer.log_test(preds, data.test.labels, data.test.images, state.step) if visualizer else {}
         results = {
-            "status": "interrupted" if trainer.interrupted else "completed",
+            "status": status,
             "model": cfg.model.name,
             "data": cfg.data.name,
             "params": params,
@@ -126,6 +158,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "train_images_per_s": state.images_seen / max(state.train_time_s, 1e-9),
             "image_logging_s": state.image_logging_s,
             "device": str(device),
+            "processes": dist.world_size,
             "precision": precision.name,
             "channels_last": channels_last,
             "seed": t.seed,

@@ -32,14 +32,14 @@ def load_image(path: Path, channels: int, size: int, data_cfg) -> torch.Tensor:
 
 def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None) -> tuple[Path, str]:
     """Write the feature-map grid of ``layer`` for ``image``; return the PNG path and the predicted class."""
-    from cnnbench.train import model_from_config
+    from cnnbench.models import build_from_config
 
     ckpt_path = run if run.suffix == ".pt" else run / "checkpoints" / "best.pt"
     ckpt = load_checkpoint(ckpt_path)
     cfg, meta = OmegaConf.create(ckpt["config"]), ckpt.get("meta") or {}
     if not meta:
         raise CnnbenchError(f"{ckpt_path} has no input description (written by an older cnnbench); retrain")
-    model = model_from_config(cfg, len(meta["class_names"]), meta["channels"], meta["image_size"])
+    model = build_from_config(cfg.model, len(meta["class_names"]), meta["channels"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
     layers = [n for n, m in model.named_modules() if n and not list(m.children())]
     if not layer:

@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnbench.engine.checkpoint import load_checkpoint
-    from cnnbench.train import model_from_config
+    from cnnbench.models import build_from_config
     from cnnbench.visuals import capture, denormalize
 
     tmp = Path(tempfile.mkdtemp(prefix="cnnbench-demo-"))
@@ -50,7 +50,7 @@ def main() -> None:
 
     ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     cfg, meta = OmegaConf.create(ckpt["config"]), ckpt["meta"]
-    model = model_from_config(cfg, len(meta["class_names"]), meta["channels"], meta["image_size"])
+    model = build_from_config(cfg.model, len(meta["class_names"]), meta["channels"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
     from cnnbench.data import load_data, make_loaders
 

@@ -19,6 +19,10 @@ def test_every_option_composes_and_validates(group: str, option: str) -> None:
     overrides = [f"{group}={option}"]
     if option == "imagefolder":
         overrides.append("data.root=/some/folder")
+    if group == "transfer" and option != "scratch":  # pretrained strategies need a source of weights
+        overrides.append("transfer.checkpoint=/some/run")
+    if option == "tv_model":
+        overrides.append("model.arch=resnet18")
     cfg = compose_config(*overrides)
     validate(cfg)
     if group not in ("experiment", "trainer", "hparams_search"):
@@ -60,6 +64,9 @@ def test_seed_cifar10_is_the_reference_recipe() -> None:
         ("optimizer.momentum=-1", "rejected its config"),
         ("+optimizer.foo=1", "unexpected keyword argument 'foo'"),
         ("data.std=[0.0]", "data.std values must be positive"),
+        ("+transfer.layer_decay=0.5", "transfer.layer_decay is not an option of transfer=scratch"),
+        ("transfer=finetune", "transfer=finetune needs one source of pretrained weights"),
+        ("transfer.checkpoint=/x/run", "transfer.checkpoint=/x/run needs a transfer strategy"),
     ],
 )
 def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
@@ -73,7 +80,7 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["model=no_such_model"], "available options in 'model': alexnet, efficientnet_b0"),
+        (["model=no_such_model"], "available options in 'model': airbench, alexnet, efficientnet_b0"),
         (["optimizer=no_such_opt"], "available options in 'optimizer': adam, adamw, sgd"),
         (["trainer.epochs=abc"], "could not be converted to Integer"),
         (["trainer.precision=fp64"], "expected one of [auto, fp32, bf16, fp16]"),
@@ -82,6 +89,12 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
         (["trainer.device=cuda:7"], "trainer.device=cuda:7"),
         (["data=imagefolder"], "data=imagefolder needs data.root="),
         (["+model.depth=3"], "model.depth is not an option of lenet5"),
+        (["model=tv_resnet18", "model.weights=DEFAULT"], "model.weights=DEFAULT needs a transfer strategy"),
+        (["model=tv_resnet18", "model.weights=NOPE", "transfer=finetune"],
+         "model.weights=NOPE is not a weight set of resnet18; available: IMAGENET1K_V1"),
+        (["transfer=gradual_unfreeze", "transfer.checkpoint=/x", "transfer.stages=0"],
+         "transfer.stages must be an integer >= 1"),
+        (["transfer=freeze_backbone", "transfer.checkpoint=/no/such/run"], "checkpoint /no/such/run"),
     ],
 )
 def test_cli_bad_input_is_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
@@ -98,6 +111,6 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
     for text in ("cnnbench", "vgg16_bn, vgg19, vgg19_bn, vit_b_16, vit_small, vit_tiny",
-                 "optimizer: adam, adamw, sgd", "experiment: seed_cifar10",
+                 "optimizer: adam, adamw, sgd", "experiment: cifar10_speedrun, seed_cifar10",
                  "scheduler: cosine, none, onecycle, step", "data: cifar10, digits"):
         assert text in proc.stdout, text

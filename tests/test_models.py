@@ -57,7 +57,7 @@ def test_too_small_image_fails_at_build_time_naming_the_minimum() -> None:
         build_model("lenet5", num_classes=10, in_channels=1, image_size=12)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(include_torchvision=False))
 @pytest.mark.parametrize(("channels", "size"), [(1, 28), (1, 32), (3, 32)])
 def test_every_model_runs_forward_and_backward(name: str, channels: int, size: int) -> None:
     model = build_model(name, num_classes=7, in_channels=channels, image_size=size)

@@ -23,18 +23,21 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-def start(tmp_path: Path, run: str) -> subprocess.Popen:
+def start(tmp_path: Path, run: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "cnnbench", *COMMON, f"hydra.run.dir={run}"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "cnnbench", *COMMON, f"hydra.run.dir={run}", *extra],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 120) -> dict:
+def wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 120, min_step: int = 0) -> dict:
+    """The checkpoint at ``path`` once it exists and has reached ``min_step`` (written atomically: safe to read)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if path.is_file():
-            return torch.load(path, weights_only=True)
+            ckpt = torch.load(path, weights_only=True)
+            if ckpt["step"] >= min_step:
+                return ckpt
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.02)
     raise AssertionError("no checkpoint appeared")
@@ -72,6 +75,24 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, refere
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed at epoch" in resumed.stdout
     assert_same_run(tmp_path / "killed", reference)
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_mid_epoch_then_resume_matches(tmp_path: Path, reference) -> None:
+    """Checkpoints every 5 steps (28 steps per epoch); killed twice mid-epoch, resumed each time."""
+    last = tmp_path / "multi" / "checkpoints" / "last.pt"
+    steps_seen = []
+    for min_step, resume in ((10, ()), (40, ("trainer.resume=auto",))):
+        proc = start(tmp_path, "multi", "trainer.checkpoint_every_steps=5", *resume)
+        ckpt = wait_for_checkpoint(last, proc, min_step=min_step)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        steps_seen.append((ckpt["step"], ckpt["batch_in_epoch"]))
+    assert any(batch > 0 for _, batch in steps_seen), steps_seen  # at least one kill after a mid-epoch save
+    resumed = run_cli(*COMMON, "hydra.run.dir=multi", "trainer.resume=auto", "trainer.checkpoint_every_steps=5",
+                      cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(tmp_path / "multi", reference)
 
 
 @pytest.mark.slow

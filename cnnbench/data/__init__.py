@@ -103,14 +103,20 @@ def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[flo
 
 
 def make_loaders(
-    data: DataBundle, cfg: DictConfig, device: torch.device, seed: int, channels_last: bool
+    data: DataBundle, cfg: DictConfig, device: torch.device, seed: int, channels_last: bool,
+    rank: int = 0, world_size: int = 1,
 ) -> dict[str, DeviceLoader]:
-    """The train loader (augmented, shuffled by ``seed``) and val/test loaders (neither)."""
+    """The train loader (augmented, shuffled by ``seed``; this process's shard of each batch) and val/test
+    loaders (neither)."""
     mean, std = normalization(cfg, data.channels)
     aug = cfg.augment
-    loaders = {"train": DeviceLoader(data.train, cfg.batch_size, device, mean, std, train=True,
-                                     crop_padding=aug.crop_padding, hflip=aug.hflip, cutout=aug.cutout,
-                                     seed=seed, channels_last=channels_last)}
+    try:
+        train = DeviceLoader(data.train, cfg.batch_size, device, mean, std, train=True,
+                             crop_padding=aug.crop_padding, hflip=aug.hflip, cutout=aug.cutout, seed=seed,
+                             channels_last=channels_last, rank=rank, world_size=world_size)
+    except ValueError as e:
+        raise CnnbenchError(f"{e}; lower data.batch_size") from None
+    loaders = {"train": train}
     for split in ("val", "test"):
         images = getattr(data, split)
         if images is not None:

@@ -32,6 +32,8 @@ class DeviceLoader:
         cutout: int = 0,
         seed: int = 0,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
@@ -47,37 +49,54 @@ class DeviceLoader:
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -mean_t / std_t
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        # Data parallel: every process draws the same global batch of world_size x batch_size images (same
+        # seed, same augmentation draws) and keeps its own slice, so N processes see what one would at N x B.
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
         # Training drops the last partial batch (BatchNorm cannot use a batch of one); evaluation keeps all.
-        self.drop_last = train and len(self.labels) >= batch_size
+        self.drop_last = train and len(self.labels) >= self.global_batch
+        if world_size > 1 and not self.drop_last:
+            raise ValueError(f"{len(self.labels)} training images are fewer than one global batch "
+                             f"({world_size} x {batch_size})")
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.global_batch if self.drop_last else -(-n // self.global_batch)
 
     @property
     def num_images(self) -> int:
+        """Images this process sees per pass."""
         return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, device=self.device, generator=self.generator) if self.train else None
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            if order is None:
-                x, y = self.images[sl], self.labels[sl]
-            else:
-                idx = order[sl]
-                x, y = self.images[idx], self.labels[idx]
-            yield self.transform(x), y
+            sl = slice(i * self.global_batch, (i + 1) * self.global_batch)
+            idx = sl if order is None else order[sl]
+            x, y = self.images[idx], self.labels[idx]
+            if self.train:
+                x = self.augment(x)
+            if self.world_size > 1:
+                x, y = x[mine], y[mine]
+            yield self.normalize(x), y
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The configured random crop, flip and cutout of a uint8 batch."""
+        if self.crop_padding:
+            x = augment.random_crop(x, self.crop_padding, self.generator)
+        if self.hflip:
+            x = augment.hflip(x, self.generator)
+        if self.cutout:
+            x = augment.cutout(x, self.cutout, self.generator)
+        return x
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """Augment (training only) and normalise a uint8 batch."""
-        if self.train:
-            if self.crop_padding:
-                x = augment.random_crop(x, self.crop_padding, self.generator)
-            if self.hflip:
-                x = augment.hflip(x, self.generator)
-            if self.cutout:
-                x = augment.cutout(x, self.cutout, self.generator)
+        return self.normalize(self.augment(x) if self.train else x)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float, (x / 255 - mean) / std, in the loader's memory format."""
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return torch.addcmul(self.shift, x.float(), self.scale).contiguous(memory_format=memory_format)

@@ -81,3 +81,21 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
     elif torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
+
+
+def host_rng_state() -> dict:
+    """Python's and NumPy's random states as tensors and plain lists (loadable with weights_only=True)."""
+    version, state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(state), gauss],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+
+
+def set_host_rng_state(rng: dict) -> None:
+    """Restore what ``host_rng_state`` saved (checkpoints without it leave the generators alone)."""
+    if "python" in rng:
+        version, state, gauss = rng["python"]
+        random.setstate((version, tuple(state), gauss))
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))

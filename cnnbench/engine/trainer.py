@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,15 +15,19 @@ from torch import nn
 
 from cnnbench.data import DeviceLoader
 from cnnbench.engine.checkpoint import atomic_save
-from cnnbench.engine.runtime import Precision
+from cnnbench.engine.distributed import DistInfo, all_reduce_sum, any_rank
+from cnnbench.engine.runtime import Precision, host_rng_state, set_host_rng_state
 from cnnbench.errors import CnnbenchError
 from cnnbench.tracking import Reporter
 from cnnbench.visuals import Visualizer
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tuple[float, torch.Tensor]:
-    """Mean cross-entropy of ``model`` over ``loader`` and its predicted class for every image (on the CPU)."""
+def predict(model: nn.Module, loader: DeviceLoader, precision: Precision, tta: bool = False
+            ) -> tuple[float, torch.Tensor]:
+    """Mean cross-entropy of ``model`` over ``loader`` and its predicted class for every image (on the CPU).
+
+    ``tta``: average the logits of each image and its mirror image (flip test-time augmentation)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=loader.device)
@@ -30,6 +35,8 @@ def predict(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tup
     for x, y in loader:
         with precision.autocast():
             logits = model(x)
+            if tta:
+                logits = (logits + model(x.flip(3))) / 2
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         preds.append(logits.argmax(1))
     model.train(was_training)
@@ -41,18 +48,32 @@ def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (preds == labels).float().mean().item()
 
 
-def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision, tta: bool = False
+             ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (percent) of ``model`` over ``loader``."""
-    loss, preds = predict(model, loader, precision)
+    loss, preds = predict(model, loader, precision, tta)
     return loss, accuracy(preds, loader.labels.cpu())
 
 
 class StopRequest:
-    """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT stops at once."""
+    """SIGINT/SIGTERM set a flag that the loop checks after each step; a second SIGINT stops at once.
 
-    def __init__(self) -> None:
+    With several processes, ``stopping`` turns true on all of them at the same step (see ``agree``)."""
+
+    def __init__(self, distributed: bool = False) -> None:
         self.requested = False
+        self.distributed = distributed
+        self.agreed = False
         self._previous: dict[int, object] = {}
+
+    @property
+    def stopping(self) -> bool:
+        return self.agreed if self.distributed else self.requested
+
+    def agree(self, device: torch.device) -> None:
+        """Data parallel: stop everywhere once any process was asked to (one tiny all-reduce)."""
+        if self.distributed:
+            self.agreed = any_rank(self.requested, device)
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
         if self.requested and signum == signal.SIGINT:
@@ -101,15 +122,19 @@ class Trainer:
         total_steps: int,
         scheduler_per_step: bool,
         label_smoothing: float = 0.0,
+        tta: bool = False,
         grad_clip: float | None = None,
         eval_every: int = 0,
         log_every: int = 25,
         checkpoint_every: int = 1,
+        checkpoint_every_steps: int = 0,
         config: dict | None = None,
         compiled: nn.Module | None = None,
         visualizer: Visualizer | None = None,
         image_every: int = 0,
         meta: dict | None = None,
+        epoch_start: Callable[[int, int], None] | None = None,
+        dist: DistInfo | None = None,
     ) -> None:
         self.model = model  # the module whose state is saved
         self.net = compiled or model  # the callable that runs (torch.compile'd or not)
@@ -118,11 +143,16 @@ class Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self.epochs, self.total_steps = epochs, total_steps
         self.scheduler_per_step = scheduler_per_step
-        self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
+        self.label_smoothing, self.grad_clip, self.tta = label_smoothing, grad_clip, tta
         self.eval_every, self.log_every, self.checkpoint_every = eval_every, log_every, checkpoint_every
+        self.checkpoint_every_steps = checkpoint_every_steps
         self.config = config or {}
         self.visualizer, self.image_every = visualizer, image_every
         self.meta = meta or {}  # what rebuilding the model needs besides the config: class names, input shape
+        self.epoch_start = epoch_start  # called with (epoch, step) after model.train(): transfer freezing
+        self.dist = dist or DistInfo()
+        self._ddp: nn.Module | None = None
+        self._ddp_params: tuple[int, ...] = ()
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
         self.state = TrainState()
         self.interrupted = False
@@ -130,10 +160,27 @@ class Trainer:
         self._skip_batches = 0  # set by restore() when resuming mid-epoch
         self._loader_rng = loaders["train"].generator.get_state()
 
+    def _train_net(self) -> nn.Module:
+        """What the training step calls: the model, or (data parallel) a DDP wrapper over the parameters that
+        train now; rebuilt when a transfer strategy unfreezes some, since DDP syncs a fixed set."""
+        if self.dist.world_size == 1:
+            return self.net
+        trainable = tuple(i for i, p in enumerate(self.model.parameters()) if p.requires_grad)
+        if self._ddp is None or trainable != self._ddp_params:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = self.loaders["train"].device
+            self._ddp = DistributedDataParallel(self.net, device_ids=[device] if device.type == "cuda" else None)
+            self._ddp_params = trainable
+        return self._ddp
+
     # -- one epoch -------------------------------------------------------------------------------------------------
     def train_one_epoch(self, stop: StopRequest) -> dict[str, float]:
-        loader, state, model = self.loaders["train"], self.state, self.net
-        model.train()
+        loader, state = self.loaders["train"], self.state
+        self.net.train()
+        if self.epoch_start is not None:
+            self.epoch_start(state.epoch, state.step)
+        model = self._train_net()
         device = loader.device
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -166,10 +213,16 @@ class Trainer:
             correct += (logits.detach().argmax(1) == y).sum()
             if state.step % self.log_every == 0:
                 self._log_running(loss_sum, correct, seen, i, len(loader))
-            if state.step >= self.total_steps or stop.requested:
+                stop.agree(device)  # several processes stop at the same step (checked at read-outs only)
+            if state.step >= self.total_steps or stop.stopping:
                 break
-        seen = max(seen, 1)
-        loss_value, acc_value = loss_sum.item() / seen, 100.0 * correct.item() / seen  # syncs the device
+            if self.checkpoint_every_steps and state.step % self.checkpoint_every_steps == 0 and i < len(loader):
+                self.save("last.pt", mid_epoch=True)  # (the epoch's last step is saved after its evaluation)
+        # Sums over the processes (one in a single process); .item() syncs the device.
+        totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                             torch.tensor(float(seen), device=device)]))
+        seen = max(int(totals[2].item()), 1)
+        loss_value, acc_value = totals[0].item() / seen, 100.0 * totals[1].item() / seen
         elapsed = time.perf_counter() - start
         state.train_time_s += elapsed
         state.images_seen += seen
@@ -202,10 +255,12 @@ class Trainer:
     # -- the whole run ---------------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
         state = self.state
-        with StopRequest() as stop:
+        main = self.dist.is_main
+        with StopRequest(distributed=self.dist.world_size > 1) as stop:
             while state.epoch < self.epochs and state.step < self.total_steps:
                 metrics = self.train_one_epoch(stop)
-                if stop.requested and self.batches_done < len(self.loaders["train"]) \
+                stop.agree(self.loaders["train"].device)
+                if stop.stopping and self.batches_done < len(self.loaders["train"]) \
                         and state.step < self.total_steps:
                     self.save("last.pt", mid_epoch=True)  # resumable from this very step
                     self.interrupted = True
@@ -214,25 +269,26 @@ class Trainer:
                 self._loader_rng = self.loaders["train"].generator.get_state()
                 if not self.scheduler_per_step:
                     self.scheduler.step()
-                if "val" in self.loaders:
-                    metrics["val/loss"], metrics["val/acc"] = evaluate(self.net, self.loaders["val"], self.precision)
-                if self.eval_every and state.epoch % self.eval_every == 0:
+                if "val" in self.loaders and main:  # rank 0 evaluates (with its copy of the BN statistics)
+                    metrics["val/loss"], metrics["val/acc"] = evaluate(self.net, self.loaders["val"], self.precision,
+                                                                       self.tta)
+                if self.eval_every and state.epoch % self.eval_every == 0 and main:
                     metrics["test/loss"], metrics["test/acc"] = evaluate(self.net, self.loaders["test"],
-                                                                         self.precision)
+                                                                         self.precision, self.tta)
                 self.reporter.scalars(metrics, state.step)
                 self.reporter.end_epoch(state.epoch, self.epochs, metrics)
                 state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
                 if "val/acc" in metrics and self._improves(metrics["val/acc"], metrics["val/loss"]):
                     state.best_val_acc, state.best_val_loss = metrics["val/acc"], metrics["val/loss"]
                     self.save("best.pt")
-                done = state.epoch >= self.epochs or state.step >= self.total_steps or stop.requested
+                done = state.epoch >= self.epochs or state.step >= self.total_steps or stop.stopping
                 if self.visualizer is not None and self.image_every and (done or state.epoch % self.image_every == 0):
                     t0 = time.perf_counter()
                     self.visualizer.log_images(state.step)
                     state.image_logging_s += time.perf_counter() - t0
                 if done or state.epoch % self.checkpoint_every == 0:
                     self.save("last.pt")
-                if stop.requested:
+                if stop.stopping:
                     self.interrupted = True
                     break
         if "val" not in self.loaders:  # no validation split: the final model is the one we keep
@@ -261,13 +317,14 @@ class Trainer:
             "images_seen": s.images_seen,
             "image_logging_s": s.image_logging_s,
             # the loader's generator as of the start of the epoch in progress (= now, between epochs)
-            "rng": {"torch": torch.get_rng_state(), "loader": self._loader_rng},
+            "rng": {"torch": torch.get_rng_state(), "loader": self._loader_rng, **host_rng_state()},
             "config": self.config,
             "meta": self.meta,
         }
 
     def save(self, name: str, mid_epoch: bool = False) -> None:
-        atomic_save(self.checkpoint(mid_epoch), self.ckpt_dir / name)
+        if self.dist.is_main:  # the processes hold the same weights: one writes them
+            atomic_save(self.checkpoint(mid_epoch), self.ckpt_dir / name)
 
     def restore(self, ckpt: dict) -> None:
         """Continue exactly where ``ckpt`` left off: weights, optimizer, schedule, counters and random streams."""
@@ -283,6 +340,7 @@ class Trainer:
         s.train_time_s, s.images_seen = ckpt.get("train_time_s", 0.0), ckpt.get("images_seen", 0)
         s.image_logging_s = ckpt.get("image_logging_s", 0.0)
         torch.set_rng_state(ckpt["rng"]["torch"])
+        set_host_rng_state(ckpt["rng"])
         self.loaders["train"].generator.set_state(ckpt["rng"]["loader"])
         self._loader_rng = ckpt["rng"]["loader"]
         self._skip_batches = ckpt.get("batch_in_epoch", 0)

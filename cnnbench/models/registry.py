@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnbench.errors import CnnbenchError
@@ -27,9 +28,9 @@ def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
     return wrap
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    return sorted(_MODELS)
+def list_models(include_torchvision: bool = True) -> list[str]:
+    """Names of all registered models, sorted; without ``tv_model`` (torchvision's zoo) on request."""
+    return sorted(n for n in _MODELS if include_torchvision or n != "tv_model")
 
 
 def model_options(name: str) -> list[str]:
@@ -54,6 +55,13 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
             f"model.{unknown[0]} is not an option of {name}; it accepts: {', '.join(accepted) or 'none'}"
         )
     return builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
+
+
+def build_from_config(cfg: Mapping, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """Build the model a ``model`` config group describes (``name`` plus the builder's options)."""
+    options = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    name = options.pop("name")
+    return build_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
 
 
 def require_min_size(name: str, image_size: int, min_size: int) -> None:

@@ -1,0 +1,92 @@
+"""Several processes, one model: PyTorch DistributedDataParallel, launched by ``torchrun``.
+
+``torchrun --nproc_per_node=N -m cnnbench trainer.strategy=ddp ...`` starts N copies of the run. Each joins
+the process group (gloo on CPUs, nccl on GPUs), trains on its shard of every global batch, and DDP averages
+the gradients, so N processes at ``data.batch_size`` B train like one process at batch N x B. Rank 0 alone
+evaluates, draws, writes checkpoints and results.json; the others print nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from cnnbench.errors import CnnbenchError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def init(strategy: str, device: torch.device) -> DistInfo:
+    """Join the process group for ``trainer.strategy=ddp`` (gloo on CPU, nccl on CUDA); single: nothing."""
+    if strategy != "ddp":
+        return DistInfo()
+    if not launched_by_torchrun():
+        raise CnnbenchError("trainer.strategy=ddp runs under torchrun: torchrun --nproc_per_node=N -m cnnbench "
+                            "trainer.strategy=ddp ... (or use trainer.strategy=single)")
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info
+
+
+def device_for(info: DistInfo, device: torch.device) -> torch.device:
+    """One GPU per process: ``cuda`` becomes ``cuda:<local rank>``."""
+    if info.world_size > 1 and device.type == "cuda" and device.index is None:
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the processes (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every process when ``flag`` is true on any of them (so all stop at the same step)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def broadcast(value):
+    """Rank 0's ``value`` on every process (a picklable object)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

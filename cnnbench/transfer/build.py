@@ -1,0 +1,71 @@
+"""The model a run starts from: random weights (``transfer=scratch``), torchvision's pretrained weights
+(``model.weights=...``) or the best checkpoint of an earlier cnnbench run (``transfer.checkpoint=...``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.errors import CnnbenchError
+from cnnbench.models import build_from_config
+from cnnbench.models.torchvision_zoo import resolve_weights
+from cnnbench.transfer.pretrained import load_weights, replace_heads, set_input_channels, torchvision_state_dict
+
+
+def checkpoint_file(path: str) -> Path:
+    """``transfer.checkpoint``: a .pt file, or a run directory (its best checkpoint)."""
+    p = Path(path).expanduser()
+    return p / "checkpoints" / "best.pt" if p.is_dir() else p
+
+
+def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | None:
+    """Set data.image_size/mean/std to those of the chosen torchvision weights (unless given on the command
+    line, ``explicit``); return what was set, for the console."""
+    m = cfg.model
+    if m.get("name") != "tv_model" or not m.get("weights") or cfg.transfer.get("checkpoint"):
+        return None
+    t = resolve_weights(m.arch, m.weights).transforms()
+    channels = cfg.data.channels
+    mean, std = list(t.mean), list(t.std)
+    if channels == 1:  # gray input feeds all three pretrained colour channels (see adapt_input_conv)
+        mean, std = [sum(mean) / 3], [sum(std) / 3]
+    wanted = {"image_size": t.crop_size[0], "mean": mean, "std": std}
+    applied = {k: v for k, v in wanted.items() if f"data.{k}" not in explicit}
+    for key, value in applied.items():
+        cfg.data[key] = value
+    if not applied:
+        return None
+    return (f"preprocessing of {m.arch} {m.weights}: "
+            + ", ".join(f"{k}={[round(x, 3) for x in v] if isinstance(v, list) else v}" for k, v in applied.items())
+            + f" (torchvision resizes to {t.resize_size[0]} then crops {t.crop_size[0]}; cnnbench resizes to "
+              f"{t.crop_size[0]})")
+
+
+def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_size: int
+                      ) -> tuple[nn.Module, dict, list[str]]:
+    """The model to train, its model config (an earlier run's, with transfer.checkpoint) and console notes."""
+    ckpt_path, weights = cfg.transfer.checkpoint, cfg.model.get("weights")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if cfg.transfer.strategy == "scratch":  # (validate() made sure no pretrained weights were asked for)
+        return build_from_config(model_cfg, num_classes, channels, image_size), model_cfg, []
+    if ckpt_path:
+        path = checkpoint_file(ckpt_path)
+        ckpt = load_checkpoint(path)
+        meta, model_cfg = ckpt.get("meta") or {}, (ckpt.get("config") or {}).get("model")
+        if not model_cfg or "class_names" not in meta:
+            raise CnnbenchError(f"transfer.checkpoint={ckpt_path}: {path} has no model config or class names; "
+                                f"give a checkpoint written by cnnbench")
+        state, source = ckpt["model"], str(path)
+        source_classes, source_channels = len(meta["class_names"]), meta["channels"]
+    else:
+        w = resolve_weights(cfg.model.arch, weights)
+        state, source = torchvision_state_dict(w), f"{cfg.model.arch} {w}"
+        source_classes, source_channels = len(w.meta["categories"]), 3
+    model = build_from_config(model_cfg, source_classes, source_channels, image_size)
+    load_weights(model, state, source)
+    notes = [f"pretrained weights: {source} ({model_cfg['name']})"]
+    notes += set_input_channels(model, channels) + replace_heads(model, num_classes)
+    return model, model_cfg, notes

@@ -1,0 +1,66 @@
+"""Data parallel training with torchrun: two CPU processes (gloo) on the digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+
+COMMON = ["trainer.epochs=10", "trainer.precision=fp32", "trainer.deterministic=true", "logger.print_config=false",
+          "logger.image_every=0", "logger.progress=false"]
+
+
+def torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "cnnbench", "trainer.strategy=ddp", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ddp")
+    proc = torchrun(tmp, *COMMON, "data.batch_size=16")  # 2 x 16 = the single run's batch of 32
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
+
+
+def test_two_processes_write_one_run_and_match_one_process(ddp_run: Path, tmp_path: Path) -> None:
+    results = list(ddp_run.glob("outputs/**/results.json"))
+    assert len(results) == 1, results  # rank 1 wrote nothing (and its own Hydra directory is gone)
+    assert len([p for p in ddp_run.glob("outputs/*/*") if p.is_dir()]) == 1
+    ddp = json.loads(results[0].read_text())
+    assert ddp["status"] == "completed" and ddp["processes"] == 2
+
+    single = run_cli(*COMMON, "data.batch_size=32", "hydra.run.dir=single", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    one = json.loads((tmp_path / "single" / "results.json").read_text())
+    assert ddp["steps"] == one["steps"] == 10 * (1294 // 32)
+    assert abs(ddp["test_acc"] - one["test_acc"]) <= 1.0, (ddp["test_acc"], one["test_acc"])
+    assert ddp["test_acc"] > 90
+
+
+def test_ddp_resumes_its_own_checkpoint(ddp_run: Path) -> None:
+    run_dir = next(ddp_run.glob("outputs/*/*"))
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 10 * (1294 // 32)
+    proc = torchrun(ddp_run, *COMMON, "data.batch_size=16", "trainer.epochs=12", f"trainer.resume={run_dir}",
+                    "hydra.run.dir=continued")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed at epoch 10" in proc.stdout
+    resumed = json.loads((ddp_run / "continued" / "results.json").read_text())
+    assert resumed["epochs_completed"] == 12 and resumed["steps"] == 12 * (1294 // 32)
+
+
+def test_ddp_outside_torchrun_is_one_line(tmp_path: Path) -> None:
+    proc = run_cli("trainer.strategy=ddp", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: trainer.strategy=ddp runs under torchrun: torchrun --nproc_per_node=N -m "
+                                   "cnnbench trainer.strategy=ddp ... (or use trainer.strategy=single)")
