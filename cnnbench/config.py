@@ -63,6 +63,8 @@ class DataConfig:
     num_test: int | None = None  # likewise for the test split
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_dir: str | None = None  # decoded uint8 tensors are cached here; null = no cache
+    max_memory_gb: float = 8.0  # imagefolder: larger (as uint8) stays files, decoded per batch by DataLoader workers
+    num_workers: int = 2  # DataLoader worker processes for such streamed image folders
 
 
 @dataclass
@@ -77,7 +79,7 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False
     label_smoothing: float = 0.0
-    tta: bool = False  # evaluate on each image and its mirror image, averaging the logits
+    tta: int = 0  # test-time augmentation: 0 off, 1 mirror image, 2 mirror + 1-pixel shifts (logits averaged)
     grad_clip: float | None = None  # max global gradient norm
     eval_every: int = 0  # also evaluate the test set every N epochs (a learning curve); 0 = only at the end
     log_every: int = 25  # optimizer steps between loss read-outs (each one syncs with the device)
@@ -213,6 +215,7 @@ def validate(cfg: DictConfig) -> None:
     _require(t.max_steps is None or t.max_steps > 0, f"trainer.max_steps must be positive, got {t.max_steps}")
     _require(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     _require(t.grad_clip is None or t.grad_clip > 0, f"trainer.grad_clip must be positive, got {t.grad_clip}")
+    _require(t.tta in (0, 1, 2), f"trainer.tta must be 0, 1 or 2, got {t.tta}")
     _require(t.eval_every >= 0, f"trainer.eval_every must be >= 0, got {t.eval_every}")
     _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
     _require(cfg.logger.image_every >= 0, f"logger.image_every must be >= 0, got {cfg.logger.image_every}")
@@ -233,6 +236,8 @@ def validate(cfg: DictConfig) -> None:
     _require(all(v > 0 for v in d.std), f"data.std values must be positive, got {list(d.std)}")
     for key in ("num_train", "num_test", "num_classes"):
         _require(d[key] is None or d[key] > 0, f"data.{key} must be positive, got {d[key]}")
+    _require(d.max_memory_gb > 0 and d.num_workers >= 0, "data.max_memory_gb must be positive and "
+             "data.num_workers >= 0")
     a = d.augment
     _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
 

@@ -94,6 +94,9 @@ def _run(cfg: DictConfig, run_dir: Path, device: torch.device, dist: distributed
 
         loaders = make_loaders(data, cfg.data, device, seed=t.seed, channels_last=channels_last, rank=dist.rank,
                                world_size=dist.world_size)
+        if hasattr(model, "init_from_data") and cfg.transfer.strategy == "scratch":
+            # data-dependent initialisation (airbench's whitening stem): up to 5,000 un-augmented training images
+            model.init_from_data(loaders["train"].normalize(data.train.images[:5000].to(device)))
         if dist.world_size > 1:
             reporter.info(f"data parallel: {dist.world_size} processes x batch {cfg.data.batch_size}")
         steps_per_epoch = len(loaders["train"])
@@ -121,6 +124,7 @@ def _run(cfg: DictConfig, run_dir: Path, device: torch.device, dist: distributed
             checkpoint_every_steps=t.checkpoint_every_steps, config=to_container(cfg), compiled=compiled,
             visualizer=visualizer, image_every=log.image_every, epoch_start=plan.on_epoch_start if plan else None,
             meta={"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size},
+            dist=dist,
         )
         if t.resume:
             source = resume_path(t.resume, run_dir)
@@ -204,7 +208,7 @@ def _hparams(cfg: DictConfig) -> dict[str, str | int | float | bool]:
     values: dict[str, str | int | float | bool] = {
         "model": cfg.model.name, "data": cfg.data.name, "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.epochs,
-        "scheduler": cfg.scheduler.name, "seed": cfg.trainer.seed,
+        "scheduler": cfg.scheduler.name, "transfer": cfg.transfer.strategy, "seed": cfg.trainer.seed,
     }
     for key, value in parse_overrides(_overrides()).items():
         values.setdefault(key, value)

@@ -26,6 +26,7 @@ FAMILIES = {
     "se_resnet": (2017, "squeeze-and-excitation channel attention on residual blocks"),
     "efficientnet": (2019, "MBConv + SE + SiLU, compound scaling of depth/width/resolution"),
     "vit": (2020, "patches as tokens, class token, pre-norm transformer encoder"),
+    "airbench": (2024, "CIFAR speedrun net: conv-pool-BN-GELU groups, no shortcuts"),
 }
 
 

@@ -169,3 +169,36 @@ def test_missing_dataset_offline_message(tmp_path: Path, monkeypatch, download: 
         load_data(data_cfg("data=cifar10", f"data.root={root}", f"data.download={str(download).lower()}"))
     msg = str(err.value)
     assert str(root) in msg and "data.root=" in msg and "data=digits" in msg and "\n" not in msg
+
+
+def test_large_imagefolders_stream_the_same_batches_from_files(cifar_subset: Path, tmp_path: Path) -> None:
+    """Above data.max_memory_gb the images stay files (DataLoader workers decode each batch); the batches,
+    their order and their augmentation are the ones the in-memory path serves."""
+    from cnnbench.data.stream import FileImageSet, StreamLoader
+
+    common = ("data=imagefolder", f"data.root={cifar_subset}", "data.batch_size=32", "data.augment.cutout=8")
+    memory = load_data(data_cfg(*common, f"data.cache_dir={tmp_path}"))
+    cfg = data_cfg(*common, "data.max_memory_gb=0.0001", f"data.cache_dir={tmp_path / 'unused'}")
+    files = load_data(cfg)
+    assert isinstance(files.train, FileImageSet) and not isinstance(memory.train, FileImageSet)
+    assert not (tmp_path / "unused").exists()  # streamed sets are not cached
+    assert torch.equal(files.train.labels, memory.train.labels)
+    assert torch.equal(files.val.images[:5], memory.val.images[:5])
+    kwargs = {"device": torch.device("cpu"), "seed": 3, "channels_last": False}
+    streamed = make_loaders(files, cfg, **kwargs)
+    in_memory = make_loaders(memory, cfg, **kwargs)
+    assert isinstance(streamed["train"], StreamLoader) and isinstance(streamed["test"], StreamLoader)
+    for split in ("train", "val", "test"):
+        assert len(streamed[split]) == len(in_memory[split])
+        for (xa, ya), (xb, yb) in zip(streamed[split], in_memory[split], strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb), split
+
+
+def test_streamed_imagefolder_trains(cifar_subset: Path, tmp_path: Path) -> None:
+    from cnnbench.train import run
+
+    cfg = compose_config("data=imagefolder", f"data.root={cifar_subset}", "data.max_memory_gb=0.0001",
+                         "model=small_resnet", "model.widths=[8,16,32]", "trainer.max_steps=4", "data.batch_size=16",
+                         "logger.print_config=false", "logger.progress=false", "logger.tensorboard=false")
+    results = run(cfg, tmp_path)
+    assert results["status"] == "completed" and results["steps"] == 4 and 0 <= results["test_acc"] <= 100

@@ -45,6 +45,12 @@ def test_two_processes_write_one_run_and_match_one_process(ddp_run: Path, tmp_pa
     assert ddp["steps"] == one["steps"] == 10 * (1294 // 32)
     assert abs(ddp["test_acc"] - one["test_acc"]) <= 1.0, (ddp["test_acc"], one["test_acc"])
     assert ddp["test_acc"] > 90
+    # Averaged gradients of the two halves = the gradient of the whole batch: the weights agree up to rounding.
+    # (Unsynchronised processes, each on its half, end far apart.)
+    ours = torch.load(results[0].parent / "checkpoints" / "last.pt", weights_only=True)["model"]
+    theirs = torch.load(tmp_path / "single" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key in theirs:
+        assert torch.allclose(ours[key], theirs[key], atol=1e-5), (key, (ours[key] - theirs[key]).abs().max())
 
 
 def test_ddp_resumes_its_own_checkpoint(ddp_run: Path) -> None:

@@ -65,3 +65,17 @@ def test_every_model_runs_forward_and_backward(name: str, channels: int, size: i
     assert out.shape == (2, 7)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_airbench_stem_whitens_2x2_patches_and_is_frozen() -> None:
+    torch.manual_seed(0)
+    model = build_model("airbench", num_classes=10, in_channels=3, image_size=32, widths=[16, 32, 64])
+    images = torch.randn(200, 3, 32, 32) * torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1)
+    images[:, 1] += images[:, 0]  # correlated channels
+    model.init_from_data(images)
+    conv = model.stem.conv
+    out = torch.nn.functional.conv2d(images, conv.weight)[:, :12]  # one sign of each eigenvector
+    features = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = features.T @ features / len(features)
+    assert torch.allclose(cov, torch.eye(12), atol=1e-2)  # whitened (up to the eps of small eigenvalues)
+    assert torch.equal(conv.weight[12:], -conv.weight[:12]) and not conv.weight.requires_grad

@@ -137,3 +137,38 @@ def test_load_checkpoint_rejects_bad_files(tmp_path: Path) -> None:
     torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
     with pytest.raises(CnnbenchError, match="not a cnnbench checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_tta_level_2_adds_one_pixel_shifts() -> None:
+    from cnnbench.engine.trainer import tta_logits
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3))
+    x = torch.randn(5, 3, 8, 8)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [x, x.flip(3), padded[..., :8, :8], padded[..., :8, :8].flip(3), padded[..., 2:, 2:],
+             padded[..., 2:, 2:].flip(3)]
+    weights = [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    with torch.no_grad():
+        expected = sum(w * model(v) for w, v in zip(weights, views, strict=True))
+        assert torch.allclose(tta_logits(model, x, 2), expected, atol=1e-6)
+
+
+def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror() -> None:
+    from cnnbench.data import DeviceLoader, ImageSet
+    from cnnbench.engine.runtime import Precision
+    from cnnbench.engine.trainer import predict
+
+    torch.manual_seed(0)
+    images = ImageSet(torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 3, (10,)))
+    loader = DeviceLoader(images, 4, torch.device("cpu"), [0.5] * 3, [0.25] * 3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3))
+    x = loader.normalize(images.images)
+    with torch.no_grad():
+        logits = (model(x) + model(x.flip(3))) / 2
+    loss, preds = predict(model, loader, Precision("fp32", "cpu"), tta=1)
+    assert torch.equal(preds, logits.argmax(1))
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, images.labels).item(), rel=1e-5)
+    _, plain = predict(model, loader, Precision("fp32", "cpu"), tta=0)
+    with torch.no_grad():
+        assert torch.equal(plain, model(x).argmax(1))

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from cnnbench.data import cache
 from cnnbench.data.loader import DeviceLoader
 from cnnbench.data.sources import READERS, ImageSet, RawSplits, _random_split
+from cnnbench.data.stream import FileImageSet, StreamLoader
 from cnnbench.errors import CnnbenchError
 
 __all__ = ["DataBundle", "DeviceLoader", "ImageSet", "load_data", "make_loaders", "normalization"]
@@ -19,9 +20,9 @@ __all__ = ["DataBundle", "DeviceLoader", "ImageSet", "load_data", "make_loaders"
 
 @dataclass
 class DataBundle:
-    train: ImageSet
-    val: ImageSet | None
-    test: ImageSet
+    train: ImageSet | FileImageSet
+    val: ImageSet | FileImageSet | None
+    test: ImageSet | FileImageSet
     class_names: list[str]
     channels: int
     image_size: int
@@ -45,7 +46,8 @@ def _read(cfg: DictConfig) -> RawSplits:
     splits = cache.load(path)
     if splits is None:
         splits = reader(cfg)
-        cache.save(path, splits)
+        if isinstance(splits.train, ImageSet):  # (images streamed from files are not cached)
+            cache.save(path, splits)
     return splits
 
 
@@ -70,8 +72,11 @@ def load_data(cfg: DictConfig) -> DataBundle:
     """Read, conform, subset and split the data set that ``cfg`` (the ``data`` group) describes."""
     raw = _read(cfg)
     size = cfg.image_size or raw.train.images.shape[-1]
-    train = ImageSet(_conform(raw.train.images, cfg.channels, size), raw.train.labels)
-    test = ImageSet(_conform(raw.test.images, cfg.channels, size), raw.test.labels)
+    if isinstance(raw.train, FileImageSet):  # streamed: decoded per batch at this size and channels
+        train, test = raw.train, raw.test
+    else:
+        train = ImageSet(_conform(raw.train.images, cfg.channels, size), raw.train.labels)
+        test = ImageSet(_conform(raw.test.images, cfg.channels, size), raw.test.labels)
 
     class_names = list(cfg.class_names) if cfg.class_names else raw.class_names
     if cfg.num_classes is not None and cfg.num_classes != len(raw.class_names):
@@ -110,24 +115,31 @@ def make_loaders(
     loaders (neither)."""
     mean, std = normalization(cfg, data.channels)
     aug = cfg.augment
+
+    def loader(images: ImageSet | FileImageSet, batch_size: int, **kwargs) -> DeviceLoader:
+        if isinstance(images, FileImageSet):
+            return StreamLoader(images, batch_size, device, mean, std, num_workers=cfg.num_workers,
+                                channels_last=channels_last, **kwargs)
+        return DeviceLoader(images, batch_size, device, mean, std, channels_last=channels_last, **kwargs)
+
     try:
-        train = DeviceLoader(data.train, cfg.batch_size, device, mean, std, train=True,
-                             crop_padding=aug.crop_padding, hflip=aug.hflip, cutout=aug.cutout, seed=seed,
-                             channels_last=channels_last, rank=rank, world_size=world_size)
+        train = loader(data.train, cfg.batch_size, train=True, crop_padding=aug.crop_padding, hflip=aug.hflip,
+                       cutout=aug.cutout, seed=seed, rank=rank, world_size=world_size)
     except ValueError as e:
         raise CnnbenchError(f"{e}; lower data.batch_size") from None
     loaders = {"train": train}
     for split in ("val", "test"):
         images = getattr(data, split)
         if images is not None:
-            loaders[split] = DeviceLoader(images, cfg.eval_batch_size, device, mean, std,
-                                          channels_last=channels_last)
+            loaders[split] = loader(images, cfg.eval_batch_size)
     return loaders
 
 
 def dataset_summary(data: DataBundle) -> str:
     val = len(data.val) if data.val is not None else 0
+    streamed = ", decoded per batch from files (above data.max_memory_gb)" if isinstance(data.train, FileImageSet) \
+        else ""
     return (f"{len(data.train)} train / {val} val / {len(data.test)} test images, "
-            f"{data.channels}x{data.image_size}x{data.image_size}, {data.num_classes} classes")
+            f"{data.channels}x{data.image_size}x{data.image_size}, {data.num_classes} classes{streamed}")
 
 

@@ -35,7 +35,8 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.images = data.images.to(device)
+        # (a StreamLoader's images are files, decoded per batch)
+        self.images = data.images.to(device) if isinstance(data.images, torch.Tensor) else data.images
         self.labels = data.labels.to(device)
         self.batch_size = batch_size
         self.device = device

@@ -110,13 +110,8 @@ def read_image(path: str | Path, channels: int, size: int | None = None) -> torc
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _decode_folder(folder: Path, image_size: int | None, channels: int) -> tuple[ImageSet, list[str]]:
-    """Decode every image of an ImageFolder-style tree into one uint8 tensor, resized to a square side
-    (``image_size``, or the first image's width when None).
-
-    A file that is not a readable image stops the run with its path: silently training on fewer images would
-    hide a broken data set.
-    """
+def _scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
+    """The image files of an ImageFolder-style tree (one sub-folder per class), their labels and the classes."""
     from torchvision.datasets.folder import find_classes, make_dataset
 
     try:
@@ -124,16 +119,26 @@ def _decode_folder(folder: Path, image_size: int | None, channels: int) -> tuple
         samples = make_dataset(str(folder), class_to_idx, extensions=IMAGE_EXTENSIONS)
     except FileNotFoundError as e:
         raise CnnbenchError(f"{folder}: {e}; expected one sub-folder per class holding images") from None
-    images = []
-    for path, _ in samples:
-        images.append(read_image(path, channels, image_size))
-        image_size = images[-1].shape[-1]
-    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
-    return ImageSet(torch.stack(images), labels), classes
+    return [p for p, _ in samples], torch.tensor([label for _, label in samples], dtype=torch.long), classes
+
+
+def _decode(paths: list[str], channels: int, size: int) -> torch.Tensor:
+    """Decode every file into one uint8 tensor (N, C, size, size).
+
+    A file that is not a readable image stops the run with its path: silently training on fewer images would
+    hide a broken data set.
+    """
+    return torch.stack([read_image(p, channels, size) for p in paths])
 
 
 def read_imagefolder(cfg: DictConfig) -> RawSplits:
-    """``data.root`` with ``train/`` and ``test/`` (or ``val/``) sub-folders of class folders."""
+    """``data.root`` with ``train/`` and ``test/`` (or ``val/``) sub-folders of class folders.
+
+    Decoded into memory when the uint8 images take at most ``data.max_memory_gb``; larger sets stay files and
+    are decoded per batch (``cnnbench.data.stream``).
+    """
+    from cnnbench.data.stream import FileImages, FileImageSet
+
     if cfg.root is None:
         raise CnnbenchError("data=imagefolder needs data.root=<folder holding train/ and test/ (or val/)>")
     root = Path(cfg.root).expanduser()
@@ -142,12 +147,20 @@ def read_imagefolder(cfg: DictConfig) -> RawSplits:
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
         raise CnnbenchError(f"data.root={cfg.root} must hold train/ and test/ (or val/) folders of class folders")
-    train, classes = _decode_folder(root / "train", cfg.image_size, cfg.channels)
-    test, test_classes = _decode_folder(test_dir, train.images.shape[-1], cfg.channels)
+    train_paths, train_labels, classes = _scan_folder(root / "train")
+    test_paths, test_labels, test_classes = _scan_folder(test_dir)
     if test_classes != classes:
         raise CnnbenchError(f"class folders differ between {root / 'train'} and {test_dir}: "
                             f"{classes} vs {test_classes}")
-    return RawSplits(train, test, classes)
+    if not train_paths or not test_paths:
+        raise CnnbenchError(f"data.root={cfg.root}: no images in {root / 'train' if not train_paths else test_dir}")
+    size = cfg.image_size or read_image(train_paths[0], cfg.channels).shape[-1]  # null: the first image's
+    gigabytes = (len(train_paths) + len(test_paths)) * cfg.channels * size * size / 2**30
+    if gigabytes > cfg.max_memory_gb:
+        return RawSplits(FileImageSet(FileImages(train_paths, cfg.channels, size), train_labels),
+                         FileImageSet(FileImages(test_paths, cfg.channels, size), test_labels), classes)
+    return RawSplits(ImageSet(_decode(train_paths, cfg.channels, size), train_labels),
+                     ImageSet(_decode(test_paths, cfg.channels, size), test_labels), classes)
 
 
 def read_synthetic(cfg: DictConfig) -> RawSplits:

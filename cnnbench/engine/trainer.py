@@ -22,21 +22,35 @@ from cnnbench.tracking import Reporter
 from cnnbench.visuals import Visualizer
 
 
-@torch.no_grad()
-def predict(model: nn.Module, loader: DeviceLoader, precision: Precision, tta: bool = False
-            ) -> tuple[float, torch.Tensor]:
-    """Mean cross-entropy of ``model`` over ``loader`` and its predicted class for every image (on the CPU).
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits with test-time augmentation: 0 none, 1 the mean over the image and its mirror image, 2 also over
+    1-pixel translations up-left and down-right (airbench's levels: half weight untranslated, a quarter each)."""
+    def mirror(inputs: torch.Tensor) -> torch.Tensor:
+        return (model(inputs) + model(inputs.flip(3))) / 2
 
-    ``tta``: average the logits of each image and its mirror image (flip test-time augmentation)."""
+    if level == 0:
+        return model(x)
+    logits = mirror(x)
+    if level >= 2:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = (mirror(padded[..., :h, :w]) + mirror(padded[..., 2:, 2:])) / 2
+        logits = (logits + shifted) / 2
+    return logits
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DeviceLoader, precision: Precision, tta: int = 0
+            ) -> tuple[float, torch.Tensor]:
+    """Mean cross-entropy of ``model`` over ``loader`` and its predicted class for every image (on the CPU),
+    with test-time augmentation level ``tta`` (see ``tta_logits``)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=loader.device)
     preds = []
     for x, y in loader:
         with precision.autocast():
-            logits = model(x)
-            if tta:
-                logits = (logits + model(x.flip(3))) / 2
+            logits = tta_logits(model, x, tta)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         preds.append(logits.argmax(1))
     model.train(was_training)
@@ -48,7 +62,7 @@ def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (preds == labels).float().mean().item()
 
 
-def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision, tta: bool = False
+def evaluate(model: nn.Module, loader: DeviceLoader, precision: Precision, tta: int = 0
              ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (percent) of ``model`` over ``loader``."""
     loss, preds = predict(model, loader, precision, tta)
@@ -122,7 +136,7 @@ class Trainer:
         total_steps: int,
         scheduler_per_step: bool,
         label_smoothing: float = 0.0,
-        tta: bool = False,
+        tta: int = 0,
         grad_clip: float | None = None,
         eval_every: int = 0,
         log_every: int = 25,
