@@ -9,7 +9,6 @@ and crop/flip/cutout/normalisation are the same batched ops on the device as for
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -90,8 +89,3 @@ class StreamLoader(DeviceLoader):
             if self.train:
                 x = self.augment(x)
             yield self.normalize(x), self.labels[idx.to(self.device)]
-
-
-def scan_size(paths: list[str], channels: int, image_size: int | None) -> int:
-    """The square side images will have: ``image_size``, or the first image's width."""
-    return image_size or read_image(Path(paths[0]), channels).shape[-1]

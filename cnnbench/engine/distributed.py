@@ -27,9 +27,10 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def enabled(self) -> bool:
-        return dist.is_available() and dist.is_initialized()
+
+def _active() -> bool:
+    """Whether this process is in an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def launched_by_torchrun() -> bool:
@@ -59,14 +60,14 @@ def device_for(info: DistInfo, device: torch.device) -> torch.device:
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over the processes (a no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every process when ``flag`` is true on any of them (so all stop at the same step)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return flag
     t = torch.tensor([int(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -75,18 +76,13 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 def broadcast(value):
     """Rank 0's ``value`` on every process (a picklable object)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         dist.destroy_process_group()

@@ -32,10 +32,6 @@ class Unit:
     params: list[nn.Parameter]
     modules: list[nn.Module] = field(default_factory=list)
 
-    @property
-    def size(self) -> int:
-        return sum(p.numel() for p in self.params)
-
 
 def backbone_units(model: nn.Module, heads: list[str]) -> list[Unit]:
     """The backbone's units, bottom (input) to top; parameters of the heads are left out."""
