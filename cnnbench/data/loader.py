@@ -54,6 +54,7 @@ class DeviceLoader:
         # seed, same augmentation draws) and keeps its own slice, so N processes see what one would at N x B.
         self.rank, self.world_size = rank, world_size
         self.global_batch = batch_size * world_size
+        self.shard = slice(rank * batch_size, (rank + 1) * batch_size)  # this process's part of a global batch
         # Training drops the last partial batch (BatchNorm cannot use a batch of one); evaluation keeps all.
         self.drop_last = train and len(self.labels) >= self.global_batch
         if world_size > 1 and not self.drop_last:
@@ -69,18 +70,21 @@ class DeviceLoader:
         """Images this process sees per pass."""
         return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _global_batches(self) -> Iterator[torch.Tensor | slice]:
+        """The indices of each global batch: shuffled by the generator when training, in order otherwise."""
         n = len(self.labels)
         order = torch.randperm(n, device=self.device, generator=self.generator) if self.train else None
-        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         for i in range(len(self)):
             sl = slice(i * self.global_batch, (i + 1) * self.global_batch)
-            idx = sl if order is None else order[sl]
+            yield sl if order is None else order[sl]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self._global_batches():
             x, y = self.images[idx], self.labels[idx]
             if self.train:
                 x = self.augment(x)
             if self.world_size > 1:
-                x, y = x[mine], y[mine]
+                x, y = x[self.shard], y[self.shard]
             yield self.normalize(x), y
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:

@@ -73,14 +73,10 @@ class StreamLoader(DeviceLoader):
         self.num_workers = num_workers
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, device=self.device, generator=self.generator).cpu() if self.train else None
-        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        batches = []
-        for i in range(len(self)):
-            idx = torch.arange(i * self.global_batch, min((i + 1) * self.global_batch, n))
-            idx = idx if order is None else order[idx]
-            batches.append(idx[mine] if self.world_size > 1 else idx)  # decode only this process's share
+        positions = torch.arange(len(self.labels), device=self.device)
+        batches = [positions[idx] for idx in self._global_batches()]
+        if self.world_size > 1:  # decode only this process's share (its augmentation is drawn for the share)
+            batches = [b[self.shard] for b in batches]
         loader = DataLoader(_Decode(self.images), batch_sampler=[b.tolist() for b in batches],
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
@@ -88,4 +84,4 @@ class StreamLoader(DeviceLoader):
             x = x.to(self.device, non_blocking=True)
             if self.train:
                 x = self.augment(x)
-            yield self.normalize(x), self.labels[idx.to(self.device)]
+            yield self.normalize(x), self.labels[idx]
