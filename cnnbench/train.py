@@ -24,7 +24,7 @@ from cnnbench.analysis import count_macs
 from cnnbench.config import register_configs, to_container, validate
 from cnnbench.data import dataset_summary, load_data, make_loaders
 from cnnbench.engine import distributed
-from cnnbench.engine.checkpoint import atomic_copy, atomic_write_json, load_checkpoint
+from cnnbench.engine.checkpoint import atomic_copy, atomic_write_json, checkpoint_in, load_checkpoint
 from cnnbench.engine.optim import build_optimizer, build_scheduler
 from cnnbench.engine.runtime import has_conv, resolve_device, resolve_precision, seed_everything
 from cnnbench.engine.trainer import Trainer, accuracy, predict
@@ -73,7 +73,7 @@ def _run(cfg: DictConfig, run_dir: Path, device: torch.device, dist: distributed
     try:
         if cfg.logger.print_config:
             reporter.print_config(OmegaConf.to_yaml(cfg, resolve=True))
-        preprocessing = apply_weights_preprocessing(cfg, {o.split("=")[0].lstrip("+~") for o in _overrides()})
+        preprocessing = apply_weights_preprocessing(cfg, set(parse_overrides(_overrides())))
         if preprocessing:
             reporter.info(preprocessing)
         data = load_data(cfg.data)
@@ -185,9 +185,7 @@ def _run(cfg: DictConfig, run_dir: Path, device: torch.device, dist: distributed
 
 def resume_path(resume: str, run_dir: Path) -> Path:
     """The checkpoint that ``trainer.resume`` names: a .pt file, a run directory's last.pt, or ``auto``."""
-    path = run_dir if resume == "auto" else Path(resume).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+    path = checkpoint_in(run_dir if resume == "auto" else resume, "last.pt")
     if not path.is_file():
         where = "this run directory (pass hydra.run.dir=<the run to continue>)" if resume == "auto" else resume
         raise CnnbenchError(f"trainer.resume={resume}: no checkpoint at {path}; give a run directory, a .pt file, "

@@ -3,22 +3,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.checkpoint import checkpoint_in, load_checkpoint
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_from_config
 from cnnbench.models.torchvision_zoo import resolve_weights
 from cnnbench.transfer.pretrained import load_weights, replace_heads, set_input_channels, torchvision_state_dict
-
-
-def checkpoint_file(path: str) -> Path:
-    """``transfer.checkpoint``: a .pt file, or a run directory (its best checkpoint)."""
-    p = Path(path).expanduser()
-    return p / "checkpoints" / "best.pt" if p.is_dir() else p
 
 
 def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | None:
@@ -52,7 +44,7 @@ def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_si
     if cfg.transfer.strategy == "scratch":  # (validate() made sure no pretrained weights were asked for)
         return build_from_config(model_cfg, num_classes, channels, image_size), model_cfg, []
     if ckpt_path:
-        path = checkpoint_file(ckpt_path)
+        path = checkpoint_in(ckpt_path, "best.pt")  # a run directory gives its selected checkpoint
         ckpt = load_checkpoint(path)
         meta, model_cfg = ckpt.get("meta") or {}, (ckpt.get("config") or {}).get("model")
         if not model_cfg or "class_names" not in meta:

@@ -50,7 +50,7 @@ def find_heads(model: nn.Module) -> list[str]:
 def replace_heads(model: nn.Module, num_classes: int) -> list[str]:
     """Swap every classifier layer for a freshly initialised one with ``num_classes`` outputs.
 
-    Returns a line per replaced layer, e.g. ``fc: Linear(2048 -> 1000) -> Linear(2048 -> 5)``.
+    Returns a line per replaced layer, e.g. ``fc: Linear(2048 -> 1000) replaced by Linear(2048 -> 5)``.
     """
     notes = []
     for name in find_heads(model):
