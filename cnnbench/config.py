@@ -29,7 +29,9 @@ class Precision(str, Enum):
 
 # Each scheduler's own keys; besides them every scheduler config has name, interval, warmup_epochs and
 # warmup_start_factor. A key outside these is an error, so no value is silently ignored.
-SCHEDULER_OPTIONS = {"cosine": {"min_lr"}, "step": {"step_size", "gamma"}, "onecycle": {"pct_start"}, "none": set()}
+SCHEDULER_OPTIONS = {"cosine": {"min_lr"}, "step": {"step_size", "gamma"},
+                     "onecycle": {"pct_start", "anneal_strategy", "div_factor", "final_div_factor", "cycle_momentum"},
+                     "none": set()}
 SCHEDULER_COMMON = {"name", "interval", "warmup_epochs", "warmup_start_factor"}
 # Likewise for the transfer strategies (cnnbench/transfer/strategy.py).
 TRANSFER_OPTIONS = {"scratch": set(), "finetune": {"layer_decay"}, "freeze_backbone": set(),
@@ -40,7 +42,9 @@ TRANSFER_COMMON = {"strategy", "checkpoint"}
 @dataclass
 class AugmentConfig:
     crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
+    padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
     hflip: bool = False  # RandomHorizontalFlip(p=0.5)
+    alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
     cutout: int = 0  # side of a zeroed square at a random place; 0 = off
 
 
@@ -79,6 +83,8 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False
     label_smoothing: float = 0.0
+    lookahead_every: int = 0  # lookahead (cnnbench/engine/lookahead.py) every N steps; 0 = off
+    lookahead_decay: float = 0.95  # per step; the slow weights' decay grows as (step / steps)^3 to this^N
     tta: int = 0  # test-time augmentation: 0 off, 1 mirror image, 2 mirror + 1-pixel shifts (logits averaged)
     grad_clip: float | None = None  # max global gradient norm
     eval_every: int = 0  # also evaluate the test set every N epochs (a learning curve); 0 = only at the end
@@ -182,6 +188,12 @@ def validate_scheduler(s: DictConfig) -> None:
                  f"{s.pct_start!r}")
         _require(s.warmup_epochs == 0,
                  "scheduler=onecycle warms up by itself (scheduler.pct_start); set scheduler.warmup_epochs=0")
+        _require(s.anneal_strategy in ("cos", "linear"),
+                 f"scheduler.anneal_strategy must be cos or linear, got {s.anneal_strategy!r}")
+        _require(_positive(s.div_factor) and _positive(s.final_div_factor),
+                 "scheduler.div_factor and final_div_factor must be positive")
+        _require(isinstance(s.cycle_momentum, bool), f"scheduler.cycle_momentum must be true or false, got "
+                 f"{s.cycle_momentum!r}")
 
 
 def validate_transfer(tr: DictConfig, weights: str | None) -> None:
@@ -215,6 +227,8 @@ def validate(cfg: DictConfig) -> None:
     _require(t.max_steps is None or t.max_steps > 0, f"trainer.max_steps must be positive, got {t.max_steps}")
     _require(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     _require(t.grad_clip is None or t.grad_clip > 0, f"trainer.grad_clip must be positive, got {t.grad_clip}")
+    _require(t.lookahead_every >= 0, f"trainer.lookahead_every must be >= 0, got {t.lookahead_every}")
+    _require(0 <= t.lookahead_decay < 1, f"trainer.lookahead_decay must be in [0, 1), got {t.lookahead_decay}")
     _require(t.tta in (0, 1, 2), f"trainer.tta must be 0, 1 or 2, got {t.tta}")
     _require(t.eval_every >= 0, f"trainer.eval_every must be >= 0, got {t.eval_every}")
     _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
@@ -240,6 +254,8 @@ def validate(cfg: DictConfig) -> None:
              "data.num_workers >= 0")
     a = d.augment
     _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
+    _require(a.padding_mode in ("constant", "edge", "reflect"), f"data.augment.padding_mode must be constant, "
+             f"edge or reflect, got {a.padding_mode!r}")
 
     validate_scheduler(s)
     validate_transfer(cfg.transfer, cfg.model.get("weights"))
@@ -247,6 +263,8 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     _require(_positive(lr),
              f"optimizer.lr must be a positive number, got {lr!r}")
+    scale = cfg.optimizer.get("norm_lr_scale", 1.0)
+    _require(_positive(scale), f"optimizer.norm_lr_scale must be a positive number, got {scale!r}")
     # Let the optimizer check its own arguments now, on a dummy parameter, instead of after data loading.
     from cnnbench.engine.optim import build_optimizer
 

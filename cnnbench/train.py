@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -25,6 +26,7 @@ from cnnbench.config import register_configs, to_container, validate
 from cnnbench.data import dataset_summary, load_data, make_loaders
 from cnnbench.engine import distributed
 from cnnbench.engine.checkpoint import atomic_copy, atomic_write_json, checkpoint_in, load_checkpoint
+from cnnbench.engine.lookahead import Lookahead
 from cnnbench.engine.optim import build_optimizer, build_scheduler
 from cnnbench.engine.runtime import has_conv, resolve_device, resolve_precision, seed_everything
 from cnnbench.engine.trainer import Trainer, accuracy, predict
@@ -105,7 +107,7 @@ def _run(cfg: DictConfig, run_dir: Path, device: torch.device, dist: distributed
             total_steps = min(total_steps, t.max_steps)
         plan = TransferPlan(model, cfg.transfer, reporter) if cfg.transfer.strategy != "scratch" else None
         groups = plan.param_groups(cfg.optimizer.lr) if plan else list(model.parameters())
-        optimizer = build_optimizer(cfg.optimizer, groups)
+        optimizer = build_optimizer(cfg.optimizer, groups, model)
         scheduler = build_scheduler(optimizer, cfg.scheduler, steps_per_epoch, total_steps)
 
         visualizer = None
@@ -122,9 +124,10 @@ def _run(cfg: DictConfig, run_dir: Path, device: torch.device, dist: distributed
             label_smoothing=t.label_smoothing, tta=t.tta, grad_clip=t.grad_clip, eval_every=t.eval_every,
             log_every=t.log_every, checkpoint_every=t.checkpoint_every,
             checkpoint_every_steps=t.checkpoint_every_steps, config=to_container(cfg), compiled=compiled,
-            visualizer=visualizer, image_every=log.image_every, epoch_start=plan.on_epoch_start if plan else None,
+            visualizer=visualizer, image_every=log.image_every, epoch_start=_epoch_hooks(plan, model),
             meta={"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size},
-            dist=dist,
+            dist=dist, lookahead=Lookahead(model, t.lookahead_every, t.lookahead_decay, total_steps)
+            if t.lookahead_every else None,
         )
         if t.resume:
             source = resume_path(t.resume, run_dir)
@@ -181,6 +184,19 @@ def _run(cfg: DictConfig, run_dir: Path, device: torch.device, dist: distributed
         return results
     finally:
         reporter.close()
+
+
+def _epoch_hooks(plan: TransferPlan | None, model: torch.nn.Module) -> Callable[[int, int], None] | None:
+    """What runs before each epoch: the transfer strategy's freezing, then the model's own hook (airbench
+    freezes its stem's bias after a few epochs)."""
+    hooks = [h for h in (plan.on_epoch_start if plan else None, getattr(model, "on_epoch_start", None)) if h]
+    if not hooks:
+        return None
+
+    def run(epoch: int, step: int) -> None:
+        for hook in hooks:
+            hook(epoch, step)
+    return run
 
 
 def resume_path(resume: str, run_dir: Path) -> Path:

@@ -44,11 +44,12 @@ def test_num_train_and_num_test_take_that_many_images() -> None:
     assert all(bytes(x.numpy()) in test_rows for x in data.test.images)  # drawn from the test split
 
 
-def test_random_crop_is_a_window_of_the_zero_padded_image() -> None:
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect"])
+def test_random_crop_is_a_window_of_the_padded_image(mode: str) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)
-    out = augment.random_crop(x, 2, g)
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    out = augment.random_crop(x, 2, g, mode)
+    padded = T.Pad(2, padding_mode=mode)(x)  # torchvision's padding of the same name
     for i in range(64):
         windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out[i], w) for w in windows)
@@ -93,6 +94,26 @@ def test_train_loader_shuffles_reproducibly_and_drops_the_partial_batch() -> Non
     first = [y.tolist() for _, y in make(0)]
     assert len(first) == 2 and first == [y.tolist() for _, y in make(0)]
     assert first != [y.tolist() for _, y in make(1)]
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch() -> None:
+    n = 64
+    images = torch.zeros(n, 1, 2, 2, dtype=torch.uint8)
+    images[:, 0, :, 0] = torch.arange(n, dtype=torch.uint8)[:, None] + 1  # left column = id + 1, right = 0
+    loader = DeviceLoader(ImageSet(images, torch.arange(n)), 16, torch.device("cpu"), [0.0], [1 / 255],
+                          train=True, hflip=True, alternate_flip=True)
+
+    def flipped(epoch: int) -> torch.Tensor:
+        loader.set_epoch(epoch)
+        out = torch.zeros(n, dtype=torch.bool)
+        for x, y in loader:
+            assert torch.equal(x[:, 0, :, :].amax((1, 2)).long(), y + 1)  # each image still its own
+            out[y] = x[:, 0, 0, 1] > 0  # its pixels moved to the right column: mirrored
+        return out
+
+    first, second, third = flipped(0), flipped(1), flipped(2)
+    assert 16 < first.sum() < 48  # at random in the first epoch
+    assert torch.equal(second, ~first) and torch.equal(third, first)  # then alternating
 
 
 def test_imagefolder_on_real_cifar10_subset(cifar_subset: Path, tmp_path: Path) -> None:

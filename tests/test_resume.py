@@ -168,3 +168,23 @@ def test_diverging_loss_stops_with_the_step_and_a_hint(tmp_path: Path) -> None:
     assert "training loss became nan by step" in proc.stderr or "training loss became inf by step" in proc.stderr
     assert "lower optimizer.lr" in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_lookahead_and_alternating_flip_resume_exactly(tmp_path: Path) -> None:
+    """The speedrun's extra state (lookahead's slow weights, the epoch's flip parity) survives a kill."""
+    tricks = ["trainer.lookahead_every=3", "data.augment.hflip=true", "data.augment.alternate_flip=true",
+              "optimizer.norm_lr_scale=8"]
+    full = run_cli(*COMMON, *tricks, "hydra.run.dir=full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    proc = start(tmp_path, "killed", *tricks, "trainer.checkpoint_every_steps=5")
+    ckpt = wait_for_checkpoint(last, proc, min_step=35)  # in the second epoch or later (28 steps each)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt["lookahead"] and ckpt["epoch"] >= 1
+    resumed = run_cli(*COMMON, *tricks, "hydra.run.dir=killed", "trainer.resume=auto",
+                      "trainer.checkpoint_every_steps=5", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(tmp_path / "killed", (tmp_path / "full", json.loads((tmp_path / "full" / "results.json")
+                                                                        .read_text())))

@@ -12,6 +12,7 @@ from conftest import compose_config, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnbench.engine.checkpoint import atomic_save, load_checkpoint
+from cnnbench.engine.lookahead import Lookahead
 from cnnbench.engine.optim import build_optimizer, build_scheduler
 from cnnbench.errors import CnnbenchError
 
@@ -116,6 +117,58 @@ def test_step_and_onecycle_and_constant() -> None:
     assert max(one) == pytest.approx(0.5, rel=1e-3) and one.index(max(one)) == pytest.approx(25, abs=1)
     assert one[0] < 0.05 and one[-1] < 1e-3
     assert _lrs("scheduler=none", "optimizer.lr=0.3") == pytest.approx([0.3] * 100)
+
+
+def test_onecycle_as_airbench_triangle_keeps_momentum() -> None:
+    cfg = ("scheduler=onecycle", "optimizer.lr=1.0", "scheduler.anneal_strategy=linear", "scheduler.div_factor=5",
+           "scheduler.final_div_factor=2.857", "scheduler.pct_start=0.23", "scheduler.cycle_momentum=false")
+    lrs = _lrs(*cfg)
+    # OneCycleLR peaks at step pct_start * total - 1 = 22: linear from 0.2 up to 1, then linear down to 0.07
+    assert lrs[0] == pytest.approx(0.2) and lrs[11] == pytest.approx(0.6) and lrs[22] == pytest.approx(1.0)
+    assert lrs[99] == pytest.approx(0.2 / 2.857) and lrs[60] == pytest.approx(1 - (1 - 0.07) * 38 / 77, rel=1e-3)
+    opt = build_optimizer(compose_config(*cfg).optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    sched = build_scheduler(opt, compose_config(*cfg).scheduler, 10, 100)
+    for _ in range(30):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["momentum"] == 0.9  # cycle_momentum=false leaves SGD's momentum alone
+
+
+def test_norm_lr_scale_puts_normalisation_parameters_in_their_own_group() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    cfg = compose_config("optimizer.lr=0.1", "optimizer.weight_decay=1e-3", "optimizer.norm_lr_scale=64").optimizer
+    opt = build_optimizer(cfg, list(model.parameters()), model)
+    by_id = {id(p): g for g in opt.param_groups for p in g["params"]}
+    for p in (model[1].weight, model[1].bias):
+        assert by_id[id(p)]["lr"] == pytest.approx(6.4) and by_id[id(p)]["weight_decay"] == pytest.approx(1e-3 / 64)
+    for p in (model[0].weight, model[0].bias, model[2].weight):
+        assert by_id[id(p)]["lr"] == pytest.approx(0.1) and by_id[id(p)]["weight_decay"] == pytest.approx(1e-3)
+    assert len(by_id) == 6
+    # groups given by a transfer strategy keep their own rates, scaled
+    groups = [{"params": [model[1].bias, model[2].weight], "lr": 0.01}]
+    opt = build_optimizer(cfg, groups, model)
+    assert [(len(g["params"]), g["lr"]) for g in opt.param_groups] == [(1, 0.01), (1, pytest.approx(0.64))]
+
+
+def test_lookahead_pulls_weights_towards_the_slow_copy_on_its_schedule() -> None:
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    la = Lookahead(model, every=2, decay=0.9, total_steps=4)
+    with torch.no_grad():
+        model.weight.fill_(1.0)  # "trained" to 1
+    la.step(1)
+    assert model.weight.item() == 1.0  # not a lookahead step
+    la.step(2)  # d = 0.9^2 * (2/4)^3 = 0.10125: slow = 0 + (1 - d) * (1 - 0)
+    assert model.weight.item() == pytest.approx(1 - 0.10125) and la.slow["weight"].item() == pytest.approx(0.89875)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    la.step(4)  # d = 0.81: slow = 0.89875 + 0.19 * (2 - 0.89875)
+    assert model.weight.item() == pytest.approx(0.89875 + 0.19 * (2 - 0.89875))
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    la.finish()
+    assert model.weight.item() == pytest.approx(0.89875 + 0.19 * (2 - 0.89875))  # the model ends on the slow copy
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------

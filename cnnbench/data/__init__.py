@@ -123,7 +123,8 @@ def make_loaders(
         return DeviceLoader(images, batch_size, device, mean, std, channels_last=channels_last, **kwargs)
 
     try:
-        train = loader(data.train, cfg.batch_size, train=True, crop_padding=aug.crop_padding, hflip=aug.hflip,
+        train = loader(data.train, cfg.batch_size, train=True, crop_padding=aug.crop_padding,
+                       padding_mode=aug.padding_mode, hflip=aug.hflip, alternate_flip=aug.alternate_flip,
                        cutout=aug.cutout, seed=seed, rank=rank, world_size=world_size)
     except ValueError as e:
         raise CnnbenchError(f"{e}; lower data.batch_size") from None

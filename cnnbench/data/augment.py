@@ -1,7 +1,8 @@
 """Batched augmentation of uint8 image batches on their own device: no per-image Python work.
 
 Each op draws one random choice per image, matching the torchvision transform it replaces:
-``random_crop`` = RandomCrop(size, padding=p) (zero fill), ``hflip`` = RandomHorizontalFlip(0.5),
+``random_crop`` = RandomCrop(size, padding=p, padding_mode=m) (m: constant = zero fill, edge or reflect),
+``hflip`` = RandomHorizontalFlip(0.5),
 ``cutout`` = a zeroed square of side s centred uniformly in the image (DeVries & Taylor 2017).
 """
 
@@ -10,11 +11,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` and crop back to (H, W) at a random offset per image. x: (B, C, H, W)."""
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator, padding_mode: str = "constant"
+                ) -> torch.Tensor:
+    """Pad by ``padding`` (zeros, edge pixels or reflection) and crop back to (H, W) at a random offset per
+    image. x: (B, C, H, W)."""
     b, c, h, w = x.shape
-    xp = F.pad(x, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
+    xp = F.pad(x, (padding, padding, padding, padding), mode=PAD_MODES[padding_mode])  # (B, C, H+2p, W+2p)
     dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=x.device)
     dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=x.device)
     rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
@@ -26,7 +31,11 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
 
 def hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 0.5."""
-    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return flip_where(x, torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5)
+
+
+def flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images whose entry of the bool vector ``flip`` (B,) is true."""
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 

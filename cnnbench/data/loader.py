@@ -28,7 +28,9 @@ class DeviceLoader:
         *,
         train: bool = False,
         crop_padding: int = 0,
+        padding_mode: str = "constant",
         hflip: bool = False,
+        alternate_flip: bool = False,
         cutout: int = 0,
         seed: int = 0,
         channels_last: bool = False,
@@ -41,7 +43,7 @@ class DeviceLoader:
         self.batch_size = batch_size
         self.device = device
         self.train = train
-        self.crop_padding, self.hflip, self.cutout = crop_padding, hflip, cutout
+        self.crop_padding, self.padding_mode, self.hflip, self.cutout = crop_padding, padding_mode, hflip, cutout
         self.channels_last = channels_last
         self.mean, self.std = list(mean), list(std)
         # x_norm = (x / 255 - mean) / std = x * scale + shift, one fused op per batch
@@ -50,6 +52,12 @@ class DeviceLoader:
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -mean_t / std_t
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        # Alternating flip (airbench): each image is mirrored in every other epoch, starting at random, so that
+        # any two consecutive epochs show both versions (a coin flip per epoch repeats one half the time).
+        self.alternate_flip = hflip and alternate_flip
+        self.epoch = 0
+        if self.alternate_flip:
+            self.flip_first = torch.rand(len(self.labels), generator=self.generator, device=device) < 0.5
         # Data parallel: every process draws the same global batch of world_size x batch_size images (same
         # seed, same augmentation draws) and keeps its own slice, so N processes see what one would at N x B.
         self.rank, self.world_size = rank, world_size
@@ -70,6 +78,10 @@ class DeviceLoader:
         """Images this process sees per pass."""
         return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch about to be drawn (0-based; the alternating flip depends on it)."""
+        self.epoch = epoch
+
     def _global_batches(self) -> Iterator[torch.Tensor | slice]:
         """The indices of each global batch: shuffled by the generator when training, in order otherwise."""
         n = len(self.labels)
@@ -82,16 +94,19 @@ class DeviceLoader:
         for idx in self._global_batches():
             x, y = self.images[idx], self.labels[idx]
             if self.train:
-                x = self.augment(x)
+                x = self.augment(x, idx)
             if self.world_size > 1:
                 x, y = x[self.shard], y[self.shard]
             yield self.normalize(x), y
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """The configured random crop, flip and cutout of a uint8 batch."""
+    def augment(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The configured random crop, flip and cutout of a uint8 batch (``idx``: the images' positions in the
+        split, which the alternating flip needs)."""
         if self.crop_padding:
-            x = augment.random_crop(x, self.crop_padding, self.generator)
-        if self.hflip:
+            x = augment.random_crop(x, self.crop_padding, self.generator, self.padding_mode)
+        if self.alternate_flip and idx is not None:
+            x = augment.flip_where(x, self.flip_first[idx] ^ (self.epoch % 2 == 1))
+        elif self.hflip:
             x = augment.hflip(x, self.generator)
         if self.cutout:
             x = augment.cutout(x, self.cutout, self.generator)

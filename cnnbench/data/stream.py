@@ -83,5 +83,5 @@ class StreamLoader(DeviceLoader):
         for idx, x in zip(batches, loader, strict=True):
             x = x.to(self.device, non_blocking=True)
             if self.train:
-                x = self.augment(x)
+                x = self.augment(x, idx)
             yield self.normalize(x), self.labels[idx]

@@ -16,6 +16,7 @@ from torch import nn
 from cnnbench.data import DeviceLoader
 from cnnbench.engine.checkpoint import atomic_save
 from cnnbench.engine.distributed import DistInfo, all_reduce_sum, any_rank
+from cnnbench.engine.lookahead import Lookahead
 from cnnbench.engine.runtime import Precision, host_rng_state, set_host_rng_state
 from cnnbench.errors import CnnbenchError
 from cnnbench.tracking import Reporter
@@ -149,6 +150,7 @@ class Trainer:
         meta: dict | None = None,
         epoch_start: Callable[[int, int], None] | None = None,
         dist: DistInfo | None = None,
+        lookahead: Lookahead | None = None,
     ) -> None:
         self.model = model  # the module whose state is saved
         self.net = compiled or model  # the callable that runs (torch.compile'd or not)
@@ -163,8 +165,9 @@ class Trainer:
         self.config = config or {}
         self.visualizer, self.image_every = visualizer, image_every
         self.meta = meta or {}  # what rebuilding the model needs besides the config: class names, input shape
-        self.epoch_start = epoch_start  # called with (epoch, step) after model.train(): transfer freezing
+        self.epoch_start = epoch_start  # called with (epoch, step) after model.train(): freezing
         self.dist = dist or DistInfo()
+        self.lookahead = lookahead
         self._ddp: nn.Module | None = None
         self._ddp_params: tuple[int, ...] = ()
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
@@ -199,6 +202,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
+        loader.set_epoch(state.epoch)
         self._loader_rng = loader.generator.get_state()  # a mid-epoch checkpoint restarts the epoch's draws here
         skip, self._skip_batches = self._skip_batches, 0
         self.reporter.start_epoch(state.epoch + 1, self.epochs, len(loader))
@@ -220,6 +224,10 @@ class Trainer:
             if self.scheduler_per_step:
                 self.scheduler.step()
             state.step += 1
+            if self.lookahead is not None:
+                self.lookahead.step(state.step)
+                if state.step >= self.total_steps:
+                    self.lookahead.finish()
             self.batches_done = i
             seen += len(y)
             # Accumulate on the device; read back only every log_every steps (each read is a sync).
@@ -321,6 +329,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "epoch": s.epoch,
             "step": s.step,
             "best_val_acc": s.best_val_acc,
@@ -347,6 +356,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.lookahead is not None:  # (a checkpoint saved without lookahead: the slow copy starts here)
+            self.lookahead.load_state_dict(ckpt.get("lookahead") or self.lookahead.current())
         s = self.state
         s.epoch, s.step = ckpt["epoch"], ckpt["step"]
         s.best_val_acc, s.best_val_loss = ckpt.get("best_val_acc"), ckpt.get("best_val_loss")

@@ -1,0 +1,48 @@
+"""Lookahead with a decay that grows over training (airbench, after Zhang et al. 2019, "Lookahead optimizer").
+
+A slow copy of the weights (and float buffers: BatchNorm statistics) follows the trained ones: every ``every``
+steps, ``slow <- slow + (1 - d) * (fast - slow)`` and then ``fast <- slow``. The decay ``d = decay**every *
+(t / T)**3`` is 0 early (the slow copy just follows) and reaches ``decay**every`` at the end, where it averages
+away the noise of the last steps like an EMA would; unlike an EMA the trained weights are pulled back too.
+At the end of training the model holds the slow weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Lookahead:
+    def __init__(self, model: nn.Module, every: int, decay: float, total_steps: int) -> None:
+        self.model, self.every, self.decay, self.total_steps = model, every, decay, max(total_steps, 1)
+        self.slow = {k: v.detach().clone() for k, v in self.current().items()}
+
+    def current(self) -> dict[str, torch.Tensor]:
+        """The model's floating-point state: parameters and buffers like BatchNorm's running statistics."""
+        return {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        """Call after optimizer step number ``step`` (1-based)."""
+        if step % self.every == 0:
+            d = self.decay ** self.every * (step / self.total_steps) ** 3
+            self._sync(d)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Load the slow weights into the model (the end of training)."""
+        self._sync(1.0)
+
+    def _sync(self, d: float) -> None:
+        for name, fast in self.current().items():
+            slow = self.slow[name]
+            slow.lerp_(fast, 1.0 - d)
+            fast.copy_(slow)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.slow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            self.slow[name].copy_(value)
