@@ -79,3 +79,29 @@ def test_airbench_stem_whitens_2x2_patches_and_is_frozen() -> None:
     cov = features.T @ features / len(features)
     assert torch.allclose(cov, torch.eye(12), atol=1e-2)  # whitened (up to the eps of small eigenvalues)
     assert torch.equal(conv.weight[12:], -conv.weight[:12]) and not conv.weight.requires_grad
+
+
+def test_airbench_dirac_convs_start_as_identities_and_bn_scales_can_be_frozen() -> None:
+    model = build_model("airbench", num_classes=10, in_channels=3, image_size=32, widths=[32, 64, 64])
+    conv = model.groups[1].conv1  # 32 -> 64 channels
+    x = torch.randn(2, 32, 8, 8)
+    assert torch.equal(conv(x)[:, :32], x)  # the first 32 filters pass their channel through
+    assert conv.weight[32:].abs().sum() > 0  # the others keep their random init
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(not bn.weight.requires_grad and bn.bias.requires_grad for bn in bns)
+    learnt = build_model("airbench", num_classes=10, in_channels=3, image_size=32, dirac=False, bn_scale=True)
+    assert all(m.weight.requires_grad for m in learnt.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    y = torch.randn(2, 64, 8, 8)
+    assert not torch.allclose(learnt.groups[1].conv1(y)[:, :64], y, atol=0.1)
+
+
+def test_airbench_stem_bias_trains_for_its_epochs_only() -> None:
+    model = build_model("airbench", num_classes=10, in_channels=3, image_size=32, widths=[8, 16, 16],
+                        stem_bias_epochs=2)
+    model.init_from_data(torch.randn(50, 3, 32, 32))
+    for epoch, trains in ((0, True), (1, True), (2, False), (3, False)):
+        model.on_epoch_start(epoch, 0)
+        model.zero_grad(set_to_none=True)
+        model(torch.randn(4, 3, 32, 32)).sum().backward()
+        assert (model.stem.conv.bias.grad is not None) == trains, epoch
+        assert model.groups[0].conv1.weight.grad is not None
