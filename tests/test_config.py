@@ -48,6 +48,22 @@ def test_seed_cifar10_is_the_reference_recipe() -> None:
     assert cfg.trainer.epochs == 200 and cfg.trainer.eval_every == 10
 
 
+def test_cifar10_speedrun_is_airbench94_in_cnnbench_terms() -> None:
+    cfg = compose_config("experiment=cifar10_speedrun")
+    validate(cfg)
+    m, d, o, s, t = cfg.model, cfg.data, cfg.optimizer, cfg.scheduler, cfg.trainer
+    assert m.name == "airbench" and list(m.widths) == [64, 256, 256] and m.whiten and m.dirac and not m.bn_scale
+    assert m.stem_bias_epochs == 3 and d.batch_size == 1024 and d.val_fraction == 0
+    assert (d.augment.crop_padding, d.augment.padding_mode, d.augment.alternate_flip) == (2, "reflect", True)
+    # airbench: lr 11.5 per summed loss with momentum 0.85 -> 11.5 / (1 + 1 / 0.15) per mean loss
+    assert o.lr == pytest.approx(11.5 / (1 + 1 / 0.15), rel=1e-3) and o.momentum == 0.85 and o.nesterov
+    assert o.lr * o.weight_decay == pytest.approx(0.0153 * 1024 / (1024 * (1 + 1 / 0.15)), rel=1e-2)
+    assert o.norm_lr_scale == 64
+    assert (s.name, s.anneal_strategy, s.pct_start, s.cycle_momentum) == ("onecycle", "linear", 0.23, False)
+    assert 1 / s.div_factor == 0.2 and 1 / (s.div_factor * s.final_div_factor) == pytest.approx(0.07, rel=1e-3)
+    assert (t.epochs, t.label_smoothing, t.lookahead_every, t.lookahead_decay, t.tta) == (10, 0.2, 5, 0.95, 2)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -67,10 +83,14 @@ def test_seed_cifar10_is_the_reference_recipe() -> None:
         ("+transfer.layer_decay=0.5", "transfer.layer_decay is not an option of transfer=scratch"),
         ("transfer=finetune", "transfer=finetune needs one source of pretrained weights"),
         ("transfer.checkpoint=/x/run", "transfer.checkpoint=/x/run needs a transfer strategy"),
+        ("optimizer.norm_lr_scale=0", "optimizer.norm_lr_scale must be a positive number"),
+        ("trainer.lookahead_decay=1.0", "trainer.lookahead_decay must be in [0, 1)"),
+        ("trainer.lookahead_every=-1", "trainer.lookahead_every must be >= 0"),
+        ("scheduler=onecycle scheduler.anneal_strategy=step", "scheduler.anneal_strategy must be cos or linear"),
     ],
 )
 def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
-    cfg = compose_config(override)
+    cfg = compose_config(*override.split())
     with pytest.raises(CnnbenchError, match=None) as err:
         validate(cfg)
     assert message in str(err.value)

@@ -1,0 +1,66 @@
+"""Run `experiment=cifar10_speedrun` on the real CIFAR-10 for several seeds and print the README's table.
+
+    python scripts/speedrun.py [--seeds 0 1 2] [--shared ../shared] [--readme] [extra cnnbench overrides ...]
+
+Each seed is one `cnnbench experiment=cifar10_speedrun data=imagefolder data.root=<extracted> trainer.seed=N`
+(about 9 minutes each on 2 CPU cores); the table (test accuracy, training time, images/s, mean and standard
+deviation) goes to stdout, and with --readme between the speedrun markers of README.md.
+Figures, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_seed(root: Path, seed: int, work: Path, extra: list[str]) -> dict:
+    run_dir = work / f"seed{seed}"
+    subprocess.run([sys.executable, "-m", "cnnbench", "experiment=cifar10_speedrun", "data=imagefolder",
+                    f"data.root={root}", f"trainer.seed={seed}", f"data.cache_dir={work / 'cache'}",
+                    f"hydra.run.dir={run_dir}", "logger.print_config=false", "logger.progress=false", *extra],
+                   check=True)
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def table(results: dict[int, dict]) -> str:
+    rows = ["| seed | test accuracy | training time | images/s |", "|---|---:|---:|---:|"]
+    for seed, r in results.items():
+        rows.append(f"| {seed} | {r['test_acc']:.2f}% | {r['train_time_s']:.0f} s | {r['train_images_per_s']:,.0f} |")
+    accs = [r["test_acc"] for r in results.values()]
+    spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+    mean_time = statistics.mean(r["train_time_s"] for r in results.values())
+    rows.append(f"| mean ± std | **{statistics.mean(accs):.2f}{spread}%** | {mean_time:.0f} s | |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args, extra = parser.parse_known_args()
+    work = Path(tempfile.mkdtemp(prefix="cnnbench-speedrun-"))
+    with tarfile.open(args.shared / "datasets" / "cifar10-jpg.tar.gz") as tar:
+        tar.extractall(work, filter="data")
+    results = {seed: run_seed(work / "cifar10", seed, work, extra) for seed in args.seeds}
+    text = table(results)
+    print(text)
+    if args.readme:
+        readme = ROOT / "README.md"
+        block = f"<!-- speedrun:start -->\n{text}\n<!-- speedrun:end -->"
+        readme.write_text(re.sub(r"<!-- speedrun:start -->.*?<!-- speedrun:end -->", block, readme.read_text(),
+                                 flags=re.S))
+
+
+if __name__ == "__main__":
+    main()
