@@ -4,17 +4,22 @@
       DataLoader(2 workers), fp32, a plain SGD step;
   (b) `cnnbench` at its defaults (device-resident uint8 data, batched augmentation, bf16 autocast where the
       hardware has it, channels_last), read from its results.json;
-  (c) a minimal hand-written loop on cnnbench's data path and precision: the trainer's overhead is (c) vs (b).
+  (c) a minimal hand-written loop on cnnbench's data path and precision: the trainer's overhead is (c) vs (b);
+  (d) the training step alone on one batch held in memory, fp32 and cnnbench's precision: the ceiling that
+      the hardware sets on (b) / (a).
 
-    python scripts/bench_throughput.py [--steps 40] [--shared ../shared]
+    python scripts/bench_throughput.py [--steps 100] [--warmup 10] [--shared ../shared]
 
-Figures, not a test: prints images/s of each and the ratios.
+Each is timed over ``steps`` steps after ``warmup`` untimed ones (DataLoader workers starting, oneDNN creating
+its kernels), the steady state; for (b), whose trainer times whole runs, as the difference between a run of
+warmup + steps and one of warmup steps. Figures, not a test: prints images/s of each and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import subprocess
 import sys
@@ -31,8 +36,9 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 BATCH = 128
 
 
-def timed_steps(loader, steps: int, channels_last: bool, autocast) -> float:
-    """Images/s of ``steps`` plain SGD steps of a fresh small_resnet on batches from ``loader``."""
+def timed_steps(loader, warmup: int, steps: int, channels_last: bool, autocast) -> float:
+    """Images/s of ``steps`` plain SGD steps of a fresh small_resnet on batches from ``loader``, after
+    ``warmup`` untimed ones."""
     from cnnbench.models import build_model
 
     torch.manual_seed(0)
@@ -47,13 +53,16 @@ def timed_steps(loader, steps: int, channels_last: bool, autocast) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i + 1 == steps:
+        if i + 1 == warmup:
+            loss.item()  # wait for the warm-up steps
+            start = time.perf_counter()
+        if i + 1 == warmup + steps:
             break
     loss.item()  # wait for the last step
     return steps * BATCH / (time.perf_counter() - start)
 
 
-def reference_loop(root: Path, steps: int) -> float:
+def reference_loop(root: Path, warmup: int, steps: int) -> float:
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
@@ -61,18 +70,18 @@ def reference_loop(root: Path, steps: int) -> float:
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
     loader = torch.utils.data.DataLoader(ImageFolder(str(root / "train"), transform=tf), batch_size=BATCH,
                                          shuffle=True, num_workers=2, drop_last=True)
-    return timed_steps(loader, steps, channels_last=False, autocast=contextlib.nullcontext)
+    return timed_steps(loader, warmup, steps, channels_last=False, autocast=contextlib.nullcontext)
 
 
 def cnnbench_run(root: Path, steps: int, work: Path) -> dict:
-    run_dir = work / "run"
+    run_dir = work / f"run{steps}"
     subprocess.run([sys.executable, "-m", "cnnbench", "data=imagefolder", f"data.root={root}", "model=small_resnet",
                     f"trainer.max_steps={steps}", "logger.print_config=false", f"data.cache_dir={work / 'cache'}",
                     f"hydra.run.dir={run_dir}"], check=True, capture_output=True)
     return json.loads((run_dir / "results.json").read_text())
 
 
-def hand_loop(root: Path, steps: int, work: Path) -> float:
+def hand_loop(root: Path, warmup: int, steps: int, work: Path) -> float:
     from hydra import compose, initialize_config_module
 
     from cnnbench.config import register_configs
@@ -86,12 +95,22 @@ def hand_loop(root: Path, steps: int, work: Path) -> float:
     device = torch.device("cpu")
     precision = resolve_precision("auto", device)
     loader = make_loaders(load_data(cfg.data), cfg.data, device, seed=0, channels_last=True)["train"]
-    return timed_steps(loader, steps, channels_last=True, autocast=precision.autocast)
+    return timed_steps(loader, warmup, steps, channels_last=True, autocast=precision.autocast)
+
+
+def step_only(warmup: int, steps: int, channels_last: bool, autocast) -> float:
+    """(d): no data path at all, the same synthetic batch every step."""
+    torch.manual_seed(0)
+    x, y = torch.randn(BATCH, 3, 32, 32), torch.randint(0, 10, (BATCH,))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return timed_steps(itertools.repeat((x, y)), warmup, steps, channels_last, autocast)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cnnbench-bench-"))
@@ -99,16 +118,26 @@ def main() -> None:
         tar.extractall(work, filter="data")
     root = work / "cifar10"
 
-    results = cnnbench_run(root, args.steps, work)  # first: also builds the decoded cache that (c) reads
-    b = results["train_images_per_s"]
-    c = hand_loop(root, args.steps, work)
-    a = reference_loop(root, args.steps)
-    print(f"small_resnet, batch {BATCH}, {args.steps} steps, {torch.get_num_threads()} threads, "
-          f"cnnbench precision {results['precision']}")
+    short = cnnbench_run(root, args.warmup, work)  # first: also builds the decoded cache that (c) reads
+    results = cnnbench_run(root, args.warmup + args.steps, work)
+    b = args.steps * BATCH / (results["train_time_s"] - short["train_time_s"])
+    c = hand_loop(root, args.warmup, args.steps, work)
+    a = reference_loop(root, args.warmup, args.steps)
+    from cnnbench.engine.runtime import resolve_precision
+
+    d32 = step_only(args.warmup, args.steps, channels_last=False, autocast=contextlib.nullcontext)
+    d16 = step_only(args.warmup, args.steps, channels_last=True,
+                    autocast=resolve_precision("auto", torch.device("cpu")).autocast)
+    print(f"small_resnet, batch {BATCH}, {args.steps} steps after {args.warmup} warm-up steps, "
+          f"{torch.get_num_threads()} threads, cnnbench precision {results['precision']}")
     print(f"(a) reference loop (ImageFolder + PIL transforms, 2 workers, fp32): {a:8.1f} images/s")
     print(f"(b) cnnbench defaults:                                          {b:8.1f} images/s  ({b / a:.2f}x (a))")
     print(f"(c) hand-written loop on cnnbench's data path and precision:   {c:8.1f} images/s  "
           f"(cnnbench is {100 * (b / c - 1):+.1f}% against it)")
+    print(f"(b) with its warm-up steps counted, as cnnbench reports it:    {results['train_images_per_s']:8.1f} "
+          f"images/s")
+    print(f"(d) the step alone on a batch in memory: fp32 {d32:.1f}, {results['precision']} + channels_last "
+          f"{d16:.1f} images/s ({d16 / d32:.2f}x); with (a)'s data path that bounds (b) / (a) at {d16 / a:.2f}x")
 
 
 if __name__ == "__main__":
