@@ -17,6 +17,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from cnnbench.data.augment import PAD_MODES
 from cnnbench.errors import CnnbenchError
 
 
@@ -254,8 +255,8 @@ def validate(cfg: DictConfig) -> None:
              "data.num_workers >= 0")
     a = d.augment
     _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
-    _require(a.padding_mode in ("constant", "edge", "reflect"), f"data.augment.padding_mode must be constant, "
-             f"edge or reflect, got {a.padding_mode!r}")
+    _require(a.padding_mode in PAD_MODES, f"data.augment.padding_mode must be one of {', '.join(PAD_MODES)}, "
+             f"got {a.padding_mode!r}")
 
     validate_scheduler(s)
     validate_transfer(cfg.transfer, cfg.model.get("weights"))

@@ -24,10 +24,11 @@ class Lookahead:
 
     @torch.no_grad()
     def step(self, step: int) -> None:
-        """Call after optimizer step number ``step`` (1-based)."""
+        """Call after optimizer step number ``step`` (1-based); the last step ends on the slow weights."""
         if step % self.every == 0:
-            d = self.decay ** self.every * (step / self.total_steps) ** 3
-            self._sync(d)
+            self._sync(self.decay ** self.every * (step / self.total_steps) ** 3)
+        if step >= self.total_steps:
+            self.finish()
 
     @torch.no_grad()
     def finish(self) -> None:

@@ -226,8 +226,6 @@ class Trainer:
             state.step += 1
             if self.lookahead is not None:
                 self.lookahead.step(state.step)
-                if state.step >= self.total_steps:
-                    self.lookahead.finish()
             self.batches_done = i
             seen += len(y)
             # Accumulate on the device; read back only every log_every steps (each read is a sync).
