@@ -20,18 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from runs import ROOT, extract_cifar10, run_cnnbench
 
-ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 BATCH = 128
 
@@ -74,11 +70,9 @@ def reference_loop(root: Path, warmup: int, steps: int) -> float:
 
 
 def cnnbench_run(root: Path, steps: int, work: Path) -> dict:
-    run_dir = work / f"run{steps}"
-    subprocess.run([sys.executable, "-m", "cnnbench", "data=imagefolder", f"data.root={root}", "model=small_resnet",
-                    f"trainer.max_steps={steps}", "logger.print_config=false", f"data.cache_dir={work / 'cache'}",
-                    f"hydra.run.dir={run_dir}"], check=True, capture_output=True)
-    return json.loads((run_dir / "results.json").read_text())
+    return run_cnnbench(work / f"run{steps}", "data=imagefolder", f"data.root={root}", "model=small_resnet",
+                        f"trainer.max_steps={steps}", "logger.print_config=false", f"data.cache_dir={work / 'cache'}",
+                        quiet=True)
 
 
 def hand_loop(root: Path, warmup: int, steps: int, work: Path) -> float:
@@ -114,9 +108,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cnnbench-bench-"))
-    with tarfile.open(args.shared / "datasets" / "cifar10-jpg.tar.gz") as tar:
-        tar.extractall(work, filter="data")
-    root = work / "cifar10"
+    root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", work)
 
     short = cnnbench_run(root, args.warmup, work)  # first: also builds the decoded cache that (c) reads
     results = cnnbench_run(root, args.warmup + args.steps, work)

@@ -9,19 +9,14 @@ time spent logging feature-map and filter images against the training time (the 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from runs import ROOT, extract_cifar10, run_cnnbench
 from torchvision.utils import make_grid, save_image
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -36,14 +31,11 @@ def main() -> None:
     from cnnbench.visuals import capture, denormalize
 
     tmp = Path(tempfile.mkdtemp(prefix="cnnbench-demo-"))
-    with tarfile.open(args.shared / "datasets" / "cifar10-jpg.tar.gz") as tar:
-        tar.extractall(tmp, filter="data")
+    root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", tmp)
     run_dir = tmp / "run"
-    cmd = [sys.executable, "-m", "cnnbench", "data=imagefolder", f"data.root={tmp / 'cifar10'}", "model=small_resnet",
-           f"trainer.max_steps={args.steps}", "trainer.epochs=1", "data.num_test=2000", "logger.image_every=1",
-           "logger.print_config=false", f"hydra.run.dir={run_dir}"]
-    subprocess.run(cmd, check=True)
-    results = json.loads((run_dir / "results.json").read_text())
+    results = run_cnnbench(run_dir, "data=imagefolder", f"data.root={root}", "model=small_resnet",
+                           f"trainer.max_steps={args.steps}", "trainer.epochs=1", "data.num_test=2000",
+                           "logger.image_every=1", "logger.print_config=false")
     print(f"test accuracy after {results['steps']} steps: {results['test_acc']:.2f}%")
     print(f"image logging {results['image_logging_s']:.2f} s against {results['train_time_s']:.1f} s of training "
           f"({100 * results['image_logging_s'] / results['train_time_s']:.2f}%)")

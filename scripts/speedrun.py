@@ -1,6 +1,6 @@
 """Run `experiment=cifar10_speedrun` on the real CIFAR-10 for several seeds and print the README's table.
 
-    python scripts/speedrun.py [--seeds 0 1 2] [--shared ../shared] [--readme] [extra cnnbench overrides ...]
+    python scripts/speedrun.py [--seeds 0,1,2] [--shared ../shared] [--readme] [extra cnnbench overrides ...]
 
 Each seed is one `cnnbench experiment=cifar10_speedrun data=imagefolder data.root=<extracted> trainer.seed=N`
 (about 9 minutes each on 2 CPU cores); the table (test accuracy, training time, images/s, mean and standard
@@ -11,25 +11,18 @@ Figures, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
-import subprocess
-import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from runs import ROOT, extract_cifar10, run_cnnbench
 
 
 def run_seed(root: Path, seed: int, work: Path, extra: list[str]) -> dict:
-    run_dir = work / f"seed{seed}"
-    subprocess.run([sys.executable, "-m", "cnnbench", "experiment=cifar10_speedrun", "data=imagefolder",
-                    f"data.root={root}", f"trainer.seed={seed}", f"data.cache_dir={work / 'cache'}",
-                    f"hydra.run.dir={run_dir}", "logger.print_config=false", "logger.progress=false", *extra],
-                   check=True)
-    return json.loads((run_dir / "results.json").read_text())
+    return run_cnnbench(work / f"seed{seed}", "experiment=cifar10_speedrun", "data=imagefolder",
+                        f"data.root={root}", f"trainer.seed={seed}", f"data.cache_dir={work / 'cache'}",
+                        "logger.print_config=false", "logger.progress=false", *extra)
 
 
 def table(results: dict[int, dict]) -> str:
@@ -45,14 +38,14 @@ def table(results: dict[int, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
+                        help="comma-separated (default 0,1,2)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args, extra = parser.parse_known_args()
     work = Path(tempfile.mkdtemp(prefix="cnnbench-speedrun-"))
-    with tarfile.open(args.shared / "datasets" / "cifar10-jpg.tar.gz") as tar:
-        tar.extractall(work, filter="data")
-    results = {seed: run_seed(work / "cifar10", seed, work, extra) for seed in args.seeds}
+    root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", work)
+    results = {seed: run_seed(root, seed, work, extra) for seed in args.seeds}
     text = table(results)
     print(text)
     if args.readme:

@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import random
-import subprocess
-import sys
-import tarfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from runs import CIFAR_TAR, ROOT, extract_cifar10, run_cnnbench
+
 PRETRAIN_CLASSES = ["airplane", "automobile", "bird", "cat", "deer"]
 TARGET_CLASSES = ["dog", "frog", "horse", "ship", "truck"]
 STRATEGIES = ["scratch", "finetune", "freeze_backbone", "gradual_unfreeze"]
@@ -47,17 +45,16 @@ def make_folder(src: Path, dst: Path, classes: list[str], train_per_class: int |
 def cnnbench(run_dir: Path, *overrides: str) -> dict:
     """Run the ``cnnbench`` command (unless run_dir already holds a completed run) and return its results."""
     results = run_dir / "results.json"
-    if not (results.is_file() and json.loads(results.read_text())["status"] == "completed"):
-        cmd = [sys.executable, "-m", "cnnbench", *overrides, f"hydra.run.dir={run_dir}", "logger.progress=false",
-               "logger.print_config=false", "trainer.overwrite=true"]
-        print("$ cnnbench " + " ".join(cmd[3:]), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
-    return json.loads(results.read_text())
+    if results.is_file() and json.loads(results.read_text())["status"] == "completed":
+        return json.loads(results.read_text())
+    args = [*overrides, "logger.progress=false", "logger.print_config=false", "trainer.overwrite=true"]
+    print(f"$ cnnbench {' '.join(args)} hydra.run.dir={run_dir}", flush=True)
+    return run_cnnbench(run_dir, *args, cwd=ROOT)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cifar", type=Path, default=ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz")
+    parser.add_argument("--cifar", type=Path, default=CIFAR_TAR)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "transfer_demo")
     parser.add_argument("--pretrain-epochs", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=30, help="epochs on the 500 target images (all strategies)")
@@ -66,12 +63,9 @@ def main() -> None:
     out = args.out.resolve()
     os.environ.setdefault("CNNBENCH_CACHE", str(out / "cache"))
 
-    raw = out / "cifar"
-    if not (raw / "cifar10").is_dir():
-        with tarfile.open(args.cifar) as tar:
-            tar.extractall(raw, filter="data")
-    pre = make_folder(raw / "cifar10", out / "data_pretrain", PRETRAIN_CLASSES, None)
-    tgt = make_folder(raw / "cifar10", out / "data_target", TARGET_CLASSES, args.per_class)
+    cifar = extract_cifar10(args.cifar, out / "cifar")
+    pre = make_folder(cifar, out / "data_pretrain", PRETRAIN_CLASSES, None)
+    tgt = make_folder(cifar, out / "data_target", TARGET_CLASSES, args.per_class)
 
     model = ("model=small_resnet", "model.widths=[32,64,128]")  # half width: the demo fits in ~15 minutes
     start = time.time()

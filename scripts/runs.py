@@ -1,0 +1,27 @@
+"""What the scripts share: the real CIFAR-10 from ../shared unpacked, and `cnnbench` run as a user types it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_TAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+
+
+def extract_cifar10(tar_path: Path, into: Path) -> Path:
+    """Unpack the CIFAR-10 ImageFolder archive into ``into`` (once) and return its ``cifar10`` folder."""
+    if not (into / "cifar10").is_dir():
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(into, filter="data")
+    return into / "cifar10"
+
+
+def run_cnnbench(run_dir: Path, *overrides: str, quiet: bool = False, cwd: Path | None = None) -> dict:
+    """``python -m cnnbench OVERRIDES hydra.run.dir=RUN_DIR`` (output captured when ``quiet``); its results."""
+    subprocess.run([sys.executable, "-m", "cnnbench", *overrides, f"hydra.run.dir={run_dir}"], check=True,
+                   capture_output=quiet, cwd=cwd)
+    return json.loads((run_dir / "results.json").read_text())
