@@ -17,7 +17,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from cnnbench.data.augment import PAD_MODES
+from cnnbench.data.augment import PAD_MODES, AugmentConfig
 from cnnbench.errors import CnnbenchError
 
 
@@ -38,15 +38,6 @@ SCHEDULER_COMMON = {"name", "interval", "warmup_epochs", "warmup_start_factor"}
 TRANSFER_OPTIONS = {"scratch": set(), "finetune": {"layer_decay"}, "freeze_backbone": set(),
                     "gradual_unfreeze": {"head_epochs", "stages", "stage_epochs", "backbone_lr_scale"}}
 TRANSFER_COMMON = {"strategy", "checkpoint"}
-
-
-@dataclass
-class AugmentConfig:
-    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
-    padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
-    hflip: bool = False  # RandomHorizontalFlip(p=0.5)
-    alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
-    cutout: int = 0  # side of a zeroed square at a random place; 0 = off
 
 
 @dataclass

@@ -27,6 +27,12 @@ class Reporter:
         self._progress: Progress | None = None
         self._task = None
 
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def info(self, message: str) -> None:
         self.console.print(message)
 
@@ -46,9 +52,19 @@ class Reporter:
         if self.writer is not None:
             self.writer.add_hparams(hparams, {k: v for k, v in metrics.items() if v is not None}, run_name=".")
 
-    def text(self, tag: str, text: str) -> None:
+    def image(self, tag: str, image, step: int) -> None:
+        """A (3, H, W) float image in [0, 1]."""
         if self.writer is not None:
-            self.writer.add_text(tag, text)
+            self.writer.add_image(tag, image, step)
+
+    def figure(self, tag: str, fig, step: int) -> None:
+        """A matplotlib figure; closed afterwards."""
+        if self.writer is not None:
+            self.writer.add_figure(tag, fig, step)  # closes the figure
+        else:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
 
     # -- progress --------------------------------------------------------------------------------------------------
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:

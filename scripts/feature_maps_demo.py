@@ -28,7 +28,7 @@ def main() -> None:
 
     from cnnbench.engine.checkpoint import load_checkpoint
     from cnnbench.models import build_from_config
-    from cnnbench.visuals import capture, denormalize
+    from cnnbench.pictures import capture, denormalize
 
     tmp = Path(tempfile.mkdtemp(prefix="cnnbench-demo-"))
     root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", tmp)
@@ -49,7 +49,7 @@ def main() -> None:
     data = load_data(cfg.data)
     loader = make_loaders(data, cfg.data, torch.device("cpu"), seed=0, channels_last=False)["test"]
     picks = [int((data.test.labels == c).nonzero()[0]) for c in range(0, 10, 2)]  # one image of 5 classes
-    x = loader.transform(data.test.images[picks])
+    x = loader.normalize(data.test.images[picks])
     maps = capture(model, x, ["stem.0"])["stem.0"]  # (5, 64, 32, 32)
     tiles = []
     for i in range(len(picks)):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.analysis import analyze
+from cnnbench.anatomy import analyze
 from cnnbench.models import build_model, list_models
 
 # name prefix -> (year, key idea)

@@ -100,7 +100,7 @@ def test_airbench_stem_bias_trains_for_its_epochs_only() -> None:
                         stem_bias_epochs=2)
     model.init_from_data(torch.randn(50, 3, 32, 32))
     for epoch, trains in ((0, True), (1, True), (2, False), (3, False)):
-        model.on_epoch_start(epoch, 0)
+        model.on_epoch_start(epoch)
         model.zero_grad(set_to_none=True)
         model(torch.randn(4, 3, 32, 32)).sum().backward()
         assert (model.stem.conv.bias.grad is not None) == trains, epoch

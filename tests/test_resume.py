@@ -182,7 +182,7 @@ def test_lookahead_and_alternating_flip_resume_exactly(tmp_path: Path) -> None:
     ckpt = wait_for_checkpoint(last, proc, min_step=35)  # in the second epoch or later (28 steps each)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert ckpt["lookahead"] and ckpt["epoch"] >= 1
+    assert ckpt["callbacks"]["lookahead"] and ckpt["epoch"] >= 1
     resumed = run_cli(*COMMON, *tricks, "hydra.run.dir=killed", "trainer.resume=auto",
                       "trainer.checkpoint_every_steps=5", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -12,7 +12,7 @@ from conftest import compose_config, run_cli
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from cnnbench.report import main as report_main
+from cnnbench.commands.report import main as report_main
 
 FAST = ["trainer.max_steps=3", "logger.print_config=false", "logger.tensorboard=false"]
 

@@ -193,7 +193,7 @@ def test_load_checkpoint_rejects_bad_files(tmp_path: Path) -> None:
 
 
 def test_tta_level_2_adds_one_pixel_shifts() -> None:
-    from cnnbench.engine.trainer import tta_logits
+    from cnnbench.engine.evaluate import tta_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3))
@@ -209,8 +209,8 @@ def test_tta_level_2_adds_one_pixel_shifts() -> None:
 
 def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror() -> None:
     from cnnbench.data import DeviceLoader, ImageSet
+    from cnnbench.engine.evaluate import predict
     from cnnbench.engine.runtime import Precision
-    from cnnbench.engine.trainer import predict
 
     torch.manual_seed(0)
     images = ImageSet(torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 3, (10,)))
@@ -219,9 +219,9 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror() -> None:
     x = loader.normalize(images.images)
     with torch.no_grad():
         logits = (model(x) + model(x.flip(3))) / 2
-    loss, preds = predict(model, loader, Precision("fp32", "cpu"), tta=1)
-    assert torch.equal(preds, logits.argmax(1))
-    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, images.labels).item(), rel=1e-5)
-    _, plain = predict(model, loader, Precision("fp32", "cpu"), tta=0)
+    scores = predict(model, loader, Precision("fp32", "cpu"), tta=1)
+    assert torch.equal(scores.preds, logits.argmax(1)) and torch.equal(scores.labels, images.labels)
+    assert scores.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, images.labels).item(), rel=1e-5)
+    plain = predict(model, loader, Precision("fp32", "cpu"), tta=0)
     with torch.no_grad():
-        assert torch.equal(plain, model(x).argmax(1))
+        assert torch.equal(plain.preds, model(x).argmax(1))

@@ -15,10 +15,10 @@ from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.runtime import seed_everything
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
+from cnnbench.models.surgery import adapt_input_conv, find_heads
 from cnnbench.models.torchvision_zoo import arch_kwargs, resolve_weights
 from cnnbench.train import run
-from cnnbench.transfer.build import apply_weights_preprocessing, build_start_model
-from cnnbench.transfer.pretrained import adapt_input_conv, find_heads
+from cnnbench.transfer.build import apply_weights_preprocessing, build_start_model, load_source_checkpoint
 from cnnbench.transfer.strategy import TransferPlan, backbone_units
 
 QUIET = ("logger.print_config=false", "logger.tensorboard=false", "logger.figures=false", "logger.image_every=0",
@@ -57,7 +57,7 @@ def cache_weights(home: Path, arch: str, name: str, state: dict | None = None) -
 def test_torchvision_weights_load_offline_and_the_head_is_replaced(torch_home: Path, channels: int) -> None:
     source = cache_weights(torch_home, "resnet18", "IMAGENET1K_V1")
     cfg = compose_config("model=tv_resnet18", "model.weights=IMAGENET1K_V1", "transfer=finetune")
-    model, model_cfg, notes = build_start_model(cfg, num_classes=5, channels=channels, image_size=32)
+    model, notes = build_start_model(cfg, num_classes=5, channels=channels, image_size=32)
     state = model.state_dict()
     for key, value in source.items():
         if key.startswith("fc."):
@@ -68,7 +68,7 @@ def test_torchvision_weights_load_offline_and_the_head_is_replaced(torch_home: P
             assert torch.equal(state[key], value), key
     assert model.fc.out_features == 5 and model.fc.in_features == 512
     assert "fc: Linear(512 -> 1000) replaced by Linear(512 -> 5)" in notes
-    assert model_cfg["arch"] == "resnet18"
+    assert cfg.model.arch == "resnet18"
     assert model(torch.randn(2, channels, 32, 32)).shape == (2, 5)
 
 
@@ -178,7 +178,7 @@ def test_freeze_backbone_keeps_every_backbone_tensor(source_run: Path, tmp_path:
     # the head trained: it moved away from its fresh initialisation (same seed, same draws as in run())
     cfg = compose_config(*overrides)
     seed_everything(cfg.trainer.seed)
-    start, _, _ = build_start_model(cfg, num_classes=10, channels=1, image_size=16)
+    start, _ = build_start_model(cfg, num_classes=10, channels=1, image_size=16, source=load_source_checkpoint(cfg))
     assert not torch.equal(start.fc.weight, ckpt["model"]["fc.weight"])
     assert torch.equal(start.stages[0][0].conv1.weight, source["stages.0.0.conv1.weight"])
     # the optimizer holds the head only
@@ -214,7 +214,7 @@ def test_gradual_unfreeze_schedule_and_frozen_batchnorm() -> None:
     expected = {0: 0, 1: 0, 2: n // 3, 3: n // 3, 4: 2 * n // 3, 5: 2 * n // 3, 6: n}  # units training per epoch
     for epoch, count in expected.items():
         model.train()
-        plan.on_epoch_start(epoch, step=epoch)
+        plan.freeze(epoch)
         training = [all(p.requires_grad for p in u.params) for u in plan.units]
         assert training == [False] * (n - count) + [True] * count, epoch  # unfrozen from the top down
         for unit, trains in zip(plan.units, training, strict=True):
@@ -238,10 +238,11 @@ def test_layer_decay_gives_lower_units_smaller_learning_rates() -> None:
 
 def test_rgb_data_on_a_gray_checkpoint(source_run: Path) -> None:
     cfg = compose_config("transfer=finetune", f"transfer.checkpoint={source_run}")
-    model, model_cfg, notes = build_start_model(cfg, num_classes=3, channels=3, image_size=16)
+    model, notes = build_start_model(cfg, num_classes=3, channels=3, image_size=16,
+                                     source=load_source_checkpoint(cfg))
     source = load_checkpoint(source_run / "checkpoints" / "best.pt")["model"]
     assert torch.equal(model.stem[0].weight, source["stem.0.weight"].repeat(1, 3, 1, 1) / 3)
-    assert model_cfg["name"] == "small_resnet" and model.fc.out_features == 3
+    assert cfg.model.name == "small_resnet" and model.fc.out_features == 3  # the source's model config
     assert any("input channels 1 -> 3" in n for n in notes)
 
 

@@ -8,10 +8,50 @@ Each op draws one random choice per image, matching the torchvision transform it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
+
+
+@dataclass
+class AugmentConfig:
+    """``data.augment``: what the training loader does to each batch (also the config schema of that node)."""
+
+    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
+    padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
+    hflip: bool = False  # RandomHorizontalFlip(p=0.5)
+    alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
+    cutout: int = 0  # side of a zeroed square at a random place; 0 = off
+
+
+class Augmenter:
+    """The configured crop, flip and cutout of uint8 batches, drawn from ``generator``.
+
+    The alternating flip (airbench) mirrors each image in every other epoch, starting at random, so that any
+    two consecutive epochs show both versions (a coin flip per epoch repeats one half the time); it needs each
+    image's position in the split and the epoch."""
+
+    def __init__(self, cfg: AugmentConfig, generator: torch.Generator, num_images: int) -> None:
+        self.cfg, self.generator = cfg, generator
+        self.flip_first = None
+        if cfg.hflip and cfg.alternate_flip:
+            self.flip_first = torch.rand(num_images, generator=generator, device=generator.device) < 0.5
+
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Augment the uint8 batch ``x`` of the images at positions ``idx`` in epoch ``epoch`` (0-based)."""
+        cfg, g = self.cfg, self.generator
+        if cfg.crop_padding:
+            x = random_crop(x, cfg.crop_padding, g, cfg.padding_mode)
+        if self.flip_first is not None:
+            x = flip_where(x, self.flip_first[idx] ^ (epoch % 2 == 1))
+        elif cfg.hflip:
+            x = hflip(x, g)
+        if cfg.cutout:
+            x = cutout(x, cfg.cutout, g)
+        return x
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator, padding_mode: str = "constant"

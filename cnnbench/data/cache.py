@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.data.sources import ImageSet, RawSplits
-from cnnbench.engine.checkpoint import atomic_save
+from cnnbench.data.images import ImageSet
+from cnnbench.data.sources import RawSplits
+from cnnbench.fileio import atomic_save
 
 
 def folder_fingerprint(root: Path) -> list[tuple[str, int]]:

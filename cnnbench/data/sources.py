@@ -1,8 +1,8 @@
 """Each data set, read once into uint8 tensors (N, C, H, W) plus int64 labels.
 
 No per-image transforms happen here: augmentation and normalisation run batched on the training device
-(``cnnbench.data.augment``). Readers return their natural image size and channels; ``prepare`` in
-``cnnbench.data`` resizes and converts to what the data config declares.
+(``cnnbench.data.augment``). Readers return their natural image size and channels; ``load_data`` in
+``cnnbench.data.build`` resizes and converts to what the data config declares.
 """
 
 from __future__ import annotations
@@ -16,31 +16,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from cnnbench.data.decode import IMAGE_EXTENSIONS, read_image
+from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.errors import CnnbenchError
 
 
 @dataclass
-class ImageSet:
-    """Images as uint8 (N, C, H, W) and labels as int64 (N,)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index])
-
-
-@dataclass
 class RawSplits:
-    train: ImageSet
-    test: ImageSet
+    train: ImageSet | FileImageSet
+    test: ImageSet | FileImageSet
     class_names: list[str]
 
 
-def _random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (keep, held_out) of a fixed random split, the held-out part ``fraction`` of n."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_out = int(round(n * fraction))
@@ -55,7 +43,7 @@ def read_digits(cfg: DictConfig) -> RawSplits:
     images = torch.from_numpy(digits.images * (255.0 / 16.0)).round().to(torch.uint8)[:, None]  # (1797, 1, 8, 8)
     labels = torch.from_numpy(digits.target).long()
     full = ImageSet(images, labels)
-    train_idx, test_idx = _random_split(len(full), 0.2, cfg.split_seed)
+    train_idx, test_idx = random_split(len(full), 0.2, cfg.split_seed)
     return RawSplits(full.subset(train_idx), full.subset(test_idx), [str(i) for i in range(10)])
 
 
@@ -89,27 +77,6 @@ def read_torchvision(cfg: DictConfig) -> RawSplits:
     return RawSplits(splits[0], splits[1], list(ds.classes))
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-
-
-def read_image(path: str | Path, channels: int, size: int | None = None) -> torch.Tensor:
-    """One image file as uint8 (C, size, size): opened with Pillow, converted like torchvision's ``ImageFolder``
-    loader does, resized with Pillow's bilinear filter (what ``transforms.Resize`` does to PIL images).
-    ``size`` None keeps the image's width. An unreadable file is a one-line error naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if channels == 3 else "L")
-            size = size or img.width
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
 def _scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
     """The image files of an ImageFolder-style tree (one sub-folder per class), their labels and the classes."""
     from torchvision.datasets.folder import find_classes, make_dataset
@@ -122,23 +89,12 @@ def _scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
     return [p for p, _ in samples], torch.tensor([label for _, label in samples], dtype=torch.long), classes
 
 
-def _decode(paths: list[str], channels: int, size: int) -> torch.Tensor:
-    """Decode every file into one uint8 tensor (N, C, size, size).
-
-    A file that is not a readable image stops the run with its path: silently training on fewer images would
-    hide a broken data set.
-    """
-    return torch.stack([read_image(p, channels, size) for p in paths])
-
-
 def read_imagefolder(cfg: DictConfig) -> RawSplits:
     """``data.root`` with ``train/`` and ``test/`` (or ``val/``) sub-folders of class folders.
 
     Decoded into memory when the uint8 images take at most ``data.max_memory_gb``; larger sets stay files and
     are decoded per batch (``cnnbench.data.stream``).
     """
-    from cnnbench.data.stream import FileImages, FileImageSet
-
     if cfg.root is None:
         raise CnnbenchError("data=imagefolder needs data.root=<folder holding train/ and test/ (or val/)>")
     root = Path(cfg.root).expanduser()
@@ -156,11 +112,14 @@ def read_imagefolder(cfg: DictConfig) -> RawSplits:
         raise CnnbenchError(f"data.root={cfg.root}: no images in {root / 'train' if not train_paths else test_dir}")
     size = cfg.image_size or read_image(train_paths[0], cfg.channels).shape[-1]  # null: the first image's
     gigabytes = (len(train_paths) + len(test_paths)) * cfg.channels * size * size / 2**30
+    train = FileImageSet(train_paths, train_labels, cfg.channels, size)
+    test = FileImageSet(test_paths, test_labels, cfg.channels, size)
     if gigabytes > cfg.max_memory_gb:
-        return RawSplits(FileImageSet(FileImages(train_paths, cfg.channels, size), train_labels),
-                         FileImageSet(FileImages(test_paths, cfg.channels, size), test_labels), classes)
-    return RawSplits(ImageSet(_decode(train_paths, cfg.channels, size), train_labels),
-                     ImageSet(_decode(test_paths, cfg.channels, size), test_labels), classes)
+        return RawSplits(train, test, classes)
+    # Decode everything now. A file that is not a readable image stops the run with its path: silently training
+    # on fewer images would hide a broken data set.
+    return RawSplits(ImageSet(train.take(slice(None)), train_labels), ImageSet(test.take(slice(None)), test_labels),
+                     classes)
 
 
 def read_synthetic(cfg: DictConfig) -> RawSplits:

@@ -2,46 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from cnnbench.errors import CnnbenchError
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save ``obj`` to ``path`` atomically."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy a file atomically (the destination is either absent or complete)."""
-    _atomic_write(dst, lambda f: f.write(Path(src).read_bytes()))
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+from cnnbench.fileio import atomic_save
 
 
 def checkpoint_in(path: Path | str, name: str) -> Path:
@@ -66,3 +33,19 @@ def load_checkpoint(path: Path | str) -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CnnbenchError(f"{path} is not a cnnbench checkpoint (no 'model' state dict)")
     return ckpt
+
+
+class Checkpointer:
+    """Writes a run's checkpoints (``<run dir>/checkpoints/<name>``) atomically, each with the ``payload`` that
+    rebuilding the model needs without the run's config files (the config, class names, input shape).
+    Only the main process writes: under data parallelism every process holds the same weights."""
+
+    def __init__(self, run_dir: Path, payload: dict, enabled: bool = True) -> None:
+        self.dir, self.payload, self.enabled = Path(run_dir) / "checkpoints", payload, enabled
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def save(self, name: str, state: dict) -> None:
+        if self.enabled:
+            atomic_save({**state, **self.payload}, self.dir / name)

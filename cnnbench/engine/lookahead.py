@@ -9,18 +9,33 @@ At the end of training the model holds the slow weights.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
+from cnnbench.engine.callbacks import Callback
 
-class Lookahead:
-    def __init__(self, model: nn.Module, every: int, decay: float, total_steps: int) -> None:
+if TYPE_CHECKING:
+    from cnnbench.engine.trainer import Trainer
+
+
+class Lookahead(Callback):
+    state_key = "lookahead"
+
+    def __init__(self, model: nn.Module, every: int, decay: float, total_steps: int = 1) -> None:
         self.model, self.every, self.decay, self.total_steps = model, every, decay, max(total_steps, 1)
         self.slow = {k: v.detach().clone() for k, v in self.current().items()}
 
     def current(self) -> dict[str, torch.Tensor]:
         """The model's floating-point state: parameters and buffers like BatchNorm's running statistics."""
         return {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.total_steps = max(trainer.total_steps, 1)
+
+    def on_step_end(self, trainer: Trainer, step: int) -> None:
+        self.step(step)
 
     @torch.no_grad()
     def step(self, step: int) -> None:
@@ -44,6 +59,7 @@ class Lookahead:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.slow
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, value in state.items():
+    def load_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
+        """A checkpoint written without lookahead starts the slow copy from the restored weights."""
+        for name, value in (state or self.current()).items():
             self.slow[name].copy_(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from hydra.errors import InstantiationException
@@ -52,6 +53,34 @@ def scale_norm_params(params: Iterable, model: nn.Module, scale: float, lr: floa
             out.append({**g, "params": norm, "lr": g.get("lr", lr) * scale,
                         "weight_decay": g.get("weight_decay", weight_decay) / scale})
     return out
+
+
+@dataclass
+class Schedule:
+    """A learning-rate scheduler and when it steps: after every optimizer step, or after every epoch."""
+
+    scheduler: lrs.LRScheduler
+    per_step: bool
+
+    def after_step(self) -> None:
+        if self.per_step:
+            self.scheduler.step()
+
+    def after_epoch(self) -> None:
+        if not self.per_step:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int, total_steps: int
+                   ) -> Schedule:
+    """``build_scheduler`` stepped at the config's ``interval``."""
+    return Schedule(build_scheduler(optimizer, cfg, steps_per_epoch, total_steps), cfg.interval == "step")
 
 
 def build_scheduler(

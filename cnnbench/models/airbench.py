@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnbench.models.hooks import TrainingHooks
 from cnnbench.models.registry import register_model, require_min_size
 
 
@@ -65,6 +66,7 @@ class WhiteningStem(nn.Module):
         self.act = nn.GELU()
         self.whiten = whiten
         self.bias_epochs = bias_epochs
+        self.conv.weight.requires_grad_(not whiten)  # whitening kernels come from the data and stay fixed
 
     def on_epoch_start(self, epoch: int) -> None:
         if self.bias_epochs is not None and epoch >= self.bias_epochs:
@@ -79,13 +81,12 @@ class WhiteningStem(nn.Module):
         eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
         kernels = (eigenvectors.T / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]).reshape(c * 4, c, 2, 2)
         self.conv.weight.copy_(torch.cat([kernels, -kernels]))
-        self.conv.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv(x))
 
 
-class AirbenchNet(nn.Module):
+class AirbenchNet(nn.Module, TrainingHooks):
     def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...], whiten: bool,
                  logit_scale: float, stem_bias_epochs: int | None = None, **group_options) -> None:
         super().__init__()
@@ -100,12 +101,12 @@ class AirbenchNet(nn.Module):
         self.logit_scale = logit_scale
 
     def init_from_data(self, images: torch.Tensor) -> None:
-        """Data-dependent initialisation (cnnbench calls it with normalised training images before training)."""
+        """Whitening kernels from normalised training images (before training from scratch)."""
         if self.stem.whiten:
             self.stem.init_from_data(images)
 
-    def on_epoch_start(self, epoch: int, step: int) -> None:  # noqa: ARG002
-        """Called by the trainer before each epoch (0-based): freezes the stem's bias after its epochs."""
+    def on_epoch_start(self, epoch: int) -> None:
+        """Before each (0-based) epoch: freezes the stem's bias after its epochs."""
         self.stem.on_epoch_start(epoch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.models.registry import register_model
-from cnnbench.transfer.pretrained import set_input_channels
+from cnnbench.models.surgery import set_input_channels
 
 
 def classification_archs() -> list[str]:

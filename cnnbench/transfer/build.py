@@ -9,8 +9,9 @@ from torch import nn
 from cnnbench.engine.checkpoint import checkpoint_in, load_checkpoint
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_from_config
+from cnnbench.models.surgery import replace_heads, set_input_channels
 from cnnbench.models.torchvision_zoo import resolve_weights
-from cnnbench.transfer.pretrained import load_weights, replace_heads, set_input_channels, torchvision_state_dict
+from cnnbench.transfer.pretrained import load_weights, torchvision_state_dict
 
 
 def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | None:
@@ -36,28 +37,38 @@ def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | No
               f"{t.crop_size[0]})")
 
 
-def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_size: int
-                      ) -> tuple[nn.Module, dict, list[str]]:
-    """The model to train, its model config (an earlier run's, with transfer.checkpoint) and console notes."""
-    ckpt_path, weights = cfg.transfer.checkpoint, cfg.model.get("weights")
+def load_source_checkpoint(cfg: DictConfig) -> dict | None:
+    """With ``transfer.checkpoint``: that checkpoint (a run directory's best.pt), whose model config then
+    replaces ``cfg.model`` (so it is recorded and validated as this run's). None otherwise."""
+    ckpt_path = cfg.transfer.get("checkpoint")
+    if not ckpt_path:
+        return None
+    path = checkpoint_in(ckpt_path, "best.pt")  # a run directory gives its selected checkpoint
+    ckpt = load_checkpoint(path)
+    meta, model_cfg = ckpt.get("meta") or {}, (ckpt.get("config") or {}).get("model")
+    if not model_cfg or "class_names" not in meta:
+        raise CnnbenchError(f"transfer.checkpoint={ckpt_path}: {path} has no model config or class names; "
+                            f"give a checkpoint written by cnnbench")
+    cfg.model = model_cfg
+    return {**ckpt, "path": str(path)}
+
+
+def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_size: int,
+                      source: dict | None = None) -> tuple[nn.Module, list[str]]:
+    """The model to train and console notes: from scratch, from torchvision's weights (``model.weights``) or
+    from ``source``, the checkpoint ``load_source_checkpoint`` read."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if cfg.transfer.strategy == "scratch":  # (validate() made sure no pretrained weights were asked for)
-        return build_from_config(model_cfg, num_classes, channels, image_size), model_cfg, []
-    if ckpt_path:
-        path = checkpoint_in(ckpt_path, "best.pt")  # a run directory gives its selected checkpoint
-        ckpt = load_checkpoint(path)
-        meta, model_cfg = ckpt.get("meta") or {}, (ckpt.get("config") or {}).get("model")
-        if not model_cfg or "class_names" not in meta:
-            raise CnnbenchError(f"transfer.checkpoint={ckpt_path}: {path} has no model config or class names; "
-                                f"give a checkpoint written by cnnbench")
-        state, source = ckpt["model"], str(path)
-        source_classes, source_channels = len(meta["class_names"]), meta["channels"]
+        return build_from_config(model_cfg, num_classes, channels, image_size), []
+    if source is not None:
+        state, description = source["model"], source["path"]
+        source_classes, source_channels = len(source["meta"]["class_names"]), source["meta"]["channels"]
     else:
-        w = resolve_weights(cfg.model.arch, weights)
-        state, source = torchvision_state_dict(w), f"{cfg.model.arch} {w}"
+        w = resolve_weights(cfg.model.arch, cfg.model.weights)
+        state, description = torchvision_state_dict(w), f"{cfg.model.arch} {w}"
         source_classes, source_channels = len(w.meta["categories"]), 3
     model = build_from_config(model_cfg, source_classes, source_channels, image_size)
-    load_weights(model, state, source)
-    notes = [f"pretrained weights: {source} ({model_cfg['name']})"]
+    load_weights(model, state, description)
+    notes = [f"pretrained weights: {description} ({model_cfg['name']})"]
     notes += set_input_channels(model, channels) + replace_heads(model, num_classes)
-    return model, model_cfg, notes
+    return model, notes

@@ -14,14 +14,18 @@ do not move either.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from cnnbench.engine.callbacks import Callback
 from cnnbench.errors import CnnbenchError
-from cnnbench.tracking import Reporter
-from cnnbench.transfer.pretrained import find_heads
+from cnnbench.models.surgery import find_heads
+
+if TYPE_CHECKING:
+    from cnnbench.engine.trainer import Trainer
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
@@ -68,11 +72,12 @@ def _count(params: list[nn.Parameter]) -> int:
     return sum(p.numel() for p in params)
 
 
-class TransferPlan:
-    """Freezing and parameter groups of one strategy (finetune, freeze_backbone or gradual_unfreeze)."""
+class TransferPlan(Callback):
+    """Freezing and parameter groups of one strategy (finetune, freeze_backbone or gradual_unfreeze); as a
+    trainer callback it freezes what is frozen at the start of each epoch."""
 
-    def __init__(self, model: nn.Module, cfg: DictConfig, reporter: Reporter | None = None) -> None:
-        self.model, self.cfg, self.reporter = model, cfg, reporter
+    def __init__(self, model: nn.Module, cfg: DictConfig) -> None:
+        self.model, self.cfg = model, cfg
         self.strategy = cfg.strategy
         heads = find_heads(model)
         self.units = backbone_units(model, heads)
@@ -111,8 +116,16 @@ class TransferPlan:
             groups.append({"params": unit.params, "lr": lr * scale})
         return groups
 
-    def on_epoch_start(self, epoch: int, step: int) -> None:
-        """Freeze what is frozen in this (0-based) epoch; call after ``model.train()``."""
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        """Freeze what is frozen in this (0-based) epoch (after ``model.train()``) and say what changed."""
+        note = self.freeze(epoch)
+        if note:
+            trainable = _count([p for p in self.model.parameters() if p.requires_grad])
+            trainer.reporter.info(f"{note}; {trainable:,} of {self.total:,} parameters train")
+            trainer.reporter.scalars({"transfer/trainable_params": trainable}, trainer.state.step)
+
+    def freeze(self, epoch: int) -> str | None:
+        """Set ``requires_grad`` and the BatchNorm modes for (0-based) ``epoch``; a note when that changed."""
         frozen = tuple(i for i, at in enumerate(self.unfreeze_at) if epoch < at)
         for i, unit in enumerate(self.units):
             for p in unit.params:
@@ -122,9 +135,8 @@ class TransferPlan:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         if frozen == self._frozen:
-            return
+            return None
         before, self._frozen = self._frozen, frozen
-        trainable = _count([p for p in self.model.parameters() if p.requires_grad])
         if before is None:
             what = "all layers" if not frozen else (
                 "the head only" if len(frozen) == len(self.units) else f"the head and the top "
@@ -134,6 +146,4 @@ class TransferPlan:
             opened = [self.units[i].name for i in before if i not in frozen]
             note = (f"epoch {epoch + 1}: unfroze {len(opened)} backbone units ({opened[0]} .. {opened[-1]}) "
                     f"at lr x {self.cfg.backbone_lr_scale}")
-        if self.reporter is not None:
-            self.reporter.info(f"{note}; {trainable:,} of {self.total:,} parameters train")
-            self.reporter.scalars({"transfer/trainable_params": trainable}, step)
+        return note

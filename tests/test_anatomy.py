@@ -1,4 +1,4 @@
-"""`cnnbench.analysis` and `cnnbench-inspect` agree with the textbook facts."""
+"""`cnnbench.anatomy` and `cnnbench-inspect` agree with the textbook facts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from conftest import compose_config
 from torch import nn
 
-from cnnbench.analysis import analyze, conv_output_size, receptive_field
-from cnnbench.inspect import report_for_config
+from cnnbench.anatomy import analyze, conv_output_size, receptive_field
+from cnnbench.commands.inspect_model import report_for_config
 
 
 @pytest.mark.parametrize(("n", "k", "p", "s", "out"), [(32, 3, 1, 1, 32), (32, 3, 0, 1, 30), (32, 5, 2, 1, 32),
@@ -81,15 +81,17 @@ def test_macs_and_memory() -> None:
     assert vgg.layers[-5].receptive_field == 212  # VGG-16's last conv sees 212 pixels
 
 
-def test_inspect_cli(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def test_inspect_cli(tmp_path: Path, monkeypatch, capsys) -> None:
+    from cnnbench.commands.inspect_model import main
 
-    proc = subprocess.run([sys.executable, "-m", "cnnbench.inspect", "model=resnet18", "data=cifar10"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "stages.3.1.conv2" in proc.stdout and "11,173,962" in proc.stdout and "GMACs" in proc.stdout
-    assert not (tmp_path / "outputs").exists()  # inspecting writes nothing
-    bad = subprocess.run([sys.executable, "-m", "cnnbench.inspect", "model=nope"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "available options" in bad.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    main(["model=resnet18", "data=cifar10"])
+    out = capsys.readouterr().out
+    assert "stages.3.1.conv2" in out and "11,173,962" in out and "GMACs" in out
+    assert not list(tmp_path.iterdir())  # inspecting writes nothing
+    with pytest.raises(SystemExit) as exit_info:
+        main(["model=nope"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and "available options" in err
+    assert err.count("\n") == 1  # one line

@@ -9,13 +9,12 @@ from __future__ import annotations
 import sys
 
 from hydra import compose, initialize_config_module
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from cnnbench.analysis import ModelReport, analyze
+from cnnbench.anatomy import ModelReport, analyze
+from cnnbench.cli import error_boundary
 from cnnbench.config import register_configs
 from cnnbench.errors import CnnbenchError
 
@@ -70,18 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: cnnbench-inspect [group=option ...] [key=value ...]   (the overrides of `cnnbench`)")
         return
     register_configs()
-    try:
+    with error_boundary():
         with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
             cfg = compose(config_name="config", overrides=argv)
         report = report_for_config(cfg)
-    except (HydraException, OmegaConfBaseException) as e:
-        from cnnbench.train import one_line
-
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-    except CnnbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     d = cfg.data
     print_report(report, f"{cfg.model.name} on {d.channels}x{d.image_size}x{d.image_size} ({d.name})")
 

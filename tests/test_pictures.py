@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from cnnbench.models import build_model
-from cnnbench.visuals import confusion_matrix, default_feature_layers, feature_grid
+from cnnbench.pictures import confusion_matrix, default_feature_layers, feature_grid
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_visualize_cli(visual_run: Path, tmp_path: Path) -> None:
 
     digit = (load_digits().images[0] * 255 / 16).astype(np.uint8)
     Image.fromarray(digit).resize((32, 32)).save(tmp_path / "digit.png")
-    cmd = [sys.executable, "-m", "cnnbench.visualize", f"run={visual_run}", f"image={tmp_path / 'digit.png'}"]
+    cmd = [sys.executable, "-m", "cnnbench.commands.visualize", f"run={visual_run}", f"image={tmp_path / 'digit.png'}"]
     proc = subprocess.run([*cmd, "layer=stages.0.1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = visual_run / "figures" / "visualize_stages.0.1_digit.png"

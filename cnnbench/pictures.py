@@ -7,14 +7,28 @@ runs through the model; each map is min-max normalised on its own so that weak c
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.utils import make_grid, save_image
 
+from cnnbench.engine.callbacks import Callback
+from cnnbench.engine.evaluate import Scores, confusion_matrix
 from cnnbench.errors import CnnbenchError
+from cnnbench.tracking import Reporter
+
+if TYPE_CHECKING:
+    from cnnbench.engine.trainer import Trainer
+
+
+def make_grid(images: torch.Tensor, **kwargs) -> torch.Tensor:
+    """torchvision's ``make_grid``, imported when first drawn (torchvision.utils costs seconds at start-up)."""
+    from torchvision.utils import make_grid as grid
+
+    return grid(images, **kwargs)
 
 GRID_CHANNELS = 16  # 4x4 grid per layer
 MIN_TILE = 48  # small maps are upsampled (nearest) to at least this many pixels so they are visible
@@ -85,11 +99,6 @@ def denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.T
     return (x * std_t + mean_t).clamp(0, 1)
 
 
-def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(true, predicted) counts."""
-    return torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
-
-
 def confusion_figure(cm: torch.Tensor, class_names: list[str]):
     import matplotlib
 
@@ -137,55 +146,70 @@ def mistakes_figure(images: torch.Tensor, labels: torch.Tensor, preds: torch.Ten
     return fig
 
 
-class Visualizer:
-    """Logs the pictures of one run to a TensorBoard writer and to ``figures/``."""
+class Pictures(Callback):
+    """Feature maps, input images and first-layer filters at the end of every ``every``-th epoch (and of the
+    last one); the confusion matrix and mistakes after testing. To TensorBoard through the reporter, and as
+    PNG files to ``<run dir>/figures/`` when ``figures``. ``seconds`` counts the time spent drawing."""
 
-    def __init__(self, writer, run_dir: Path, model: nn.Module, samples: torch.Tensor, mean: list[float],
-                 std: list[float], layers: list[str] | None, class_names: list[str], figures: bool = True) -> None:
-        self.writer, self.model = writer, model
+    state_key = "pictures"
+
+    def __init__(self, reporter: Reporter, run_dir: Path, model: nn.Module, samples: torch.Tensor,
+                 mean: list[float], std: list[float], layers: list[str] | None, class_names: list[str], *,
+                 every: int = 0, figures: bool = True) -> None:
+        self.reporter, self.model, self.every = reporter, model, every
         self.samples = samples  # normalised (B, C, H, W) on the model's device
         self.inputs = denormalize(samples.float().cpu(), mean, std)
         self.layers = layers or default_feature_layers(model)
         self.class_names = class_names
         self.fig_dir = run_dir / "figures" if figures else None
+        self.seconds = 0.0
         capture(model, samples[:1], self.layers)  # fail now, not mid-training, on a wrong layer name
 
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self.seconds = (state or {}).get("seconds", 0.0)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if self.every and (trainer.last_epoch or epoch % self.every == 0):
+            self.log_images(trainer.state.step)
+
+    def _png(self, tag: str) -> Path | None:
+        if self.fig_dir is None:
+            return None
+        self.fig_dir.mkdir(parents=True, exist_ok=True)
+        return self.fig_dir / f"{tag.replace('/', '_')}.png"
+
     def _image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_image(tag, image, step)
-        if self.fig_dir is not None:
-            self.fig_dir.mkdir(parents=True, exist_ok=True)
-            save_image(image, self.fig_dir / f"{tag.replace('/', '_')}.png")
+        self.reporter.image(tag, image, step)
+        if (path := self._png(tag)) is not None:
+            from torchvision.utils import save_image
+
+            save_image(image, path)
 
     def _figure(self, tag: str, fig, step: int) -> None:
-        if self.fig_dir is not None:
-            self.fig_dir.mkdir(parents=True, exist_ok=True)
-            fig.savefig(self.fig_dir / f"{tag.replace('/', '_')}.png")
-        if self.writer is not None:
-            self.writer.add_figure(tag, fig, step)  # closes the figure
-        else:
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
+        if (path := self._png(tag)) is not None:
+            fig.savefig(path)
+        self.reporter.figure(tag, fig, step)
 
     def log_images(self, step: int) -> None:
         """Input images, the feature maps of the first of them in every chosen layer, first-layer filters."""
+        start = time.perf_counter()
         self._image("feature_maps/input", make_grid(self.inputs, nrow=4, padding=2, pad_value=1.0), step)
         for name, out in capture(self.model, self.samples, self.layers).items():
             self._image(f"feature_maps/{name}", feature_grid(out[0]), step)
-        first = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        first = next(((n, m) for n, m in self.model.named_modules() if isinstance(m, nn.Conv2d)), None)
         if first is not None:
-            first_name = next(n for n, m in self.model.named_modules() if m is first)
-            self._image(f"filters/{first_name}", filter_grid(first.weight), step)
+            self._image(f"filters/{first[0]}", filter_grid(first[1].weight), step)
+        self.seconds += time.perf_counter() - start
 
-    def log_test(self, preds: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, step: int) -> dict:
-        """Confusion matrix, per-class accuracy and a grid of mistakes; returns the per-class accuracies."""
-        cm = confusion_matrix(preds, labels, len(self.class_names))
-        per_class = {name: 100.0 * cm[i, i].item() / max(cm[i].sum().item(), 1)
-                     for i, name in enumerate(self.class_names)}
-        if self.writer is not None:
-            for name, acc in per_class.items():
-                self.writer.add_scalar(f"test/acc/{name}", acc, step)
+    def log_test(self, scores: Scores, per_class_acc: dict[str, float], images: torch.Tensor, step: int) -> None:
+        """Per-class accuracy, the confusion matrix and a grid of mistakes (``images``: the test split, uint8)."""
+        start = time.perf_counter()
+        self.reporter.scalars({f"test/acc/{name}": acc for name, acc in per_class_acc.items()}, step)
+        cm = confusion_matrix(scores.preds, scores.labels, len(self.class_names))
         self._figure("test/confusion_matrix", confusion_figure(cm, self.class_names), step)
-        self._figure("test/misclassified", mistakes_figure(images, labels, preds, self.class_names), step)
-        return per_class
+        self._figure("test/misclassified", mistakes_figure(images, scores.labels, scores.preds, self.class_names),
+                     step)
+        self.seconds += time.perf_counter() - start

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from torchvision.utils import save_image
 
-from cnnbench.data import normalization
-from cnnbench.data.sources import read_image
+from cnnbench.cli import error_boundary, key_values
+from cnnbench.data.build import normalization
+from cnnbench.data.decode import read_image
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
-from cnnbench.visuals import capture, feature_grid
+from cnnbench.pictures import capture, feature_grid
 
 USAGE = "usage: cnnbench-visualize run=<run dir or .pt> image=<image file> layer=<module name> [out=<png>]"
 
@@ -36,9 +36,10 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
 
     ckpt_path = run if run.suffix == ".pt" else run / "checkpoints" / "best.pt"
     ckpt = load_checkpoint(ckpt_path)
-    cfg, meta = OmegaConf.create(ckpt["config"]), ckpt.get("meta") or {}
-    if not meta:
-        raise CnnbenchError(f"{ckpt_path} has no input description (written by an older cnnbench); retrain")
+    if not ckpt.get("config") or not ckpt.get("meta"):
+        raise CnnbenchError(f"{ckpt_path} has no config or input description (not written by this cnnbench); "
+                            f"give a run directory or a checkpoint that cnnbench wrote")
+    cfg, meta = OmegaConf.create(ckpt["config"]), ckpt["meta"]
     model = build_from_config(cfg.model, len(meta["class_names"]), meta["channels"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
     layers = [n for n, m in model.named_modules() if n and not list(m.children())]
@@ -55,6 +56,8 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     run_dir = ckpt_path.parent.parent if run.suffix == ".pt" else run
     out = out or run_dir / "figures" / f"visualize_{layer}_{image.stem}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
+    from torchvision.utils import save_image
+
     save_image(feature_grid(maps[layer][0]), out)
     return out, predicted
 
@@ -62,17 +65,10 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-visualize``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    unknown = sorted(set(args) - {"run", "image", "layer", "out"}) + [a for a in argv if "=" not in a]
-    if unknown or "run" not in args or "image" not in args:
-        print(USAGE if not unknown else f"error: unknown argument {unknown[0]!r}; {USAGE}", file=sys.stderr)
-        sys.exit(2)
-    try:
+    args = key_values(argv, USAGE, keys={"run", "image", "layer", "out"}, required={"run", "image"}, doc=__doc__)
+    with error_boundary():
         out, predicted = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"),
                                    Path(args["out"]) if "out" in args else None)
-    except CnnbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(f"wrote {out} (predicted class: {predicted})")
 
 

@@ -7,11 +7,9 @@ time) in the first directory, and the table on the console. Rows are never ranke
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-IGNORED_KEYS = ("sweep.", "hydra.", "logger.")  # overrides that do not change what is trained
+from cnnbench.overrides import parse_overrides
+
 SEED_KEY = "trainer.seed"
 METRICS = ("best_val_acc", "test_acc", "train_time_s", "train_images_per_s")
 
@@ -39,15 +38,6 @@ def find_runs(paths: list[Path]) -> list[dict]:
             run["run_dir"] = str(f.parent)
             runs.append(run)
     return runs
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    out = {}
-    for o in overrides or []:
-        key, _, value = o.lstrip("+~").partition("=")
-        if not key.startswith(IGNORED_KEYS):
-            out[key] = value
-    return out
 
 
 @dataclass
@@ -192,23 +182,3 @@ class LeaderboardCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         board = write_report([Path(config.hydra.sweep.dir)])
         LeaderboardCallback.failed, LeaderboardCallback.total = len(board.failed), board.total
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point of ``cnnbench-report``."""
-    parser = argparse.ArgumentParser(prog="cnnbench-report", description="Leaderboard of cnnbench runs and sweeps.")
-    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories (merged)")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first directory)")
-    args = parser.parse_args(argv)
-    missing = [str(d) for d in args.dirs if not d.exists()]
-    if missing:
-        print(f"error: {', '.join(missing)} does not exist", file=sys.stderr)
-        sys.exit(2)
-    board = write_report(args.dirs, args.out)
-    if board.total == 0:
-        print(f"error: no results.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

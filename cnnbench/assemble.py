@@ -1,0 +1,106 @@
+"""Build one run from a resolved, validated config: data, model, optimizer, schedule, callbacks, trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from cnnbench.anatomy import count_macs
+from cnnbench.config import to_container
+from cnnbench.data import DataBundle, dataset_summary, load_data, make_loaders
+from cnnbench.data.loader import DeviceLoader
+from cnnbench.engine.callbacks import Callback, ModelHooks
+from cnnbench.engine.checkpoint import Checkpointer
+from cnnbench.engine.distributed import DistInfo
+from cnnbench.engine.lookahead import Lookahead
+from cnnbench.engine.optim import build_optimizer, build_schedule
+from cnnbench.engine.runtime import Precision, has_conv
+from cnnbench.engine.trainer import Trainer, planned_steps
+from cnnbench.models.hooks import TrainingHooks
+from cnnbench.pictures import Pictures
+from cnnbench.tracking import Reporter
+from cnnbench.transfer.build import build_start_model
+from cnnbench.transfer.strategy import TransferPlan
+
+
+@dataclass
+class Run:
+    """Everything a run is made of, built once; ``trainer.fit()`` trains it."""
+
+    data: DataBundle
+    model: nn.Module
+    compiled: nn.Module | None
+    loaders: dict[str, DeviceLoader]
+    trainer: Trainer
+    pictures: Pictures | None
+    params: int
+    macs: int
+    channels_last: bool
+
+
+def place_model(model: nn.Module, t: DictConfig, device: torch.device) -> tuple[nn.Module, bool]:
+    """Move the model to ``device``, in channels_last memory format for conv nets (``trainer.channels_last``:
+    null = on for conv nets on CPUs and CUDA)."""
+    channels_last = t.channels_last if t.channels_last is not None else (
+        has_conv(model) and device.type in ("cpu", "cuda"))
+    return model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format), \
+        channels_last
+
+
+def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: Precision, dist: DistInfo,
+              reporter: Reporter, source: dict | None = None) -> Run:
+    """Load the data, build the model (from ``source``, a checkpoint to transfer from, if any), and wire the
+    trainer with its callbacks."""
+    t = cfg.trainer
+    data = load_data(cfg.data)
+    reporter.info(f"data: {cfg.data.name}, {dataset_summary(data)}")
+    model, notes = build_start_model(cfg, data.num_classes, data.channels, data.image_size, source)
+    for note in notes:
+        reporter.info(note)
+    model, channels_last = place_model(model, t, device)
+    params = sum(p.numel() for p in model.parameters())
+    macs = count_macs(model, (data.channels, data.image_size, data.image_size))
+    compiled = torch.compile(model) if t.compile else None
+    reporter.info(f"model: {cfg.model.name}, {params:,} parameters; device {device}, precision {precision.name}"
+                  f"{', channels_last' if channels_last else ''}{', compiled' if compiled else ''}")
+
+    loaders = make_loaders(data, cfg.data, device, seed=t.seed, channels_last=channels_last, rank=dist.rank,
+                           world_size=dist.world_size)
+    if dist.world_size > 1:
+        reporter.info(f"data parallel: {dist.world_size} processes x batch {cfg.data.batch_size}")
+    plan = TransferPlan(model, cfg.transfer) if cfg.transfer.strategy != "scratch" else None
+    optimizer = build_optimizer(cfg.optimizer, plan.param_groups(cfg.optimizer.lr) if plan else model.parameters(),
+                                model)
+    steps_per_epoch = len(loaders["train"])
+    schedule = build_schedule(optimizer, cfg.scheduler, steps_per_epoch, planned_steps(t, steps_per_epoch))
+
+    callbacks: list[Callback] = [c for c in (plan,) if c is not None]
+    if isinstance(model, TrainingHooks):
+        callbacks.append(ModelHooks(model, init=cfg.transfer.strategy == "scratch"))
+    if t.lookahead_every:
+        callbacks.append(Lookahead(model, t.lookahead_every, t.lookahead_decay))
+    pictures = _pictures(cfg, run_dir, model, data, loaders["test"], reporter) if dist.is_main else None
+    if pictures is not None:
+        callbacks.append(pictures)
+    payload = {"config": to_container(cfg),
+               "meta": {"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size}}
+    trainer = Trainer(t, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
+                      checkpointer=Checkpointer(run_dir, payload, enabled=dist.is_main), callbacks=callbacks,
+                      dist=dist, compiled=compiled)
+    return Run(data, model, compiled, loaders, trainer, pictures, params, macs, channels_last)
+
+
+def _pictures(cfg: DictConfig, run_dir: Path, model: nn.Module, data: DataBundle, test: DeviceLoader,
+              reporter: Reporter) -> Pictures | None:
+    """The pictures callback, when anything is to be drawn (images every N epochs, PNG figures or TensorBoard)."""
+    log = cfg.logger
+    if not (log.image_every or log.figures or log.tensorboard):
+        return None
+    samples = test.head(log.num_samples)
+    return Pictures(reporter, run_dir, model, samples, test.mean, test.std,
+                    list(log.feature_layers) if log.feature_layers else None, data.class_names,
+                    every=log.image_every, figures=log.figures)

@@ -1,0 +1,1 @@
+"""The console scripts besides ``cnnbench`` itself: cnnbench-inspect, cnnbench-report, cnnbench-visualize."""

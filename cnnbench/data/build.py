@@ -1,0 +1,142 @@
+"""Build a run's data: read a data set (or its cache), conform, subset and split it, and make its loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+import cnnbench.data.cache as cache
+from cnnbench.data.images import FileImageSet, ImageSet
+from cnnbench.data.loader import DeviceLoader
+from cnnbench.data.sources import READERS, RawSplits, random_split
+from cnnbench.data.stream import StreamLoader
+from cnnbench.errors import CnnbenchError
+
+
+@dataclass
+class DataBundle:
+    train: ImageSet | FileImageSet
+    val: ImageSet | FileImageSet | None
+    test: ImageSet | FileImageSet
+    class_names: list[str]
+    channels: int
+    image_size: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _read(cfg: DictConfig) -> RawSplits:
+    if cfg.name not in READERS:
+        raise CnnbenchError(f"unknown data set {cfg.name!r}; available: {', '.join(sorted(READERS))}")
+    reader = READERS[cfg.name]
+    if not cfg.cache_dir or cfg.name == "synthetic":
+        return reader(cfg)
+    key = {"name": cfg.name, "image_size": cfg.image_size, "channels": cfg.channels}
+    if cfg.root is not None:
+        root = Path(cfg.root).expanduser().resolve()
+        key.update(root=str(root), fingerprint=cache.folder_fingerprint(root) if root.is_dir() else None)
+    path = cache.cache_path(cfg.cache_dir, key)
+    splits = cache.load(path)
+    if splits is None:
+        splits = reader(cfg)
+        if not splits.train.streamed:  # (images streamed from files are not cached)
+            cache.save(path, splits)
+    return splits
+
+
+def _conform(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """Convert a uint8 batch to the configured channels (gray <-> RGB) and square size."""
+    if images.shape[1] != channels:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        else:  # ITU-R 601 luma, as PIL's convert("L")
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * w).sum(1, keepdim=True).round().to(torch.uint8)
+    if images.shape[-2:] != (size, size):
+        out = []
+        for chunk in images.split(4096):  # bounded memory for large sets
+            out.append(F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
+                                     align_corners=False).round().clamp(0, 255).to(torch.uint8))
+        images = torch.cat(out)
+    return images.contiguous()
+
+
+def load_data(cfg: DictConfig) -> DataBundle:
+    """Read, conform, subset and split the data set that ``cfg`` (the ``data`` group) describes."""
+    raw = _read(cfg)
+    size = cfg.image_size or raw.train.shape[-1]
+    if raw.train.streamed:  # decoded per batch at this size and channels
+        train, test = raw.train, raw.test
+    else:
+        train = ImageSet(_conform(raw.train.images, cfg.channels, size), raw.train.labels)
+        test = ImageSet(_conform(raw.test.images, cfg.channels, size), raw.test.labels)
+
+    class_names = list(cfg.class_names) if cfg.class_names else raw.class_names
+    if cfg.num_classes is not None and cfg.num_classes != len(raw.class_names):
+        raise CnnbenchError(f"data.num_classes={cfg.num_classes} but {cfg.name} has {len(raw.class_names)} classes")
+    if len(class_names) != len(raw.class_names):
+        raise CnnbenchError(f"data.class_names has {len(class_names)} names but {cfg.name} has "
+                            f"{len(raw.class_names)} classes")
+
+    # Subsets are random (fixed by split_seed) so that class-sorted folders keep every class.
+    if cfg.num_train and cfg.num_train < len(train):
+        train = train.subset(random_split(len(train), cfg.num_train / len(train), cfg.split_seed)[1])
+    if cfg.num_test and cfg.num_test < len(test):
+        test = test.subset(random_split(len(test), cfg.num_test / len(test), cfg.split_seed)[1])
+    val = None
+    if cfg.val_fraction > 0:
+        keep, held = random_split(len(train), cfg.val_fraction, cfg.split_seed)
+        if len(held) == 0 or len(keep) == 0:
+            raise CnnbenchError(f"data.val_fraction={cfg.val_fraction} leaves an empty split of {len(train)} images")
+        train, val = train.subset(keep), train.subset(held)
+    return DataBundle(train, val, test, class_names, cfg.channels, size)
+
+
+def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the ``data`` config (a single value applies to every channel)."""
+    mean, std = list(cfg.mean), list(cfg.std)
+    if len(mean) == 1 and channels == 3:
+        mean, std = mean * 3, std * 3
+    return mean, std
+
+
+def make_loaders(
+    data: DataBundle, cfg: DictConfig, device: torch.device, seed: int, channels_last: bool,
+    rank: int = 0, world_size: int = 1,
+) -> dict[str, DeviceLoader]:
+    """The train loader (augmented, shuffled by ``seed``; this process's shard of each batch) and val/test
+    loaders (neither)."""
+    mean, std = normalization(cfg, data.channels)
+
+    def loader(images: ImageSet | FileImageSet, batch_size: int, **kwargs) -> DeviceLoader:
+        if images.streamed:
+            return StreamLoader(images, batch_size, device, mean, std, num_workers=cfg.num_workers,
+                                channels_last=channels_last, **kwargs)
+        return DeviceLoader(images, batch_size, device, mean, std, channels_last=channels_last, **kwargs)
+
+    try:
+        train = loader(data.train, cfg.batch_size, train=True, augment=cfg.augment, seed=seed, rank=rank,
+                       world_size=world_size)
+    except ValueError as e:
+        raise CnnbenchError(f"{e}; lower data.batch_size") from None
+    loaders = {"train": train}
+    for split in ("val", "test"):
+        images = getattr(data, split)
+        if images is not None:
+            loaders[split] = loader(images, cfg.eval_batch_size)
+    return loaders
+
+
+def dataset_summary(data: DataBundle) -> str:
+    val = len(data.val) if data.val is not None else 0
+    streamed = ", decoded per batch from files (above data.max_memory_gb)" if data.train.streamed else ""
+    return (f"{len(data.train)} train / {val} val / {len(data.test)} test images, "
+            f"{data.channels}x{data.image_size}x{data.image_size}, {data.num_classes} classes{streamed}")
+
+

@@ -1,0 +1,82 @@
+"""The end of a run: score the test split once, on the checkpoint that validation chose, and record it all."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from cnnbench.assemble import Run
+from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.evaluate import metrics, predict
+from cnnbench.engine.runtime import Precision
+from cnnbench.fileio import atomic_write_json
+from cnnbench.overrides import parse_overrides
+from cnnbench.tracking import Reporter
+
+
+def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precision, reporter: Reporter,
+                    overrides: list[str], info: dict) -> dict:
+    """Score the test split on ``best.pt`` (never chosen by test accuracy), write results.json, log the
+    test pictures and HParams, and print the summary. ``info``: the run's device, processes and start time."""
+    trainer, state = run.trainer, run.trainer.state
+    run.model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
+    scores = predict(run.compiled or run.model, run.loaders["test"], precision, cfg.trainer.tta)
+    test = metrics(scores, run.data.class_names)
+    per_class_acc = {name: m["recall"] for name, m in test["per_class"].items()}
+    reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
+    if run.pictures is not None:
+        run.pictures.log_test(scores, per_class_acc, run.data.test.take(slice(None)), state.step)
+    results = {
+        "status": "interrupted" if trainer.interrupted else "completed",
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "params": run.params,
+        "macs": run.macs,
+        "test_acc": test["acc"],
+        "test_loss": test["loss"],
+        **{f"test_{k}": test[k] for k in ("top5_acc", "balanced_acc", "macro_f1") if k in test},
+        "best_val_acc": state.best_val_acc,
+        "epochs_completed": state.epoch,
+        "steps": state.step,
+        "train_time_s": state.train_time_s,
+        "train_images_per_s": state.images_seen / max(state.train_time_s, 1e-9),
+        "image_logging_s": run.pictures.seconds if run.pictures is not None else 0.0,
+        **info,
+        "precision": precision.name,
+        "channels_last": run.channels_last,
+        "seed": cfg.trainer.seed,
+        "overrides": overrides,
+        "run_dir": str(run_dir),
+        "finished_at": time.time(),
+        "test_acc_per_class": per_class_acc,
+        "test_per_class": test["per_class"],
+        "history": state.history,
+    }
+    atomic_write_json(results, run_dir / "results.json")
+    reporter.hparams(hparams(cfg, overrides), {"hparam/test_acc": test["acc"],
+                                               "hparam/best_val_acc": state.best_val_acc})
+    reporter.summary(results)
+    if trainer.interrupted:
+        reporter.info(f"interrupted after step {state.step}; checkpoint in {run_dir / 'checkpoints' / 'last.pt'}")
+    return results
+
+
+def hparams(cfg: DictConfig, overrides: list[str]) -> dict[str, str | int | float | bool]:
+    """What TensorBoard's HParams tab compares: the main choices plus every command-line override."""
+    values: dict[str, str | int | float | bool] = {
+        "model": cfg.model.name, "data": cfg.data.name, "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.epochs,
+        "scheduler": cfg.scheduler.name, "transfer": cfg.transfer.strategy, "seed": cfg.trainer.seed,
+    }
+    for key, value in parse_overrides(overrides).items():
+        values.setdefault(key, value)
+    return values
+
+
+def objective(results: dict) -> float | None:
+    """What a sweeper maximises: validation accuracy (test accuracy only when there is no validation split)."""
+    return results["best_val_acc"] if results.get("best_val_acc") is not None else results.get("test_acc")
+
+
