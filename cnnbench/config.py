@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from cnnbench.data.augment import PAD_MODES, AugmentConfig
 from cnnbench.errors import CnnbenchError
+
+PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
 
 
 class Precision(str, Enum):
@@ -38,6 +38,17 @@ SCHEDULER_COMMON = {"name", "interval", "warmup_epochs", "warmup_start_factor"}
 TRANSFER_OPTIONS = {"scratch": set(), "finetune": {"layer_decay"}, "freeze_backbone": set(),
                     "gradual_unfreeze": {"head_epochs", "stages", "stage_epochs", "backbone_lr_scale"}}
 TRANSFER_COMMON = {"strategy", "checkpoint"}
+
+
+@dataclass
+class AugmentConfig:
+    """``data.augment``: what the training loader does to each batch (``cnnbench.data.augment``)."""
+
+    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
+    padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
+    hflip: bool = False  # RandomHorizontalFlip(p=0.5)
+    alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
+    cutout: int = 0  # side of a zeroed square at a random place; 0 = off
 
 
 @dataclass
@@ -129,6 +140,8 @@ def check_device(device: str) -> None:
     """Reject device strings torch does not know, and devices this machine does not have."""
     if device == "auto":
         return
+    import torch
+
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -258,6 +271,8 @@ def validate(cfg: DictConfig) -> None:
     scale = cfg.optimizer.get("norm_lr_scale", 1.0)
     _require(_positive(scale), f"optimizer.norm_lr_scale must be a positive number, got {scale!r}")
     # Let the optimizer check its own arguments now, on a dummy parameter, instead of after data loading.
+    import torch
+
     from cnnbench.engine.optim import build_optimizer
 
     build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])

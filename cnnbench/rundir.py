@@ -7,13 +7,10 @@ A run directory holds ``.hydra/`` (the composed config and overrides), ``tensorb
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.engine import distributed
-from cnnbench.engine.checkpoint import checkpoint_in
 from cnnbench.errors import CnnbenchError
 
 
@@ -34,13 +31,10 @@ def same_job(prior: dict, overrides: list[str]) -> bool:
     return job(prior.get("overrides", [])) == job(overrides)
 
 
-def shared_run_dir(run_dir: Path, dist: distributed.DistInfo) -> Path:
-    """Rank 0's run directory, on every process. Hydra made one per process (each with its own time stamp):
-    another rank's, holding nothing but Hydra's config copy, is removed."""
-    shared = Path(distributed.broadcast(str(run_dir)))
-    if shared != run_dir and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
-        shutil.rmtree(run_dir)
-    return shared
+def checkpoint_in(path: Path | str, name: str) -> Path:
+    """A run directory's ``checkpoints/<name>``, or ``path`` itself when it is not a directory."""
+    path = Path(path).expanduser()
+    return path / "checkpoints" / name if path.is_dir() else path
 
 
 def resume_path(resume: str, run_dir: Path) -> Path:

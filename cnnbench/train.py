@@ -2,6 +2,7 @@
 
 A run directory holds ``.hydra/`` (the composed config and overrides), ``tensorboard/`` (event files),
 ``checkpoints/{last,best}.pt``, ``figures/`` and ``results.json`` (see ``cnnbench.rundir``).
+torch and torchvision are imported inside ``run``: ``cnnbench --help`` and config errors need neither.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,15 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench import rundir
 from cnnbench.cli import error_boundary, fail
 from cnnbench.config import register_configs, validate
-from cnnbench.engine import distributed
-from cnnbench.engine.checkpoint import load_checkpoint
-from cnnbench.engine.runtime import resolve_device, resolve_precision, seed_everything
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_copy, atomic_write_json
 from cnnbench.leaderboard import LeaderboardCallback
 from cnnbench.overrides import hydra_overrides, parse_overrides
 from cnnbench.tracking import Reporter
-from cnnbench.transfer.build import apply_weights_preprocessing, load_source_checkpoint
+
+if TYPE_CHECKING:
+    from cnnbench.engine.distributed import DistInfo
+    from cnnbench.engine.trainer import Trainer
 
 register_configs()
 
@@ -39,7 +41,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     With ``trainer.strategy=ddp`` (under torchrun) every process calls this; rank 0 writes the run directory.
     """
     from cnnbench.assemble import build_run
+    from cnnbench.engine import distributed
+    from cnnbench.engine.runtime import resolve_device, resolve_precision, seed_everything
     from cnnbench.results import test_and_record
+    from cnnbench.transfer.build import apply_weights_preprocessing, load_source_checkpoint
 
     started_at, overrides, t = time.time(), hydra_overrides(), cfg.trainer
     # Every rewrite of the config happens here, before anything is built or recorded: the pretrained weights'
@@ -49,7 +54,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     source = load_source_checkpoint(cfg)
     dist = distributed.init(t.strategy, resolve_device(t.device))
     try:
-        run_dir = rundir.shared_run_dir(run_dir, dist)
+        run_dir = distributed.shared_run_dir(run_dir)
         device = distributed.device_for(dist, resolve_device(t.device))
         precision = resolve_precision(t.precision, device)
         seed_everything(t.seed, t.deterministic)
@@ -72,8 +77,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         distributed.shutdown()
 
 
-def resume(trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, dist: distributed.DistInfo) -> None:
+def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, dist: DistInfo) -> None:
     """Continue the checkpoint that ``trainer.resume`` names, exactly where it stopped."""
+    from cnnbench.engine.checkpoint import load_checkpoint
+
     source = rundir.resume_path(cfg.trainer.resume, run_dir)
     ckpt = load_checkpoint(source)
     rundir.check_same_model(ckpt, cfg)

@@ -15,6 +15,7 @@ from cnnbench.engine.checkpoint import atomic_save, load_checkpoint
 from cnnbench.engine.lookahead import Lookahead
 from cnnbench.engine.optim import build_optimizer, build_scheduler
 from cnnbench.errors import CnnbenchError
+from cnnbench.train import run
 
 RESULT_KEYS = {"status", "model", "data", "params", "test_acc", "best_val_acc", "test_loss", "epochs_completed",
                "steps", "train_time_s", "train_images_per_s", "device", "precision", "seed", "overrides"}
@@ -67,9 +68,9 @@ def test_max_steps_stops_and_still_evaluates(tmp_path: Path) -> None:
 
 
 def test_small_resnet_on_real_cifar10_imagefolder(cifar_subset: Path, tmp_path: Path) -> None:
-    proc = run_cli("data=imagefolder", f"data.root={cifar_subset}", "model=small_resnet", "trainer.max_steps=3",
-                   "data.batch_size=32", "hydra.run.dir=run", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run(compose_config("data=imagefolder", f"data.root={cifar_subset}", "model=small_resnet", "trainer.max_steps=3",
+                       "data.batch_size=32", f"data.cache_dir={tmp_path / 'cache'}", "logger.progress=false"),
+        tmp_path / "run")
     results, ckpt = read_run(tmp_path / "run")
     assert results["model"] == "small_resnet" and results["steps"] == 3 and results["params"] == 2_777_674
     assert ckpt["model"]["fc.weight"].shape == (10, 256)
@@ -80,6 +81,40 @@ def test_failed_run_writes_results_with_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "failed" and "does not exist" in results["error"]
+
+
+def test_per_class_metrics_do_not_depend_on_the_pictures(tmp_path: Path) -> None:
+    results = run(compose_config("trainer.epochs=2", "logger.tensorboard=false", "logger.figures=false",
+                                 "logger.image_every=0", "logger.print_config=false", "logger.progress=false"),
+                  tmp_path)
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "figures").exists()
+    per_class = results["test_per_class"]
+    assert list(per_class) == [str(i) for i in range(10)] and sum(c["images"] for c in per_class.values()) == 359
+    assert results["test_acc_per_class"] == {name: c["recall"] for name, c in per_class.items()}
+    hits = sum(c["recall"] * c["images"] / 100 for c in per_class.values())
+    assert 100 * hits / 359 == pytest.approx(results["test_acc"], abs=1e-6)
+    assert 0 < results["test_macro_f1"] <= 100 and results["test_top5_acc"] >= results["test_acc"]
+
+
+def test_metrics_match_a_hand_count() -> None:
+    from cnnbench.engine.evaluate import Scores, metrics
+
+    # 3 classes; true labels 0,0,0,1,1,2 and top-1 predictions 0,0,1,1,2,2
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    top = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 0, 2], [2, 0, 1], [2, 1, 0]])
+    m = metrics(Scores(0.5, top, labels), ["a", "b", "c"])
+    assert m["acc"] == pytest.approx(400 / 6)
+    # recall a 2/3, b 1/2, c 1/1; precision a 2/2, b 1/2, c 1/2
+    assert m["balanced_acc"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1) / 3)
+    f1 = [2 * 1 * (2 / 3) / (1 + 2 / 3), 0.5, 2 * 0.5 * 1 / 1.5]
+    assert m["macro_f1"] == pytest.approx(100 * sum(f1) / 3)
+    assert m["per_class"]["a"] == pytest.approx({"precision": 100.0, "recall": 200 / 3, "f1": 100 * f1[0],
+                                                 "images": 3})
+    assert "top5_acc" not in m  # only with more than 5 classes
+    many = metrics(Scores(0.0, torch.tensor([[1, 2, 3, 4, 5], [6, 0, 1, 2, 3]]), torch.tensor([5, 6])),
+                   [str(i) for i in range(7)])
+    assert many["acc"] == 50.0 and many["top5_acc"] == 100.0
+    assert many["balanced_acc"] == 50.0  # averaged over the two classes that have images
 
 
 # -- schedules ---------------------------------------------------------------------------------------------------

@@ -8,23 +8,10 @@ Each op draws one random choice per image, matching the torchvision transform it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
-
-
-@dataclass
-class AugmentConfig:
-    """``data.augment``: what the training loader does to each batch (also the config schema of that node)."""
-
-    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
-    padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
-    hflip: bool = False  # RandomHorizontalFlip(p=0.5)
-    alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
-    cutout: int = 0  # side of a zeroed square at a random place; 0 = off
+from cnnbench.config import PAD_MODES, AugmentConfig
 
 
 class Augmenter:

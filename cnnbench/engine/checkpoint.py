@@ -11,12 +11,6 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_save
 
 
-def checkpoint_in(path: Path | str, name: str) -> Path:
-    """A run directory's ``checkpoints/<name>``, or ``path`` itself when it is not a directory."""
-    path = Path(path).expanduser()
-    return path / "checkpoints" / name if path.is_dir() else path
-
-
 def load_checkpoint(path: Path | str) -> dict:
     """Load a cnnbench checkpoint safely (no code runs on load) or fail with one line."""
     path = Path(path)

@@ -9,7 +9,9 @@ evaluates, draws, writes checkpoints and results.json; the others print nothing.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -81,6 +83,15 @@ def broadcast(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def shared_run_dir(run_dir: Path) -> Path:
+    """Rank 0's run directory, on every process. Hydra made one per process (each with its own time stamp):
+    another rank's, holding nothing but Hydra's config copy, is removed."""
+    shared = Path(broadcast(str(run_dir)))
+    if shared != run_dir and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(run_dir)
+    return shared
 
 
 def shutdown() -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnbench.data.loader import DeviceLoader
 from cnnbench.engine.runtime import Precision
+
+if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package
+    from cnnbench.data.loader import DeviceLoader
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:

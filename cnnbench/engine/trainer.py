@@ -11,13 +11,13 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from cnnbench.data.loader import DeviceLoader
 from cnnbench.engine.callbacks import Callback
 from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo, all_reduce_sum
@@ -27,6 +27,9 @@ from cnnbench.engine.runtime import Precision, host_rng_state, set_host_rng_stat
 from cnnbench.engine.stop import StopRequest
 from cnnbench.errors import CnnbenchError
 from cnnbench.tracking import Reporter
+
+if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package
+    from cnnbench.data.loader import DeviceLoader
 
 
 def planned_steps(cfg: DictConfig, steps_per_epoch: int) -> int:

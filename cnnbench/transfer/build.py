@@ -6,11 +6,12 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cnnbench.engine.checkpoint import checkpoint_in, load_checkpoint
+from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_from_config
 from cnnbench.models.surgery import replace_heads, set_input_channels
 from cnnbench.models.torchvision_zoo import resolve_weights
+from cnnbench.rundir import checkpoint_in
 from cnnbench.transfer.pretrained import load_weights, torchvision_state_dict
 
 
