@@ -1,7 +1,7 @@
-"""Generate the README's architecture table: every registered model at CIFAR size (3x32x32, 10 classes).
+"""Generate the architecture table of docs/models.md: every registered model at CIFAR size (3x32x32, 10 classes).
 
     python scripts/model_table.py            # print the table
-    python scripts/model_table.py --readme   # also replace the table between the markers in README.md
+    python scripts/model_table.py --write   # also replace the table between the markers in docs/models.md
 """
 
 from __future__ import annotations
@@ -52,18 +52,18 @@ def table() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", action="store_true", help="update README.md in place")
+    parser.add_argument("--write", action="store_true", help="update docs/models.md in place")
     args = parser.parse_args()
     text = table()
     print(text)
-    if args.readme:
-        readme = Path(__file__).resolve().parents[1] / "README.md"
+    if args.write:
+        page = Path(__file__).resolve().parents[1] / "docs" / "models.md"
         start, end = "<!-- model-table:start -->", "<!-- model-table:end -->"
-        content = readme.read_text()
+        content = page.read_text()
         new = re.sub(f"{start}.*?{end}", f"{start}\n{text}\n{end}", content, flags=re.S)
         if new == content and start not in content:
-            raise SystemExit(f"README.md has no {start} ... {end} markers")
-        readme.write_text(new)
+            raise SystemExit(f"{page} has no {start} ... {end} markers")
+        page.write_text(new)
 
 
 if __name__ == "__main__":

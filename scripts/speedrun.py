@@ -1,10 +1,10 @@
-"""Run `experiment=cifar10_speedrun` on the real CIFAR-10 for several seeds and print the README's table.
+"""Run `experiment=cifar10_speedrun` on the real CIFAR-10 for several seeds and print the table of docs/speed.md.
 
-    python scripts/speedrun.py [--seeds 0,1,2] [--shared ../shared] [--readme] [extra cnnbench overrides ...]
+    python scripts/speedrun.py [--seeds 0,1,2] [--shared ../shared] [--write] [extra cnnbench overrides ...]
 
 Each seed is one `cnnbench experiment=cifar10_speedrun data=imagefolder data.root=<extracted> trainer.seed=N`
 (about 9 minutes each on 2 CPU cores); the table (test accuracy, training time, images/s, mean and standard
-deviation) goes to stdout, and with --readme between the speedrun markers of README.md.
+deviation) goes to stdout, and with --write between the speedrun markers of docs/speed.md.
 Figures, not a test.
 """
 
@@ -41,18 +41,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
                         help="comma-separated (default 0,1,2)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/speed.md")
     args, extra = parser.parse_known_args()
     work = Path(tempfile.mkdtemp(prefix="cnnbench-speedrun-"))
     root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", work)
     results = {seed: run_seed(root, seed, work, extra) for seed in args.seeds}
     text = table(results)
     print(text)
-    if args.readme:
-        readme = ROOT / "README.md"
+    if args.write:
+        page = ROOT / "docs" / "speed.md"
         block = f"<!-- speedrun:start -->\n{text}\n<!-- speedrun:end -->"
-        readme.write_text(re.sub(r"<!-- speedrun:start -->.*?<!-- speedrun:end -->", block, readme.read_text(),
-                                 flags=re.S))
+        page.write_text(re.sub(r"<!-- speedrun:start -->.*?<!-- speedrun:end -->", block, page.read_text(),
+                               flags=re.S))
 
 
 if __name__ == "__main__":

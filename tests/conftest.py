@@ -1,11 +1,13 @@
-"""Shared fixtures: Hydra composition, the CLI in a subprocess, and a small real CIFAR-10 subset."""
+"""Shared fixtures: Hydra composition, the CLI in-process or in a subprocess, and a small real CIFAR-10 subset."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import tarfile
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,27 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) 
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "cnnbench", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Run the ``cnnbench`` command in this process (as ``main()`` with ``sys.argv``) in ``cwd``; returns what
+    ``run_cli`` does. For tests of what the command prints and exits with, where a new process is not the point."""
+    from cnnbench.train import main
+
+    def call(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv("CNNBENCH_CACHE", str(cwd / "cache"))
+        monkeypatch.setattr(sys, "argv", ["cnnbench", *args])
+        out, err, code = io.StringIO(), io.StringIO(), 0
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        return subprocess.CompletedProcess(["cnnbench", *args], code, out.getvalue(), err.getvalue())
+
+    return call
 
 
 @pytest.fixture(scope="session")

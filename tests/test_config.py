@@ -34,8 +34,8 @@ def test_every_group_has_options() -> None:
         assert any(g == group for g, _ in OPTIONS), group
 
 
-def test_seed_cifar10_is_the_reference_recipe() -> None:
-    cfg = compose_config("experiment=seed_cifar10")
+def test_cifar10_reference_is_the_reference_recipe() -> None:
+    cfg = compose_config("experiment=cifar10_reference")
     assert cfg.model.name == "small_resnet" and list(cfg.model.widths) == [64, 128, 256]
     assert cfg.model.blocks_per_stage == 2
     assert cfg.data.name == "cifar10" and cfg.data.batch_size == 128
@@ -108,7 +108,10 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
         (["data.batch_size=0"], "data.batch_size must be a positive integer, got 0"),
         (["trainer.device=cuda:7"], "trainer.device=cuda:7"),
         (["data=imagefolder"], "data=imagefolder needs data.root="),
-        (["+model.depth=3"], "model.depth is not an option of lenet5"),
+        (["+model.depth=3"], "model.depth is not an option of model=lenet5"),
+        (["model=vgg16", "model.dropuot=0.1"], "Key 'dropuot' not in 'vgg16_config'"),
+        (["scheduler.mn_lr=0.1"], "Key 'mn_lr' not in 'CosineConfig'"),
+        (["scheduler=step", "scheduler.gamma=abc"], "Value 'abc' of type 'str' could not be converted to Float"),
         (["model=tv_resnet18", "model.weights=DEFAULT"], "model.weights=DEFAULT needs a transfer strategy"),
         (["model=tv_resnet18", "model.weights=NOPE", "transfer=finetune"],
          "model.weights=NOPE is not a weight set of resnet18; available: IMAGENET1K_V1"),
@@ -117,8 +120,8 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
         (["transfer=freeze_backbone", "transfer.checkpoint=/no/such/run"], "checkpoint /no/such/run"),
     ],
 )
-def test_cli_bad_input_is_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
-    proc = run_cli(*args, cwd=tmp_path)
+def test_cli_bad_input_is_one_line_without_traceback(cli, tmp_path: Path, args: list[str], message: str) -> None:
+    proc = cli(*args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -131,6 +134,41 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
     for text in ("cnnbench", "vgg16_bn, vgg19, vgg19_bn, vit_b_16, vit_small, vit_tiny",
-                 "optimizer: adam, adamw, sgd", "experiment: cifar10_speedrun, seed_cifar10",
+                 "optimizer: adam, adamw, sgd", "experiment: cifar10_reference, cifar10_speedrun",
                  "scheduler: cosine, none, onecycle, step", "data: cifar10, digits"):
         assert text in proc.stdout, text
+    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "schema" not in groups and "model_" not in groups  # the option schemas are not options
+
+
+def test_model_schemas_are_the_builders_signatures() -> None:
+    from cnnbench.config.model_options import MODEL_OPTIONS
+    from cnnbench.models.registry import option_table
+
+    assert option_table() == MODEL_OPTIONS  # else: python scripts/model_options.py
+    assert dict(compose_config("model=vgg16").model) == {"name": "vgg16", "dropout": 0.5}
+    assert compose_config("model=efficientnet_b3", "model.stochastic_depth=0.1").model.stochastic_depth == 0.1
+
+
+def test_yaml_options_do_not_restate_schema_defaults() -> None:
+    """Each default is written once: an option's YAML file sets only what differs from its schema."""
+    import dataclasses
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    restated = []
+    for group in ("model", "scheduler", "optimizer", "transfer", "trainer", "logger", "data"):
+        for path in sorted((ROOT / "conf" / group).glob("*.yaml")):
+            raw = yaml.safe_load(path.read_text()) or {}
+            raw = raw.get(group, raw) if group == "transfer" else raw  # (@package _global_ files)
+            node = compose_config(f"{group}={path.stem}", *(["transfer.checkpoint=x"] if group == "transfer" and
+                                                           path.stem != "scratch" else []))[group]
+            schema = OmegaConf.get_type(node)
+            defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else
+                                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+                        for f in dataclasses.fields(schema)}
+            for key, value in raw.items():
+                if key != "defaults" and key in defaults and value == defaults[key] and value is not None:
+                    restated.append(f"{path.relative_to(ROOT)}: {key}")
+    assert restated == []

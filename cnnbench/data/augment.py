@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cnnbench.config import PAD_MODES, AugmentConfig
+from cnnbench.config.schema import PAD_MODES, AugmentConfig
 
 
 class Augmenter:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from cnnbench.config import AugmentConfig
+from cnnbench.config.schema import AugmentConfig
 from cnnbench.data.augment import Augmenter
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.sampler import BatchSampler

@@ -39,6 +39,19 @@ def model_options(name: str) -> list[str]:
     return [p for p in params if p not in _INPUT_ARGS]
 
 
+def option_table() -> dict[str, dict[str, tuple[str, object]]]:
+    """Every model's options as {name: {option: (annotation, default)}}: what the config schema is made of
+    (``cnnbench/config/model_options.py`` is this table, written by ``scripts/model_options.py``)."""
+    table = {}
+    for name in list_models():
+        params = inspect.signature(_MODELS[name]).parameters
+        table[name] = {key: (str(params[key].annotation),
+                             list(params[key].default) if isinstance(params[key].default, tuple)
+                             else params[key].default)
+                       for key in model_options(name)}
+    return table
+
+
 def _lookup(name: str) -> Builder:
     if name not in _MODELS:
         raise CnnbenchError(f"unknown model {name!r}; available: {', '.join(list_models())}")

@@ -1,0 +1,279 @@
+"""The config schema: a dataclass for every group and every option, so that a wrong type or a misspelt key is
+refused when Hydra composes the config, and every default is written once.
+
+The fixed-shape groups (data, trainer, logger) are fields of the root ``Config``. Groups whose keys depend on
+the option (scheduler, transfer, optimizer, model) register one schema per option; each option's YAML file in
+``conf/`` starts from its schema (``defaults: [/<schema name>@_here_]``) and sets only what differs. Model
+schemas come from the builders' signatures (``cnnbench.config.model_options``). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, make_dataclass
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
+
+
+@dataclass
+class AugmentConfig:
+    """``data.augment``: what the training loader does to each batch (``cnnbench.data.augment``)."""
+
+    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
+    padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
+    hflip: bool = False  # RandomHorizontalFlip(p=0.5)
+    alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
+    cutout: int = 0  # side of a zeroed square at a random place; 0 = off
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+# Each scheduler's own keys; besides them every scheduler config has name, interval, warmup_epochs and
+# warmup_start_factor. A key outside these is an error, so no value is silently ignored.
+SCHEDULER_OPTIONS = {"cosine": {"min_lr"}, "step": {"step_size", "gamma"},
+                     "onecycle": {"pct_start", "anneal_strategy", "div_factor", "final_div_factor", "cycle_momentum"},
+                     "none": set()}
+SCHEDULER_COMMON = {"name", "interval", "warmup_epochs", "warmup_start_factor"}
+# Likewise for the transfer strategies (cnnbench/transfer/strategy.py).
+TRANSFER_OPTIONS = {"scratch": set(), "finetune": {"layer_decay"}, "freeze_backbone": set(),
+                    "gradual_unfreeze": {"head_epochs", "stages", "stage_epochs", "backbone_lr_scale"}}
+TRANSFER_COMMON = {"strategy", "checkpoint"}
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # digits | cifar10 | mnist | fashion_mnist | imagefolder | synthetic
+    root: str | None = None
+    download: bool = False
+    channels: int = MISSING
+    image_size: int | None = None  # square side; imagefolder: null keeps the size of the images
+    num_classes: int | None = None  # imagefolder: null takes it from the class folders
+    class_names: list[str] | None = None
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    val_fraction: float = 0.1  # held out from train to select the best checkpoint
+    split_seed: int = 0  # fixes the train/val (and digits train/test) split, independent of trainer.seed
+    num_train: int | None = None  # use only the first N training images (synthetic: how many to make)
+    num_test: int | None = None  # likewise for the test split
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_dir: str | None = None  # decoded uint8 tensors are cached here; null = no cache
+    max_memory_gb: float = 8.0  # imagefolder: larger (as uint8) stays files, decoded per batch by DataLoader workers
+    num_workers: int = 2  # DataLoader worker processes for such streamed image folders
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 30
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    strategy: str = "single"  # single | ddp (one process per device, launched by torchrun)
+    precision: Precision = Precision.auto
+    channels_last: bool | None = None  # null = on for conv nets
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    label_smoothing: float = 0.0
+    lookahead_every: int = 0  # lookahead (cnnbench/engine/lookahead.py) every N steps; 0 = off
+    lookahead_decay: float = 0.95  # per step; the slow weights' decay grows as (step / steps)^3 to this^N
+    tta: int = 0  # test-time augmentation: 0 off, 1 mirror image, 2 mirror + 1-pixel shifts (logits averaged)
+    grad_clip: float | None = None  # max global gradient norm
+    eval_every: int = 0  # also evaluate the test set every N epochs (a learning curve); 0 = only at the end
+    log_every: int = 25  # optimizer steps between loss read-outs (each one syncs with the device)
+    checkpoint_every: int = 1  # epochs between writes of checkpoints/last.pt
+    checkpoint_every_steps: int = 0  # also write last.pt every N optimizer steps, mid-epoch too; 0 = off
+    resume: str | None = None  # a run directory, a checkpoint file, or auto (this run directory's last.pt)
+    overwrite: bool = False  # allow a new run in a directory that already holds a completed one
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: bool = True
+    progress: bool = True  # rich progress bars on a terminal (plain lines otherwise)
+    print_config: bool = True
+    image_every: int = 5  # epochs between feature-map and filter images (and at the last epoch); 0 = never
+    feature_layers: list[str] | None = None  # module names; null = first conv + last block of each stage
+    num_samples: int = 8  # fixed test images whose feature maps are logged
+    figures: bool = True  # also write the pictures as PNG files under <run dir>/figures/
+
+
+@dataclass
+class SweepConfig:
+    skip_completed: bool = False  # multirun: skip jobs whose results.json says completed with the same overrides
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    data: DataConfig = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING  # one of the SCHEDULERS, chosen by the scheduler group
+    transfer: Any = MISSING  # one of the TRANSFERS
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+# -- scheduler: cnnbench.engine.optim.build_scheduler -----------------------------------------------------------
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+    interval: str = "step"  # update every optimizer step (or every epoch)
+    warmup_epochs: float = 0.0  # linear warm-up from lr * warmup_start_factor; 0 = none
+    warmup_start_factor: float = 0.1
+
+
+@dataclass
+class CosineConfig(SchedulerConfig):
+    name: str = "cosine"
+    min_lr: float = 0.0
+
+
+@dataclass
+class StepConfig(SchedulerConfig):
+    name: str = "step"
+    interval: str = "epoch"
+    step_size: float = 30  # epochs
+    gamma: float = 0.1
+
+
+@dataclass
+class OneCycleConfig(SchedulerConfig):
+    """torch.optim.lr_scheduler.OneCycleLR's arguments and defaults."""
+
+    name: str = "onecycle"
+    pct_start: float = 0.25
+    anneal_strategy: str = "cos"  # cos | linear (linear up and down: airbench's triangle)
+    div_factor: float = 25.0
+    final_div_factor: float = 10000.0
+    cycle_momentum: bool = True  # momentum goes 0.95 -> 0.85 -> 0.95 against the lr (overrides SGD's momentum)
+
+
+@dataclass
+class ConstantConfig(SchedulerConfig):
+    name: str = "none"
+
+
+SCHEDULERS = {"cosine": CosineConfig, "step": StepConfig, "onecycle": OneCycleConfig, "none": ConstantConfig}
+
+
+# -- transfer: cnnbench.transfer ---------------------------------------------------------------------------------
+@dataclass
+class TransferConfig:
+    strategy: str = MISSING
+    checkpoint: str | None = None  # a run directory (its best.pt) or a .pt file of an earlier cnnbench run
+
+
+@dataclass
+class ScratchConfig(TransferConfig):
+    strategy: str = "scratch"
+
+
+@dataclass
+class FinetuneConfig(TransferConfig):
+    strategy: str = "finetune"
+    layer_decay: float | None = None  # e.g. 0.7: each backbone unit trains at 0.7x the lr of the one above
+
+
+@dataclass
+class FreezeBackboneConfig(TransferConfig):
+    strategy: str = "freeze_backbone"
+
+
+@dataclass
+class GradualUnfreezeConfig(TransferConfig):
+    strategy: str = "gradual_unfreeze"
+    head_epochs: int = 5  # the new head trains alone this many epochs
+    stages: int = 1  # then the backbone unfreezes from the top in this many steps (1 = all at once)
+    stage_epochs: int = 1  # epochs between two steps
+    backbone_lr_scale: float = 0.1  # unfrozen units train at lr x this
+
+
+TRANSFERS = {"scratch": ScratchConfig, "finetune": FinetuneConfig, "freeze_backbone": FreezeBackboneConfig,
+             "gradual_unfreeze": GradualUnfreezeConfig}
+
+
+# -- optimizer: torch.optim classes through Hydra's _target_ (cnnbench.engine.optim), with torch's defaults -------
+@dataclass
+class OptimizerConfig:
+    _target_: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = 0.0
+    maximize: bool = False
+    foreach: bool | None = None
+    norm_lr_scale: float = 1.0  # cnnbench's own key: normalisation layers train at lr x this (weight decay / this)
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    _target_: str = "torch.optim.SGD"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    amsgrad: bool = False
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+OPTIMIZERS = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig}
+
+
+# -- model: cnnbench.models (one schema per registered builder) ---------------------------------------------------
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list[int]": list[int], "list[float]": list[float]}
+
+
+def _field_type(annotation: str) -> Any:
+    """A builder's annotation (``int``, ``float | None``, ``list[int]``) as a type OmegaConf checks."""
+    base, optional = annotation.removesuffix(" | None"), annotation.endswith(" | None")
+    kind = _TYPES.get(base, Any)
+    return Optional[kind] if optional and kind is not Any else kind  # noqa: UP045 (a type built at run time)
+
+
+def model_schema(name: str, options: dict[str, tuple[str, Any]]) -> type:
+    """A dataclass for ``model=<name>``: ``name`` plus each builder option with its type and default."""
+    fields = [("name", str, field(default=name))]
+    for key, (annotation, default) in options.items():
+        value = field(default_factory=lambda d=default: list(d)) if isinstance(default, list) else field(
+            default=default)
+        fields.append((key, _field_type(annotation), value))
+    return make_dataclass(f"{name}_config", fields)
+
+
+def register_configs() -> None:
+    """Register the root schema (``conf/config.yaml`` lists it first) and one schema per option of the open
+    groups, named ``<group>_<option>`` (e.g. ``scheduler_cosine``), which the option's YAML file starts from.
+    They are not config groups, so ``--help`` lists only the options themselves."""
+    from cnnbench.config.model_options import MODEL_OPTIONS
+
+    store = ConfigStore.instance()
+    store.store(name="cnnbench_schema", node=Config)
+    for group, options in (("scheduler", SCHEDULERS), ("transfer", TRANSFERS), ("optimizer", OPTIMIZERS)):
+        for option, schema in options.items():
+            store.store(name=f"{group}_{option}", node=schema)
+    for name, options in MODEL_OPTIONS.items():
+        store.store(name=f"model_{name}", node=model_schema(name, options))
+
+
