@@ -32,6 +32,7 @@ def ddp_run(tmp_path_factory) -> Path:
     return tmp
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_run_and_match_one_process(ddp_run: Path, tmp_path: Path) -> None:
     results = list(ddp_run.glob("outputs/**/results.json"))
     assert len(results) == 1, results  # rank 1 wrote nothing (and its own Hydra directory is gone)
@@ -53,6 +54,7 @@ def test_two_processes_write_one_run_and_match_one_process(ddp_run: Path, tmp_pa
         assert torch.allclose(ours[key], theirs[key], atol=1e-5), (key, (ours[key] - theirs[key]).abs().max())
 
 
+@pytest.mark.slow
 def test_ddp_resumes_its_own_checkpoint(ddp_run: Path) -> None:
     run_dir = next(ddp_run.glob("outputs/*/*"))
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -97,18 +95,24 @@ def test_default_layers_per_family() -> None:
     assert layers("vit_tiny") == ["patch_embed"]
 
 
-def test_visualize_cli(visual_run: Path, tmp_path: Path) -> None:
+def test_visualize_cli(visual_run: Path, tmp_path: Path, capsys) -> None:
     from sklearn.datasets import load_digits
+
+    from cnnbench.commands.visualize import main
 
     digit = (load_digits().images[0] * 255 / 16).astype(np.uint8)
     Image.fromarray(digit).resize((32, 32)).save(tmp_path / "digit.png")
-    cmd = [sys.executable, "-m", "cnnbench.commands.visualize", f"run={visual_run}", f"image={tmp_path / 'digit.png'}"]
-    proc = subprocess.run([*cmd, "layer=stages.0.1"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    args = [f"run={visual_run}", f"image={tmp_path / 'digit.png'}"]
+    main([*args, "layer=stages.0.1"])
     out = visual_run / "figures" / "visualize_stages.0.1_digit.png"
-    assert out.is_file() and "predicted class" in proc.stdout
+    assert out.is_file() and "predicted class" in capsys.readouterr().out
     with Image.open(out) as img:
         assert img.size == (4 * 64 + 10, 4 * 64 + 10)
-    bad = subprocess.run([*cmd, "layer=nope"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "no layer named 'nope'" in bad.stderr and "stages.0.1.conv1" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as code:
+        main([*args, "layer=nope"])
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and "no layer named 'nope'" in err and "stages.0.1.conv1" in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as code:
+        main(["--help"])
+    assert code.value.code == 0 and "usage: cnnbench-visualize" in capsys.readouterr().out

@@ -57,8 +57,8 @@ def test_default_run_trains_lenet5_on_digits(tmp_path: Path) -> None:
     assert acc.Scalars("test/acc")[-1].value == pytest.approx(results["test_acc"], abs=1e-3)
 
 
-def test_max_steps_stops_and_still_evaluates(tmp_path: Path) -> None:
-    proc = run_cli("trainer.max_steps=7", "trainer.epochs=5", "hydra.run.dir=run", cwd=tmp_path)
+def test_max_steps_stops_and_still_evaluates(cli, tmp_path: Path) -> None:
+    proc = cli("trainer.max_steps=7", "trainer.epochs=5", "hydra.run.dir=run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results, ckpt = read_run(tmp_path / "run")
     assert results["steps"] == 7 and ckpt["step"] == 7 and results["epochs_completed"] == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import compose_config, run_cli
+from conftest import compose_config
 from torch import nn
 
 from cnnbench.engine.checkpoint import load_checkpoint
@@ -246,12 +246,13 @@ def test_rgb_data_on_a_gray_checkpoint(source_run: Path) -> None:
     assert any("input channels 1 -> 3" in n for n in notes)
 
 
-def test_cli_freeze_backbone_on_torchvision_weights(torch_home: Path, tmp_path: Path) -> None:
+def test_cli_freeze_backbone_on_torchvision_weights(cli, torch_home: Path, tmp_path: Path, monkeypatch) -> None:
     cache_weights(torch_home, "resnet18", "IMAGENET1K_V1")
-    proc = run_cli("model=tv_resnet18", "model.weights=IMAGENET1K_V1", "transfer=freeze_backbone",
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setenv("COLUMNS", "200")
+    proc = cli("model=tv_resnet18", "model.weights=IMAGENET1K_V1", "transfer=freeze_backbone",
                    "data.image_size=32", "trainer.max_steps=3", "logger.print_config=false",
-                   "logger.image_every=0", "hydra.run.dir=run", cwd=tmp_path,
-                   env={"TORCH_HOME": str(torch_home), "COLUMNS": "200"})
+                   "logger.image_every=0", "hydra.run.dir=run", cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "fc: Linear(512 -> 1000) replaced by Linear(512 -> 10)" in out

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from conftest import compose_config
-from omegaconf import OmegaConf
 
 from cnnbench.data import load_data
 from cnnbench.errors import CnnbenchError
@@ -119,7 +118,7 @@ def test_vit_patch_must_divide_the_image() -> None:
 
 def test_every_model_has_a_config() -> None:
     files = sorted((Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
-    names = {p.stem: OmegaConf.load(p).name for p in files}
+    names = {p.stem: compose_config(f"model={p.stem}").model.name for p in files}
     # one config per from-scratch model, named after it; the tv_* configs pick torchvision architectures
     assert {s for s, n in names.items() if n != "tv_model"} == set(list_models(include_torchvision=False))
     assert all(n == s for s, n in names.items() if n != "tv_model")
@@ -128,7 +127,12 @@ def test_every_model_has_a_config() -> None:
                                                                "tv_vit_b_16"}
 
 
-@pytest.mark.parametrize("name", list_models(include_torchvision=False))
+BIG = {"efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnet101", "resnet152",
+       "vit_b_16", "vit_small"}  # seconds each on 2 cores: in the slow set
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n
+                                  for n in list_models(include_torchvision=False)])
 def test_every_model_runs_through_the_trainer(name: str, tmp_path: Path) -> None:
     """`cnnbench model=<name> data=digits trainer.max_steps=5`, in-process (the CLI is tested elsewhere)."""
     cfg = compose_config(f"model={name}", "trainer.max_steps=5", "logger.print_config=false",
@@ -150,6 +154,7 @@ def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return x, data.train.labels[:16]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_family_learns_real_digits(name: str, digits_batch) -> None:
     """Adam steps on 16 real digits bring the training loss well below where it started."""
