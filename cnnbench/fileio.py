@@ -10,12 +10,23 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: every file a run writes has the same mode
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write through a temporary file in the same folder, fsync, then rename over ``path``. The file gets the
+    mode a plain ``open()`` would (0644 under the usual umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -27,10 +38,19 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically."""
+    """``torch.save`` ``obj`` to ``path`` atomically. torch reports a failed write (a full disk) as a RuntimeError
+    of its stream writer: that becomes the OSError it is."""
+    import errno
+
     import torch
 
-    atomic_write(path, lambda f: torch.save(obj, f))
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except RuntimeError as e:
+        if "PytorchStreamWriter" not in str(e) and "unexpected pos" not in str(e):
+            raise
+        raise OSError(errno.ENOSPC if "unexpected pos" in str(e) else errno.EIO,
+                      f"writing failed ({str(e).splitlines()[0][:80]}); is the disk full?", str(path)) from None
 
 
 def atomic_copy(src: Path, dst: Path) -> None:

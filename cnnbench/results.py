@@ -21,12 +21,15 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
     """Score the test split on ``best.pt`` (never chosen by test accuracy), write results.json, log the
     test pictures and HParams, and print the summary. ``info``: the run's device, processes and start time."""
     trainer, state = run.trainer, run.trainer.state
-    run.model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
-    scores = predict(run.compiled or run.model, run.loaders["test"], precision, cfg.trainer.tta)
-    test = metrics(scores, run.data.class_names)
+    best = run_dir / "checkpoints" / "best.pt"
+    test: dict = {"acc": None, "loss": None, "per_class": {}}
+    if best.is_file():  # (absent only when stopped before the first validation: then nothing is scored)
+        run.model.load_state_dict(load_checkpoint(best)["model"])
+        scores = predict(run.compiled or run.model, run.loaders["test"], precision, cfg.trainer.tta)
+        test = metrics(scores, run.data.class_names)
+        reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
     per_class_acc = {name: m["recall"] for name, m in test["per_class"].items()}
-    reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
-    if run.pictures is not None:
+    if run.pictures is not None and best.is_file():
         run.pictures.log_test(scores, per_class_acc, run.data.test.take(slice(None)), state.step)
     results = {
         "status": "interrupted" if trainer.interrupted else "completed",

@@ -19,13 +19,20 @@ class Reporter:
     def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True, quiet: bool = False) -> None:
         self.console = Console(highlight=False, soft_wrap=True, quiet=quiet)
         self.live = progress and self.console.is_terminal
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.tensorboard, self.log_dir = tensorboard, run_dir / "tensorboard"
+        self._writer = None
         self._progress: Progress | None = None
         self._task = None
+
+    @property
+    def writer(self):
+        """TensorBoard's SummaryWriter (None when off), made at the first write: a run that stops before it
+        logs anything leaves no event file."""
+        if self._writer is None and self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        return self._writer
 
     def __enter__(self) -> Reporter:
         return self
@@ -115,8 +122,8 @@ class Reporter:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
-        if self.writer is not None:
-            self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _pct(value: float | None) -> str:

@@ -7,10 +7,12 @@ torch and torchvision are imported inside ``run``: ``cnnbench --help`` and confi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +37,9 @@ if TYPE_CHECKING:
 register_configs()
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train and evaluate one configuration; return the results (also written to results.json).
+def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = None) -> dict:
+    """Train and evaluate one configuration; return the results (also written to results.json). ``on_start`` is
+    called when everything is built and checked, just before training starts.
 
     With ``trainer.strategy=ddp`` (under torchrun) every process calls this; rank 0 writes the run directory.
     """
@@ -66,7 +69,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 reporter.info(preprocessing)
             built = build_run(cfg, run_dir, device, precision, dist, reporter, source)
             if t.resume:
-                resume(built.trainer, cfg, run_dir, reporter, dist)
+                resume(built.trainer, cfg, run_dir, reporter, dist, built.data.class_names)
+            if on_start is not None:
+                on_start()
             built.trainer.fit()
             if not dist.is_main:
                 return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": dist.rank,
@@ -77,14 +82,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         distributed.shutdown()
 
 
-def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, dist: DistInfo) -> None:
+def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, dist: DistInfo,
+           class_names: list[str]) -> None:
     """Continue the checkpoint that ``trainer.resume`` names, exactly where it stopped."""
     from cnnbench.engine.checkpoint import load_checkpoint
 
     source = rundir.resume_path(cfg.trainer.resume, run_dir)
     ckpt = load_checkpoint(source)
-    rundir.check_same_model(ckpt, cfg)
-    trainer.restore(ckpt)
+    rundir.check_same_run(ckpt, cfg, class_names)
+    try:
+        trainer.restore(ckpt)
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:  # a state that does not fit what was built
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CnnbenchError(f"cannot resume from {source}: its saved state does not fit this run "
+                            f"({type(e).__name__}: {first}); resume with the config it was trained with") from None
     # The best checkpoint so far stays the reference for selection when continuing in a new directory.
     best_src, best_dst = source.parent / "best.pt", run_dir / "checkpoints" / "best.pt"
     if dist.is_main and best_src.is_file() and best_src.resolve() != best_dst.resolve():
@@ -94,37 +105,65 @@ def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter,
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
 def _hydra_entry(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    owner = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 owns the run directory
+    try:
+        with rundir.RunDirLock(run_dir) if owner else contextlib.nullcontext():
+            return _job(cfg, run_dir, multirun, owner)
+    except CnnbenchError as e:  # the directory is another run's, or holds one: touch nothing
+        return _report(str(e), multirun)
+
+
+def _report(message: str, multirun: bool) -> None:
+    """A job's error: the command's one line and exit 2; in a sweep, a line and the next job."""
+    if not multirun:
+        fail(message)  # (inside the job: an exception would make Hydra log the job's overrides first)
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float | None:
+    """One run in a directory this process owns: the reuse rules, the run, and what a failure records."""
     from cnnbench.results import objective
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     overrides = hydra_overrides()
+    status = rundir.prior_status(run_dir) if owner else None
     prior = rundir.completed_before(run_dir)
     if prior is not None and multirun and cfg.sweep.skip_completed and rundir.same_job(prior, overrides):
         print(f"skipping {run_dir}: completed before ({' '.join(overrides)})")
         return objective(prior)
-    if prior is not None and not (cfg.trainer.overwrite or cfg.trainer.resume):
-        message = (f"{run_dir} already holds a completed run; choose another hydra.run.dir, or set "
-                   f"trainer.overwrite=true (or trainer.resume=auto to continue it)")
-        if not multirun:
-            fail(message)
-        print(f"error: {message}", file=sys.stderr)
-        return None
-    started = time.time()
+    if multirun and cfg.sweep.skip_completed and status == "interrupted" and not cfg.trainer.resume:
+        print(f"resuming {run_dir}: interrupted before ({' '.join(overrides)})")
+        cfg.trainer.resume = "auto"  # a resumed sweep continues its interrupted jobs where they stopped
+    rundir.check_reuse(run_dir, status, cfg.trainer.resume, cfg.trainer.overwrite)
+    started_at, started = time.time(), []
+
+    def on_start() -> None:
+        """Training starts: the directory becomes this run's (old run removed when overwriting)."""
+        if owner:
+            if status is not None and cfg.trainer.overwrite:
+                rundir.clear(run_dir)
+            rundir.remove_stale_temporaries(run_dir)
+            rundir.write_hydra_files(run_dir, cfg, HydraConfig.get(), overrides)
+        started.append(True)
+
     try:
-        results = run(cfg, run_dir)
+        results = run(cfg, run_dir, on_start=on_start)
     except Exception as e:
         # In a sweep, one failing job (bad value, out of memory, NaN) is recorded and the others still run.
-        user_error = isinstance(e, CnnbenchError)
+        os_message = rundir.os_error_message(e) if isinstance(e, OSError) else None
+        user_error = isinstance(e, CnnbenchError) or os_message is not None
         if not (user_error or multirun):
             raise  # a bug: keep the traceback
-        message = str(e) if user_error else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        atomic_write_json({"status": "failed", "error": message, "model": cfg.model.get("name"),
-                           "data": cfg.data.name, "overrides": overrides, "elapsed_s": time.time() - started},
-                          run_dir / "results.json")
-        if not multirun:
-            fail(message)  # (inside the job: an exception would make Hydra log the job's overrides first)
-        print(f"error: {message}", file=sys.stderr)
+        message = os_message or (str(e) if isinstance(e, CnnbenchError) else
+                                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        if owner and (status in (None, "failed") or started):  # an earlier run's results stay until training starts
+            with contextlib.suppress(OSError):
+                atomic_write_json({"status": "failed", "error": message, "model": cfg.model.get("name"),
+                                   "data": cfg.data.name, "overrides": overrides,
+                                   "elapsed_s": time.time() - started_at}, run_dir / "results.json")
+        _report(message, multirun)
         if not user_error:
             traceback.print_exc()
         return None

@@ -174,7 +174,8 @@ def test_torchvision_cifar10_reader_on_files_in_its_format(tmp_path: Path, monke
     expected = torch.from_numpy(raw["data"].reshape(-1, 3, 32, 32))
     assert torch.equal(data.test.images, expected)  # channel order and layout preserved
     assert data.test.labels.tolist() == raw["labels"]
-    loaders = make_loaders(data, data_cfg("data=cifar10"), torch.device("cpu"), seed=0, channels_last=True)
+    loaders = make_loaders(data, data_cfg("data=cifar10", "data.batch_size=16"), torch.device("cpu"), seed=0,
+                           channels_last=True)
     x, _ = next(iter(loaders["train"]))
     assert x.is_contiguous(memory_format=torch.channels_last)
 

@@ -62,7 +62,7 @@ def test_interrupted_sweep_resumes_without_rerunning_completed_jobs(tmp_path: Pa
     proc = run_cli(*args, "sweep.skip_completed=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = results(sweep)
-    assert proc.stdout.count("skipping") == 2
+    assert proc.stdout.count("skipping") == 2 and proc.stdout.count("resuming") == 1
     for job in ("0", "2"):  # untouched
         assert after[job]["finished_at"] == before[job]["finished_at"]
     assert after["1"]["status"] == "completed" and after["1"]["finished_at"] > before["2"]["finished_at"]

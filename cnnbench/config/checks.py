@@ -59,6 +59,19 @@ def check_schema_keys(cfg: DictConfig) -> None:
                  f"it accepts: {', '.join(k for k in allowed if k != choice) or 'none'}")
 
 
+def check_augment(a: DictConfig, size: int | None) -> None:
+    """Augmentation values against the image side ``size`` (when known): a crop padding or cutout as large as
+    the image would blank or replace it (and reflect padding cannot exceed the image)."""
+    _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
+    _require(a.padding_mode in PAD_MODES, f"data.augment.padding_mode must be one of {', '.join(PAD_MODES)}, "
+             f"got {a.padding_mode!r}")
+    if size:
+        _require(a.crop_padding < size, f"data.augment.crop_padding={a.crop_padding} must be smaller than the "
+                 f"image side ({size})")
+        _require(a.cutout < size, f"data.augment.cutout={a.cutout} must be smaller than the image side ({size}): "
+                 f"a larger square blanks whole images")
+
+
 def validate_scheduler(s: DictConfig) -> None:
     """Check a scheduler config's values."""
     _require(s.interval in ("step", "epoch"), f"scheduler.interval must be step or epoch, got {s.interval!r}")
@@ -136,10 +149,7 @@ def validate(cfg: DictConfig) -> None:
         _require(d[key] is None or d[key] > 0, f"data.{key} must be positive, got {d[key]}")
     _require(d.max_memory_gb > 0 and d.num_workers >= 0, "data.max_memory_gb must be positive and "
              "data.num_workers >= 0")
-    a = d.augment
-    _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
-    _require(a.padding_mode in PAD_MODES, f"data.augment.padding_mode must be one of {', '.join(PAD_MODES)}, "
-             f"got {a.padding_mode!r}")
+    check_augment(d.augment, d.image_size)
 
     check_schema_keys(cfg)
     validate_scheduler(s)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 import cnnbench.data.cache as cache
+from cnnbench.config.checks import check_augment
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.loader import DeviceLoader
 from cnnbench.data.sources import READERS, RawSplits, random_split
@@ -113,6 +114,10 @@ def make_loaders(
     """The train loader (augmented, shuffled by ``seed``; this process's shard of each batch) and val/test
     loaders (neither)."""
     mean, std = normalization(cfg, data.channels)
+    check_augment(cfg.augment, data.image_size)
+    if cfg.batch_size > len(data.train):
+        raise CnnbenchError(f"data.batch_size={cfg.batch_size} is larger than the training split ({len(data.train)} "
+                            f"images); lower data.batch_size")
 
     def loader(images: ImageSet | FileImageSet, batch_size: int, **kwargs) -> DeviceLoader:
         if images.streamed:

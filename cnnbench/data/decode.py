@@ -25,6 +25,6 @@ def read_image(path: str | Path, channels: int, size: int | None = None) -> torc
             if img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
         raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)

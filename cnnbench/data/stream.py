@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnnbench.data.images import FileImageSet
 from cnnbench.data.loader import Batch, DeviceLoader
+from cnnbench.errors import CnnbenchError
 
 
 class _Decode(Dataset):
@@ -47,5 +48,9 @@ class StreamLoader(DeviceLoader):
         loader = DataLoader(_Decode(self.data), batch_sampler=[b.tolist() for b in batches],
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
-        for idx, x in zip(batches, loader, strict=True):
-            yield self._finish(x.to(self.device, non_blocking=True), idx, shard=False)  # (sharded above)
+        try:
+            for idx, x in zip(batches, loader, strict=True):
+                yield self._finish(x.to(self.device, non_blocking=True), idx, shard=False)  # (sharded above)
+        except CnnbenchError as e:  # a worker's error arrives with its traceback in the message: keep its line
+            raise CnnbenchError(str(e).strip().splitlines()[-1].removeprefix("cnnbench.errors.CnnbenchError: ")
+                                ) from None

@@ -41,5 +41,14 @@ class Checkpointer:
         return self.dir / name
 
     def save(self, name: str, state: dict) -> None:
-        if self.enabled:
-            atomic_save({**state, **self.payload}, self.dir / name)
+        """Write ``state`` (with the payload) as ``name``; weights that are not all finite are never written, so
+        the last good checkpoint stays."""
+        if not self.enabled:
+            return
+        bad = next((k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        if bad is not None:
+            raise CnnbenchError(f"the weights became non-finite by step {state.get('step')} ({bad}); not saved, the "
+                                f"last good checkpoint stays; lower optimizer.lr, set trainer.grad_clip, or use "
+                                f"trainer.precision=fp32")
+        atomic_save({**state, **self.payload}, self.dir / name)
