@@ -31,6 +31,8 @@ def error_boundary() -> Iterator[None]:
         fail(str(e))
     except (HydraException, OmegaConfBaseException) as e:
         fail(one_line(e))
+    except KeyboardInterrupt:  # Ctrl-C before training started (once it has, the trainer stops cleanly)
+        fail("interrupted", code=130)
 
 
 def key_values(argv: list[str], usage: str, keys: set[str], required: set[str] = frozenset(),

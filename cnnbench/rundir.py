@@ -115,9 +115,10 @@ def write_hydra_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig | No
     it would be written before the run's checks, also for a refused run)."""
     from cnnbench.fileio import atomic_write
 
-    files = {"config.yaml": OmegaConf.to_yaml(cfg, resolve=True), "overrides.yaml": OmegaConf.to_yaml(overrides)}
+    files = {"overrides.yaml": OmegaConf.to_yaml(overrides)}
     if hydra_cfg is not None:
-        files["hydra.yaml"] = OmegaConf.to_yaml({"hydra": hydra_cfg})
+        files["hydra.yaml"] = "hydra:\n" + "".join(f"  {line}\n" for line in OmegaConf.to_yaml(hydra_cfg).splitlines())
+    files["config.yaml"] = OmegaConf.to_yaml(cfg, resolve=True)  # last: its appearance says training started
     for name, text in files.items():
         atomic_write(run_dir / ".hydra" / name, lambda f, text=text: f.write(text.encode()))
 

@@ -39,12 +39,13 @@ register_configs()
 
 def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = None) -> dict:
     """Train and evaluate one configuration; return the results (also written to results.json). ``on_start`` is
-    called when everything is built and checked, just before training starts.
+    called when everything is built and checked, as training starts.
 
     With ``trainer.strategy=ddp`` (under torchrun) every process calls this; rank 0 writes the run directory.
     """
     from cnnbench.assemble import build_run
     from cnnbench.engine import distributed
+    from cnnbench.engine.callbacks import FitStart
     from cnnbench.engine.runtime import resolve_device, resolve_precision, seed_everything
     from cnnbench.results import test_and_record
     from cnnbench.transfer.build import apply_weights_preprocessing, load_source_checkpoint
@@ -70,8 +71,8 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
             built = build_run(cfg, run_dir, device, precision, dist, reporter, source)
             if t.resume:
                 resume(built.trainer, cfg, run_dir, reporter, dist, built.data.class_names)
-            if on_start is not None:
-                on_start()
+            if on_start is not None:  # first of the callbacks, once Ctrl-C stops cleanly
+                built.trainer.callbacks.insert(0, FitStart(on_start))
             built.trainer.fit()
             if not dist.is_main:
                 return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": dist.rank,

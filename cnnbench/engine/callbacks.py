@@ -44,6 +44,16 @@ class Callback:
         """``state`` is None when the checkpoint was written without this callback."""
 
 
+class FitStart(Callback):
+    """Calls ``fn()`` when training starts (the command makes the run directory its own there)."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.fn()
+
+
 class ModelHooks(Callback):
     """Calls a model's ``TrainingHooks``: ``init_from_data`` before training from scratch (not on resume, where
     the checkpoint holds the result), ``on_epoch_start`` before each epoch."""

@@ -181,9 +181,9 @@ class Trainer:
         return self.state.epoch >= self.cfg.epochs or self.state.step >= self.total_steps
 
     def fit(self) -> TrainState:
-        self._call("on_fit_start")
         train = self.loaders["train"]
-        with StopRequest(distributed=self.dist.world_size > 1) as stop:
+        with StopRequest(distributed=self.dist.world_size > 1) as stop:  # (a Ctrl-C from here on stops cleanly)
+            self._call("on_fit_start")
             while not self.finished:
                 metrics = self.train_one_epoch(stop)
                 stop.agree(train.device)
