@@ -31,7 +31,6 @@ from cnnbench.overrides import hydra_overrides, parse_overrides
 from cnnbench.tracking import Reporter
 
 if TYPE_CHECKING:
-    from cnnbench.engine.distributed import DistInfo
     from cnnbench.engine.trainer import Trainer
 
 register_configs()
@@ -69,10 +68,15 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
             if preprocessing:
                 reporter.info(preprocessing)
             built = build_run(cfg, run_dir, device, precision, dist, reporter, source)
-            if t.resume:
-                resume(built.trainer, cfg, run_dir, reporter, dist, built.data.class_names)
-            if on_start is not None:  # first of the callbacks, once Ctrl-C stops cleanly
-                built.trainer.callbacks.insert(0, FitStart(on_start))
+            best = resume(built.trainer, cfg, run_dir, reporter, built.data.class_names) if t.resume else None
+
+            def start() -> None:  # training starts: the directory becomes this run's
+                if on_start is not None:
+                    on_start()
+                if best is not None and dist.is_main:  # selection goes on from the resumed run's best checkpoint
+                    atomic_copy(best, run_dir / "checkpoints" / "best.pt")
+
+            built.trainer.callbacks.insert(0, FitStart(start))  # (the first callback; Ctrl-C stops cleanly there)
             built.trainer.fit()
             if not dist.is_main:
                 return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": dist.rank,
@@ -83,9 +87,10 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
         distributed.shutdown()
 
 
-def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, dist: DistInfo,
-           class_names: list[str]) -> None:
-    """Continue the checkpoint that ``trainer.resume`` names, exactly where it stopped."""
+def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, class_names: list[str]
+           ) -> Path | None:
+    """Continue the checkpoint that ``trainer.resume`` names, exactly where it stopped; return the best
+    checkpoint to carry into this run directory when it continues another one's."""
     from cnnbench.engine.checkpoint import load_checkpoint
 
     source = rundir.resume_path(cfg.trainer.resume, run_dir)
@@ -97,11 +102,9 @@ def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter,
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise CnnbenchError(f"cannot resume from {source}: its saved state does not fit this run "
                             f"({type(e).__name__}: {first}); resume with the config it was trained with") from None
-    # The best checkpoint so far stays the reference for selection when continuing in a new directory.
-    best_src, best_dst = source.parent / "best.pt", run_dir / "checkpoints" / "best.pt"
-    if dist.is_main and best_src.is_file() and best_src.resolve() != best_dst.resolve():
-        atomic_copy(best_src, best_dst)
     reporter.info(f"resumed at epoch {ckpt['epoch']}, step {ckpt['step']} from {source}")
+    best = source.parent / "best.pt"
+    return best if best.is_file() and best.resolve() != (run_dir / "checkpoints" / "best.pt").resolve() else None
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
