@@ -23,8 +23,11 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
     trainer, state = run.trainer, run.trainer.state
     best = run_dir / "checkpoints" / "best.pt"
     test: dict = {"acc": None, "loss": None, "per_class": {}}
+    scored_step = None  # the step of the checkpoint the test scores belong to
     if best.is_file():  # (absent only when stopped before the first validation: then nothing is scored)
-        run.model.load_state_dict(load_checkpoint(best)["model"])
+        ckpt = load_checkpoint(best)
+        run.model.load_state_dict(ckpt["model"])
+        scored_step = ckpt["step"]
         scores = predict(run.compiled or run.model, run.loaders["test"], precision, cfg.trainer.tta)
         test = metrics(scores, run.data.class_names)
         reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
@@ -41,6 +44,7 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         "test_loss": test["loss"],
         **{f"test_{k}": test[k] for k in ("top5_acc", "balanced_acc", "macro_f1") if k in test},
         "best_val_acc": state.best_val_acc,
+        "scored_step": scored_step,
         "epochs_completed": state.epoch,
         "steps": state.step,
         "train_time_s": state.train_time_s,

@@ -242,3 +242,45 @@ def test_visualize_refuses_a_checkpoint_without_config(tmp_path: Path, capsys) -
         main([f"run={tmp_path / 'bare.pt'}", f"image={ROOT / 'docs' / 'feature_maps.png'}", "layer=x"])
     err = capsys.readouterr().err
     assert code.value.code == 2 and "has no config" in err and len(err.strip().splitlines()) == 1
+
+
+# -- the fault matrix ----------------------------------------------------------------------------------------------
+FAULT_RUN = [*QUIET, "trainer.epochs=3", "trainer.checkpoint_every_steps=10", "trainer.deterministic=true"]
+STEPS_PER_EPOCH = 40  # digits: 1,294 training images at batch 32
+
+
+def _complete_files(run_dir: Path) -> dict | None:
+    """Every checkpoint loads and results.json parses (old or new, never half); returns the results."""
+    for ckpt in (run_dir / "checkpoints").glob("*.pt"):
+        torch.load(ckpt, weights_only=True)
+    path = run_dir / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sigkill", "sigint", "exception", "disk_full"])
+@pytest.mark.parametrize("point", ["start", "mid_epoch", "checkpoint", "evaluation", "results"])
+def test_fault_matrix_leaves_complete_files_honest_results_and_a_way_on(tmp_path: Path, point: str,
+                                                                       kind: str) -> None:
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import faults; "
+            f"faults.install({point!r}, {kind!r}, {STEPS_PER_EPOCH}); from cnnbench.train import main; "
+            f"sys.argv = ['cnnbench', *{[*FAULT_RUN, 'hydra.run.dir=run']!r}]; main()")
+    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    faulty = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=CEILING_S)
+    run_dir = tmp_path / "run"
+    results = _complete_files(run_dir)
+    if results is not None and results.get("test_acc") is not None:  # test scores belong to best.pt's weights
+        best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+        assert results["scored_step"] == best["step"], (results, faulty.stderr[-1000:])
+    resumed = subprocess.run([sys.executable, "-m", "cnnbench", *FAULT_RUN, "hydra.run.dir=run",
+                              "trainer.resume=auto"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=CEILING_S)
+    if resumed.returncode == 0:  # continued to the end
+        final = _complete_files(run_dir)
+        assert final["status"] == "completed" and final["steps"] == 3 * STEPS_PER_EPOCH
+        assert final["scored_step"] == torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["step"]
+    else:  # or refused in one line (nothing to resume from, or a completed run)
+        assert resumed.returncode == 2 and len(resumed.stderr.strip().splitlines()) == 1, resumed.stderr
+        assert "Traceback" not in resumed.stderr
