@@ -29,13 +29,19 @@ from cnnbench.errors import CnnbenchError
 RUN_FILES = (".hydra", "tensorboard", "checkpoints", "figures", "results.json")  # what a run writes
 
 
-def prior_status(run_dir: Path) -> str | None:
-    """What an earlier run left here: completed, interrupted (also killed: a last.pt without results), failed,
-    or None."""
+def earlier_results(run_dir: Path) -> dict | None:
+    """The results.json an earlier run left here, if any (and readable)."""
     try:
-        status = json.loads((run_dir / "results.json").read_text()).get("status")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        status = None
+        results = json.loads((run_dir / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return results if isinstance(results, dict) else None
+
+
+def prior_status(run_dir: Path, results: dict | None) -> str | None:
+    """What an earlier run left here (``results``: its results.json): completed, interrupted (also killed: a
+    last.pt without results), failed, or None."""
+    status = results.get("status") if results else None
     if status is None and (run_dir / "checkpoints" / "last.pt").is_file():
         return "interrupted"
     return status
@@ -132,15 +138,6 @@ def os_error_message(e: OSError) -> str | None:
         return None
     where = f" {e.filename}" if e.filename else ""
     return f"cannot write{where}: {e.strerror or e}; check the permissions and free space of the output directory"
-
-
-def completed_before(run_dir: Path) -> dict | None:
-    """The results.json of an earlier completed run in this directory, if any."""
-    try:
-        prior = json.loads((run_dir / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return prior if prior.get("status") == "completed" else None
 
 
 def same_job(prior: dict, overrides: list[str]) -> bool:

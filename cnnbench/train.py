@@ -132,9 +132,9 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
     from cnnbench.results import objective
 
     overrides = hydra_overrides()
-    status = rundir.prior_status(run_dir) if owner else None
-    prior = rundir.completed_before(run_dir)
-    if prior is not None and multirun and cfg.sweep.skip_completed and rundir.same_job(prior, overrides):
+    prior = rundir.earlier_results(run_dir) if owner else None
+    status = rundir.prior_status(run_dir, prior) if owner else None
+    if status == "completed" and multirun and cfg.sweep.skip_completed and rundir.same_job(prior, overrides):
         print(f"skipping {run_dir}: completed before ({' '.join(overrides)})")
         return objective(prior)
     if multirun and cfg.sweep.skip_completed and status == "interrupted" and not cfg.trainer.resume:

@@ -30,7 +30,7 @@ class AugmentConfig:
     cutout: int = 0  # side of a zeroed square at a random place; 0 = off
 
 
-class Precision(str, Enum):
+class PrecisionChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
@@ -78,7 +78,7 @@ class TrainerConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     strategy: str = "single"  # single | ddp (one process per device, launched by torchrun)
-    precision: Precision = Precision.auto
+    precision: PrecisionChoice = PrecisionChoice.auto
     channels_last: bool | None = None  # null = on for conv nets
     compile: bool = False
     seed: int = 0

@@ -57,10 +57,6 @@ class DeviceLoader:
         return len(self.sampler)
 
     @property
-    def batch_size(self) -> int:
-        return self.sampler.batch_size
-
-    @property
     def num_images(self) -> int:
         """Images this process sees per pass."""
         return self.sampler.images_per_pass

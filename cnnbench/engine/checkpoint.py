@@ -37,9 +37,6 @@ class Checkpointer:
     def __init__(self, run_dir: Path, payload: dict, enabled: bool = True) -> None:
         self.dir, self.payload, self.enabled = Path(run_dir) / "checkpoints", payload, enabled
 
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
     def save(self, name: str, state: dict) -> None:
         """Write ``state`` (with the payload) as ``name``; weights that are not all finite are never written, so
         the last good checkpoint stays."""
