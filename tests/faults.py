@@ -3,7 +3,7 @@
 ``install(point, kind)`` makes the run fail once at ``point`` (start: the 3rd step, before any checkpoint;
 mid_epoch: the 5th step of the second epoch; checkpoint: inside the write of the second last.pt;
 evaluation: the second validation; results: writing results.json) in the way ``kind`` says (sigkill, sigint,
-exception, disk_full). Only functions are wrapped; cnnbench's code is unchanged.
+sigterm, exception, disk_full, read_only). Only functions are wrapped; cnnbench's code is unchanged.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import signal
 def _fail(kind: str, where: str = "") -> None:
     if kind == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
-    elif kind == "sigint":
-        os.kill(os.getpid(), signal.SIGINT)  # handled: the run stops cleanly where it is
+    elif kind in ("sigint", "sigterm"):  # handled: the run stops cleanly where it is
+        os.kill(os.getpid(), signal.SIGINT if kind == "sigint" else signal.SIGTERM)
     elif kind == "exception":
         raise RuntimeError(f"injected fault at {where}")
     elif kind == "disk_full":
         raise OSError(errno.ENOSPC, "No space left on device", where)
+    elif kind == "read_only":  # (what a read-only mount gives; as root, file modes cannot make one)
+        raise OSError(errno.EROFS, "Read-only file system", where)
 
 
 def install(point: str, kind: str, steps_per_epoch: int) -> None:
