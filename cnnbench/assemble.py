@@ -78,7 +78,7 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     steps_per_epoch = len(loaders["train"])
     schedule = build_schedule(optimizer, cfg.scheduler, steps_per_epoch, planned_steps(t, steps_per_epoch))
 
-    callbacks: list[Callback] = [c for c in (plan,) if c is not None]
+    callbacks: list[Callback] = [plan] if plan is not None else []
     if isinstance(model, TrainingHooks):
         callbacks.append(ModelHooks(model, init=cfg.transfer.strategy == "scratch"))
     if t.lookahead_every:

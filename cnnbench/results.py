@@ -32,7 +32,7 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         test = metrics(scores, run.data.class_names)
         reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
     per_class_acc = {name: m["recall"] for name, m in test["per_class"].items()}
-    if run.pictures is not None and best.is_file():
+    if run.pictures is not None and scored_step is not None:
         run.pictures.log_test(scores, per_class_acc, run.data.test.take(slice(None)), state.step)
     results = {
         "status": "interrupted" if trainer.interrupted else "completed",

@@ -88,15 +88,14 @@ def check_reuse(run_dir: Path, status: str | None, resume: str | None, overwrite
     run (``trainer.resume=auto``) or replaces it (``trainer.overwrite=true``)."""
     if status not in ("completed", "interrupted") or overwrite:
         return
+    held = f"{run_dir} already holds a{'n' if status == 'interrupted' else ''} {status} run"
     if resume and resume != "auto" and checkpoint_in(resume, "last.pt").resolve().parent.parent != run_dir.resolve():
-        raise CnnbenchError(f"{run_dir} already holds a{'n' if status == 'interrupted' else ''} {status} run: "
-                            f"resuming {resume} here would overwrite it; choose another hydra.run.dir (or set "
-                            f"trainer.overwrite=true to replace it)")
+        raise CnnbenchError(f"{held}: resuming {resume} here would overwrite it; choose another hydra.run.dir (or "
+                            f"set trainer.overwrite=true to replace it)")
     if not resume:
-        hint = "trainer.resume=auto to continue it" if status == "interrupted" else \
-            "trainer.resume=auto to continue it with more epochs"
-        raise CnnbenchError(f"{run_dir} already holds a{'n' if status == 'interrupted' else ''} {status} run; "
-                            f"choose another hydra.run.dir, set {hint}, or trainer.overwrite=true to replace it")
+        more = " with more epochs" if status == "completed" else ""
+        raise CnnbenchError(f"{held}; choose another hydra.run.dir, set trainer.resume=auto to continue it{more}, "
+                            f"or trainer.overwrite=true to replace it")
 
 
 def clear(run_dir: Path) -> None:

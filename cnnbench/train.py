@@ -55,10 +55,11 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
     preprocessing = apply_weights_preprocessing(cfg, set(parse_overrides(overrides)))
     validate(cfg)
     source = load_source_checkpoint(cfg)
-    dist = distributed.init(t.strategy, resolve_device(t.device))
+    device = resolve_device(t.device)
+    dist = distributed.init(t.strategy, device)
     try:
         run_dir = distributed.shared_run_dir(run_dir)
-        device = distributed.device_for(dist, resolve_device(t.device))
+        device = distributed.device_for(dist, device)
         precision = resolve_precision(t.precision, device)
         seed_everything(t.seed, t.deterministic)
         with Reporter(run_dir, tensorboard=cfg.logger.tensorboard and dist.is_main, progress=cfg.logger.progress,
