@@ -21,7 +21,7 @@ from cnnbench.engine.optim import build_optimizer, build_schedule
 from cnnbench.engine.runtime import Precision, has_conv
 from cnnbench.engine.trainer import Trainer, planned_steps
 from cnnbench.models.hooks import TrainingHooks
-from cnnbench.pictures import Pictures
+from cnnbench.pictures import Pictures, snapshot_epochs
 from cnnbench.tracking import Reporter
 from cnnbench.transfer.build import build_start_model
 from cnnbench.transfer.strategy import TransferPlan
@@ -98,9 +98,10 @@ def _pictures(cfg: DictConfig, run_dir: Path, model: nn.Module, data: DataBundle
               reporter: Reporter) -> Pictures | None:
     """The pictures callback, when anything is to be drawn (images every N epochs, PNG figures or TensorBoard)."""
     log = cfg.logger
-    if not (log.image_every or log.figures or log.tensorboard):
+    if not (log.snapshots or log.figures or log.tensorboard):
         return None
     samples = test.head(log.num_samples)
-    return Pictures(reporter, run_dir, model, samples, test.mean, test.std,
+    names = [data.class_names[i] for i in data.test.labels[:len(samples)].tolist()]
+    return Pictures(reporter, run_dir, model, samples, names, test.mean, test.std,
                     list(log.feature_layers) if log.feature_layers else None, data.class_names,
-                    every=log.image_every, figures=log.figures)
+                    epochs=snapshot_epochs(cfg.trainer.epochs, log.snapshots), figures=log.figures)

@@ -54,3 +54,11 @@ def key_values(argv: list[str], usage: str, keys: set[str], required: set[str] =
     if missing:
         fail(f"missing {missing[0]}=...; {usage}")
     return args
+
+
+def positive_int(args: dict[str, str], key: str, default: int) -> int:
+    """``args[key]`` as a whole number >= 1 (``default`` when absent); anything else is a one-line error."""
+    value = args.get(key, str(default))
+    if not value.isdigit() or int(value) < 1:
+        fail(f"{key} must be a whole number >= 1, got {value!r}")
+    return int(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.assemble import Run
 from cnnbench.engine.checkpoint import load_checkpoint
@@ -33,7 +33,7 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
     per_class_acc = {name: m["recall"] for name, m in test["per_class"].items()}
     if run.pictures is not None and scored_step is not None:
-        run.pictures.log_test(scores, per_class_acc, run.data.test.take(slice(None)), state.step)
+        run.pictures.log_test(scores, test["per_class"], run.data.test.take, state.step)
     results = {
         "status": "interrupted" if trainer.interrupted else "completed",
         "model": cfg.model.name,
@@ -62,23 +62,32 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         "history": state.history,
     }
     atomic_write_json(results, run_dir / "results.json")
-    reporter.hparams(hparams(cfg, overrides), {"hparam/test_acc": test["acc"],
-                                               "hparam/best_val_acc": state.best_val_acc})
+    reporter.hparams({**hparams(cfg, overrides), "params": run.params, "macs": run.macs}, HPARAMS_METRICS)
     reporter.summary(results)
     if trainer.interrupted:
         reporter.info(f"interrupted after step {state.step}; checkpoint in {run_dir / 'checkpoints' / 'last.pt'}")
     return results
 
 
+# the scalars HParams compares runs by (their last values): all are curves or results the run logs anyway
+HPARAMS_METRICS = ["test/acc", "test/loss", "val/best_acc", "val/acc", "train/loss", "train/images_per_s",
+                   "train/time_s"]
+GROUPS = ("model", "data", "optimizer", "scheduler", "transfer", "trainer", "experiment")
+
+
 def hparams(cfg: DictConfig, overrides: list[str]) -> dict[str, str | int | float | bool]:
-    """What TensorBoard's HParams tab compares: the main choices plus every command-line override."""
+    """What TensorBoard's HParams tab compares: the main choices plus every command-line override, under its
+    config key, with the config's value and type (3 as a number: as strings "10" would sort before "3")."""
     values: dict[str, str | int | float | bool] = {
         "model": cfg.model.name, "data": cfg.data.name, "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-        "lr": cfg.optimizer.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.epochs,
-        "scheduler": cfg.scheduler.name, "transfer": cfg.transfer.strategy, "seed": cfg.trainer.seed,
+        "optimizer.lr": cfg.optimizer.lr, "data.batch_size": cfg.data.batch_size, "trainer.epochs": cfg.trainer.epochs,
+        "scheduler": cfg.scheduler.name, "transfer": cfg.transfer.strategy, "trainer.seed": cfg.trainer.seed,
     }
-    for key, value in parse_overrides(overrides).items():
-        values.setdefault(key, value)
+    for key, text in parse_overrides(overrides).items():
+        if key in GROUPS or key in values:
+            continue
+        value = OmegaConf.select(cfg, key, default=text)
+        values[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return values
 
 

@@ -5,6 +5,7 @@ Named ``tracking`` rather than ``logging`` so it does not shadow the standard li
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -16,10 +17,11 @@ from rich.table import Table
 class Reporter:
     """Console (rich) and TensorBoard output of one run. Quiet and line-based when not on a terminal."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True, quiet: bool = False) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True, quiet: bool = False,
+                 run_name: str = "run") -> None:
         self.console = Console(highlight=False, soft_wrap=True, quiet=quiet)
         self.live = progress and self.console.is_terminal
-        self.tensorboard, self.log_dir = tensorboard, run_dir / "tensorboard"
+        self.tensorboard, self.log_dir = tensorboard, tensorboard_dir(run_dir, run_name)
         self._writer = None
         self._progress: Progress | None = None
         self._task = None
@@ -54,24 +56,22 @@ class Reporter:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
 
-    def hparams(self, hparams: dict, metrics: dict[str, float | None]) -> None:
-        """Record the run for TensorBoard's HParams tab (written to this run's own event directory)."""
+    def hparams(self, hparams: dict, metrics: list[str]) -> None:
+        """Record the run for TensorBoard's HParams tab. ``metrics`` name scalar tags this run writes (HParams
+        shows their last values); unlike ``SummaryWriter.add_hparams``, no second copy of them is written as
+        one-point ``hparam/*`` charts."""
         if self.writer is not None:
-            self.writer.add_hparams(hparams, {k: v for k, v in metrics.items() if v is not None}, run_name=".")
+            from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+            for summary in hparams_summary(hparams, dict.fromkeys(metrics, 0.0)):
+                self.writer.file_writer.add_summary(summary)
 
     def image(self, tag: str, image, step: int) -> None:
-        """A (3, H, W) float image in [0, 1]."""
+        """A PIL image (RGB)."""
         if self.writer is not None:
-            self.writer.add_image(tag, image, step)
+            import numpy as np
 
-    def figure(self, tag: str, fig, step: int) -> None:
-        """A matplotlib figure; closed afterwards."""
-        if self.writer is not None:
-            self.writer.add_figure(tag, fig, step)  # closes the figure
-        else:
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
+            self.writer.add_image(tag, np.asarray(image), step, dataformats="HWC")
 
     # -- progress --------------------------------------------------------------------------------------------------
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
@@ -124,6 +124,22 @@ class Reporter:
             self._progress.stop()
         if self._writer is not None:
             self._writer.close()
+
+
+def run_name(model: str, overrides: dict[str, str]) -> str:
+    """What TensorBoard lists a run as: the model, then the overrides (those that change the result; not the
+    model, resume or logging ones), as a folder name: ``vgg11_bn,optimizer.lr=0.05,trainer.epochs=2``."""
+    skip = ("model", "trainer.resume", "hydra.", "logger.", "sweep.")
+    parts = [model, *(f"{k}={v}" for k, v in overrides.items() if not k.startswith(skip))]
+    return re.sub(r"[^\w.,=+-]", "_", ",".join(parts))[:120]
+
+
+def tensorboard_dir(run_dir: Path, name: str) -> Path:
+    """``<run dir>/tensorboard/<name>``: TensorBoard names a run by its folder, so ``--logdir outputs`` lists
+    ``<date>/<time>/tensorboard/<name>``. A resumed run keeps the folder it started with."""
+    root = run_dir / "tensorboard"
+    existing = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    return existing[0] if len(existing) == 1 else root / name
 
 
 def _pct(value: float | None) -> str:

@@ -1,6 +1,6 @@
 """The ``cnnbench`` command: resolve the config, build the run, fit, test, write the run directory.
 
-A run directory holds ``.hydra/`` (the composed config and overrides), ``tensorboard/`` (event files),
+A run directory holds ``.hydra/`` (the composed config and overrides), ``tensorboard/<run name>/`` (events),
 ``checkpoints/{last,best}.pt``, ``figures/`` and ``results.json`` (see ``cnnbench.rundir``).
 torch and torchvision are imported inside ``run``: ``cnnbench --help`` and config errors need neither.
 """
@@ -28,7 +28,7 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_copy, atomic_write_json
 from cnnbench.leaderboard import LeaderboardCallback
 from cnnbench.overrides import hydra_overrides, parse_overrides
-from cnnbench.tracking import Reporter
+from cnnbench.tracking import Reporter, run_name
 
 if TYPE_CHECKING:
     from cnnbench.engine.trainer import Trainer
@@ -63,7 +63,8 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
         precision = resolve_precision(t.precision, device)
         seed_everything(t.seed, t.deterministic)
         with Reporter(run_dir, tensorboard=cfg.logger.tensorboard and dist.is_main, progress=cfg.logger.progress,
-                      quiet=not dist.is_main) as reporter:
+                      quiet=not dist.is_main, run_name=run_name(cfg.model.name, parse_overrides(overrides))
+                      ) as reporter:
             if cfg.logger.print_config:
                 reporter.print_config(OmegaConf.to_yaml(cfg, resolve=True))
             if preprocessing:

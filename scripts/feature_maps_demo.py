@@ -35,7 +35,7 @@ def main() -> None:
     run_dir = tmp / "run"
     results = run_cnnbench(run_dir, "data=imagefolder", f"data.root={root}", "model=small_resnet",
                            f"trainer.max_steps={args.steps}", "trainer.epochs=1", "data.num_test=2000",
-                           "logger.image_every=1", "logger.print_config=false")
+                           "logger.snapshots=1000", "logger.print_config=false")
     print(f"test accuracy after {results['steps']} steps: {results['test_acc']:.2f}%")
     print(f"image logging {results['image_logging_s']:.2f} s against {results['train_time_s']:.1f} s of training "
           f"({100 * results['image_logging_s'] / results['train_time_s']:.2f}%)")

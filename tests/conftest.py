@@ -80,3 +80,10 @@ def cifar_subset(tmp_path_factory) -> Path:
             if len(taken) == 20 and all(taken[k] >= quota[k[0]] for k in taken):
                 break
     return out
+
+
+def tensorboard_run(run_dir: Path) -> Path:
+    """The one folder of event files under ``<run dir>/tensorboard/`` (named after the run)."""
+    folders = [p for p in (run_dir / "tensorboard").iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]

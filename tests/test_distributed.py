@@ -13,7 +13,7 @@ import torch
 from conftest import run_cli
 
 COMMON = ["trainer.epochs=10", "trainer.precision=fp32", "trainer.deterministic=true", "logger.print_config=false",
-          "logger.image_every=0", "logger.progress=false"]
+          "logger.snapshots=0", "logger.progress=false"]
 
 
 def torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

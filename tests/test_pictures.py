@@ -1,72 +1,165 @@
-"""Feature maps, filters, confusion matrix, mistakes and hparams reach TensorBoard and figures/."""
+"""Pictures and TensorBoard as a reader sees them: event files read back, PNGs opened, HParams decoded."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, tensorboard_run
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import plugin_data_pb2
 
+from cnnbench.engine.evaluate import confusion_matrix
 from cnnbench.models import build_model
-from cnnbench.pictures import confusion_matrix, default_feature_layers, feature_grid
+from cnnbench.pictures import capture, default_feature_layers, snapshot_epochs
+from cnnbench.pictures.cards import feature_grid
+from cnnbench.pictures.charts import confusion_figure, most_confused, per_class_figure
+from cnnbench.pictures.layers import tags, trace
+from cnnbench.tracking import run_name
+
+EPOCHS, SNAPSHOTS = 5, 3
 
 
 @pytest.fixture(scope="module")
 def visual_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("visual")
-    proc = run_cli("model=small_resnet", "trainer.epochs=2", "trainer.max_steps=6", "logger.image_every=1",
-                   "data.num_train=120", "hydra.run.dir=run", cwd=tmp)
+    proc = run_cli("model=small_resnet", f"trainer.epochs={EPOCHS}", f"logger.snapshots={SNAPSHOTS}",
+                   "data.num_train=120", "data.batch_size=32", "optimizer.lr=0.05", "hydra.run.dir=run", cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return tmp / "run"
 
 
-def test_tensorboard_has_images_scalars_and_hparams(visual_run: Path) -> None:
-    acc = EventAccumulator(str(visual_run / "tensorboard"), size_guidance={"images": 0}).Reload()
-    images = set(acc.Tags()["images"])
-    layers = ["stem.0", "stages.0.1", "stages.1.1", "stages.2.1"]
-    assert {f"feature_maps/{n}" for n in [*layers, "input"]} <= images
-    assert {"filters/stem.0", "test/confusion_matrix", "test/misclassified"} <= images
-    assert len(acc.Images("feature_maps/stem.0")) == 2  # image_every=1 over two epochs
-    # a 4x4 grid of 64x64 tiles (32x32 maps upsampled x2) with 2-pixel padding
-    grid = acc.Images("feature_maps/stem.0")[-1]
-    assert (grid.width, grid.height) == (4 * 64 + 5 * 2, 4 * 64 + 5 * 2)
-    small = acc.Images("feature_maps/stages.2.1")[-1]  # 8x8 maps upsampled x6 to 48
-    assert small.width == 4 * 48 + 10
-    scalars = set(acc.Tags()["scalars"])
-    assert {f"test/acc/{c}" for c in range(10)} <= scalars
-    # hparams: TensorBoard's HParams plugin records (experiment, session start, session end)
-    plugin_tags = defaultdict(set)
-    for f in (visual_run / "tensorboard").rglob("events.out.tfevents.*"):
+@pytest.fixture(scope="module")
+def events(visual_run: Path) -> EventAccumulator:
+    return EventAccumulator(str(tensorboard_run(visual_run)), size_guidance={"images": 0, "scalars": 0}).Reload()
+
+
+def decode(event_image) -> np.ndarray:
+    import io
+
+    return np.asarray(Image.open(io.BytesIO(event_image.encoded_image_string)).convert("RGB"))
+
+
+def test_run_is_named_after_model_and_overrides(visual_run: Path) -> None:
+    assert tensorboard_run(visual_run).name == ("small_resnet,trainer.epochs=5,data.num_train=120,data.batch_size=32,"
+                                                "optimizer.lr=0.05")
+    assert run_name("vgg11_bn", {"model": "vgg11_bn", "trainer.resume": "true", "data.root": "/a b/c"}) == \
+        "vgg11_bn,data.root=_a_b_c"
+
+
+def test_feature_map_tags_in_network_order_with_kind_and_shape(events: EventAccumulator) -> None:
+    images = sorted(t for t in events.Tags()["images"] if t.startswith("feature_maps/"))
+    assert images == ["feature_maps/00 input", "feature_maps/01 stem.2 relu 64x32x32",
+                      "feature_maps/02 stages.0.1 basic 64x32x32", "feature_maps/03 stages.1.1 basic 128x16x16",
+                      "feature_maps/04 stages.2.1 basic 256x8x8"]
+    assert "filters/stem.0 conv 64x1x3x3" in events.Tags()["images"]
+    assert {"test/confusion_matrix", "test/misclassified", "test/per_class"} <= set(events.Tags()["images"])
+
+
+def test_snapshots_spread_over_the_run(events: EventAccumulator, visual_run: Path) -> None:
+    assert snapshot_epochs(EPOCHS, SNAPSHOTS) == [1, 3, 5]
+    assert snapshot_epochs(3, 4) == [1, 2, 3] and snapshot_epochs(10, 4) == [1, 4, 7, 10]
+    assert snapshot_epochs(7, 1) == [7] and snapshot_epochs(7, 0) == []
+    history = json.loads((visual_run / "results.json").read_text())["history"]
+    steps_at = {h["epoch"]: h["step"] for h in history}
+    for tag in ("feature_maps/00 input", "feature_maps/01 stem.2 relu 64x32x32"):
+        assert [e.step for e in events.Images(tag)] == [steps_at[1], steps_at[3], steps_at[5]]
+
+
+def test_default_feature_maps_are_never_constant(events: EventAccumulator) -> None:
+    for tag in events.Tags()["images"]:
+        if tag.startswith("feature_maps/0") and not tag.endswith("input"):
+            pixels = decode(events.Images(tag)[-1]).astype(float)
+            body = pixels[40:]  # below the title strip: the input and the 4x4 grid of maps
+            assert body.std() > 20, tag
+
+
+def test_no_clutter_in_scalars(events: EventAccumulator) -> None:
+    scalars = set(events.Tags()["scalars"])
+    assert not [t for t in scalars if t.startswith("hparam/") or t.startswith("test/acc/")], scalars
+    assert {"train/loss", "val/acc", "val/best_acc", "train/time_s", "test/acc", "test/loss"} <= scalars
+    best = [e.value for e in events.Scalars("val/best_acc")]
+    assert best == sorted(best) and len(best) == EPOCHS  # a running best: one point per epoch
+
+
+def test_hparams_are_typed_and_name_metrics_the_run_logs(visual_run: Path, events: EventAccumulator) -> None:
+    found = {}
+    for f in tensorboard_run(visual_run).glob("events.out.tfevents.*"):
         for event in EventFileLoader(str(f)).Load():
             for v in event.summary.value:
-                plugin_tags[v.metadata.plugin_data.plugin_name].add(v.tag)
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= plugin_tags["hparams"]
+                if v.metadata.plugin_data.plugin_name == "hparams":
+                    found[v.tag] = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+    start = found["_hparams_/session_start_info"].session_start_info.hparams
+    assert start["trainer.epochs"].WhichOneof("kind") == "number_value" and start["trainer.epochs"].number_value == 5
+    assert start["optimizer.lr"].number_value == pytest.approx(0.05)
+    assert start["data.num_train"].number_value == 120 and start["model"].string_value == "small_resnet"
+    assert start["params"].number_value > 1e6 and start["macs"].number_value > 1e6
+    assert "epochs" not in start and "lr" not in start  # each value once, under its config key
+    metrics = {m.name.tag for m in found["_hparams_/experiment"].experiment.metric_infos}
+    assert {"test/acc", "val/best_acc", "train/images_per_s", "train/time_s"} <= metrics
+    assert metrics <= set(events.Tags()["scalars"])  # every metric is a scalar the run wrote
 
 
-def test_figures_are_written_as_png(visual_run: Path) -> None:
-    names = {p.name for p in (visual_run / "figures").glob("*.png")}
-    assert {"feature_maps_stem.0.png", "feature_maps_input.png", "filters_stem.0.png", "test_confusion_matrix.png",
+def test_pngs_carry_a_title(visual_run: Path) -> None:
+    pngs = sorted((visual_run / "figures").glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"feature_maps_00_input.png", "feature_maps_01_stem.2_relu_64x32x32.png",
+            "filters_stem.0_conv_64x1x3x3.png", "test_confusion_matrix.png", "test_per_class.png",
             "test_misclassified.png"} <= names
-    for p in (visual_run / "figures").glob("*.png"):
+    for p in pngs:
         with Image.open(p) as img:
-            img.load()
-            assert min(img.size) > 20
+            pixels = np.asarray(img.convert("L"))
+        assert 250 <= img.width <= 2000 and 150 <= img.height <= 2000, (p.name, img.size)
+        title = pixels[4:30]  # the title strip: dark text on white
+        assert (title < 100).mean() > 0.005 and (title > 200).mean() > 0.5, p.name
 
 
-def test_per_class_accuracy_and_confusion_matrix_agree(visual_run: Path) -> None:
-    import json
-
+def test_image_logging_time_is_recorded(visual_run: Path) -> None:
     results = json.loads((visual_run / "results.json").read_text())
-    per_class = results["test_acc_per_class"]
-    assert set(per_class) == {str(i) for i in range(10)}
-    # the test split has 30-41 images per class: the class mean and the overall accuracy stay close
-    assert abs(sum(per_class.values()) / 10 - results["test_acc"]) < 5.0
+    assert 0 < results["image_logging_s"] < results["train_time_s"] + 60
+    assert set(results["test_acc_per_class"]) == {str(i) for i in range(10)}
+
+
+def test_default_layers_skip_tiny_maps_and_show_activations() -> None:
+    def layers(name: str, size: int = 32, channels: int = 3) -> list[str]:
+        model = build_model(name, num_classes=10, in_channels=channels, image_size=size)
+        return default_feature_layers(model, torch.randn(1, channels, size, size))
+
+    assert layers("resnet18") == ["stem.2", "stages.0.1", "stages.1.1", "stages.2.1", "stages.3.1"]
+    assert layers("vgg11_bn") == ["features.2", "features.3", "features.7", "features.14"]  # no 2x2 or 1x1 pools
+    assert layers("googlenet") == ["stem.2", "inception3b", "inception4e", "inception5b"]
+    assert layers("efficientnet_b0")[0] == "stem.2" and len(layers("efficientnet_b0")) == 6
+    assert layers("vit_tiny") == ["patch_embed"]
+    assert layers("lenet5", channels=1) == ["features.1", "features.2", "features.5"]
+
+
+@pytest.mark.parametrize("name", ["small_resnet", "vgg11_bn", "resnet18", "efficientnet_b0", "googlenet", "lenet5"])
+def test_no_default_layer_gives_a_constant_grid(name: str) -> None:
+    channels = 1 if name == "lenet5" else 3
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, in_channels=channels, image_size=32)
+    x = torch.rand(1, channels, 32, 32)
+    layers = default_feature_layers(model, x)
+    for layer, maps in capture(model, x, layers).items():
+        grid = np.asarray(feature_grid(maps[0])).astype(float)
+        assert grid.std() > 20, (name, layer)
+        assert min(maps.shape[-2:]) >= 4, (name, layer)
+    labels = tags(trace(model, x), layers)
+    assert sorted(labels.values()) == [labels[n] for n in layers]  # tag order is network order
+
+
+def test_feature_grid_normalises_each_map() -> None:
+    maps = torch.stack([torch.full((8, 8), 5.0), torch.arange(64.0).view(8, 8) * 100])
+    grid = np.asarray(feature_grid(maps))[..., 0]
+    tile = 48  # 8x8 upsampled x6
+    second = grid[2:2 + tile, 4 + tile:4 + 2 * tile]
+    assert second.min() == 0 and second.max() == 255  # full range despite the x100 scale
+    assert grid[2:2 + tile, 2:2 + tile].max() == 0  # a flat map is flat, not noise
 
 
 def test_confusion_matrix_counts() -> None:
@@ -74,25 +167,23 @@ def test_confusion_matrix_counts() -> None:
     assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
 
 
-def test_feature_grid_normalises_each_map() -> None:
-    maps = torch.stack([torch.full((8, 8), 5.0), torch.arange(64.0).view(8, 8) * 100])
-    grid = feature_grid(maps)
-    assert grid.shape[0] == 3 and grid.min() >= 0 and grid.max() <= 1
-    tile = 48  # 8x8 upsampled x6
-    second = grid[0, 2:2 + tile, 4 + tile:4 + 2 * tile]
-    assert second.min() == 0 and second.max() == 1  # full range despite the x100 scale
-    assert grid[0, 2:2 + tile, 2:2 + tile].max() == 0  # a flat map is flat, not noise
+def test_many_classes_are_capped() -> None:
+    from cnnbench.pictures.cards import figure_image
 
-
-def test_default_layers_per_family() -> None:
-    def layers(name: str) -> list[str]:
-        return default_feature_layers(build_model(name, num_classes=10, in_channels=3, image_size=32))
-
-    assert layers("resnet18") == ["stem.0", "stages.0.1", "stages.1.1", "stages.2.1", "stages.3.1"]
-    assert layers("vgg11")[0] == "features.0" and len(layers("vgg11")) == 6  # first conv + 5 pools
-    assert layers("googlenet") == ["stem.0", "inception3b", "inception4e", "inception5b"]
-    assert layers("efficientnet_b0")[0] == "stem.0" and len(layers("efficientnet_b0")) == 8
-    assert layers("vit_tiny") == ["patch_embed"]
+    n = 200
+    torch.manual_seed(0)
+    labels = torch.arange(n).repeat(5)
+    preds = labels.clone()
+    preds[:300] = (labels[:300] + 1) % n  # classes 0..199 get some mistakes; 0..59 get two in the first rounds
+    preds[100:140] = 7  # many images called class 7
+    cm = confusion_matrix(preds, labels, n)
+    shown = most_confused(cm)
+    assert len(shown) == 30 and 7 in shown
+    names = [f"class_{i}" for i in range(n)]
+    image = figure_image(confusion_figure(cm, names))
+    assert max(image.size) < 2000
+    per_class = {c: {"precision": 50.0, "recall": float(i % 100)} for i, c in enumerate(names)}
+    assert max(figure_image(per_class_figure(per_class)).size) < 2000
 
 
 def test_visualize_cli(visual_run: Path, tmp_path: Path, capsys) -> None:
@@ -103,16 +194,30 @@ def test_visualize_cli(visual_run: Path, tmp_path: Path, capsys) -> None:
     digit = (load_digits().images[0] * 255 / 16).astype(np.uint8)
     Image.fromarray(digit).resize((32, 32)).save(tmp_path / "digit.png")
     args = [f"run={visual_run}", f"image={tmp_path / 'digit.png'}"]
-    main([*args, "layer=stages.0.1"])
+    main([*args, "layer=stages.0.1", "top_k=2"])
     out = visual_run / "figures" / "visualize_stages.0.1_digit.png"
-    assert out.is_file() and "predicted class" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert out.is_file() and printed.count("%") == 2
     with Image.open(out) as img:
-        assert img.size == (4 * 64 + 10, 4 * 64 + 10)
+        pixels = np.asarray(img.convert("L"))
+    assert img.width > 4 * 64 and (pixels[4:30] < 100).mean() > 0.005  # maps grid plus the input, titled
     with pytest.raises(SystemExit) as code:
         main([*args, "layer=nope"])
     err = capsys.readouterr().err
     assert code.value.code == 2 and "no layer named 'nope'" in err and "stages.0.1.conv1" in err
     assert len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit) as code:
+        main([*args, "layer=stages.0.1", "top_k=0"])
+    assert code.value.code == 2 and "top_k must be a whole number >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as code:
         main(["--help"])
     assert code.value.code == 0 and "usage: cnnbench-visualize" in capsys.readouterr().out
+
+
+def test_a_resumed_run_keeps_its_tensorboard_folder(tmp_path: Path) -> None:
+    from cnnbench.tracking import tensorboard_dir
+
+    first = tensorboard_dir(tmp_path, "small_resnet,trainer.epochs=3")
+    assert first == tmp_path / "tensorboard" / "small_resnet,trainer.epochs=3"
+    first.mkdir(parents=True)
+    assert tensorboard_dir(tmp_path, "small_resnet,trainer.epochs=6") == first  # resumed with more epochs

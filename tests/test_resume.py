@@ -15,7 +15,7 @@ import torch
 from conftest import run_cli
 
 COMMON = ["model=small_resnet", "model.widths=[16,32,64]", "data.num_train=1000", "data.num_test=100",
-          "trainer.epochs=3", "trainer.deterministic=true", "logger.tensorboard=false", "logger.image_every=0",
+          "trainer.epochs=3", "trainer.deterministic=true", "logger.tensorboard=false", "logger.snapshots=0",
           "logger.figures=false", "logger.print_config=false"]
 
 

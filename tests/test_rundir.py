@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-QUIET = ["logger.tensorboard=false", "logger.figures=false", "logger.image_every=0", "logger.print_config=false",
+QUIET = ["logger.tensorboard=false", "logger.figures=false", "logger.snapshots=0", "logger.print_config=false",
          "logger.progress=false"]
 SHORT = [*QUIET, "trainer.epochs=1"]
 LONG = [*QUIET, "data.batch_size=4", "trainer.epochs=1", "trainer.max_steps=4000", "trainer.log_every=1"]

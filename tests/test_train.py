@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from conftest import compose_config, run_cli, tensorboard_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnbench.engine.checkpoint import atomic_save, load_checkpoint
@@ -50,7 +50,7 @@ def test_default_run_trains_lenet5_on_digits(tmp_path: Path) -> None:
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert "test acc" in proc.stdout and "Traceback" not in proc.stderr
     # TensorBoard scalars
-    acc = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    acc = EventAccumulator(str(tensorboard_run(run_dir))).Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr", "train/images_per_s"} <= tags
     assert len(acc.Scalars("val/acc")) == 30
@@ -85,7 +85,7 @@ def test_failed_run_writes_results_with_error(tmp_path: Path) -> None:
 
 def test_per_class_metrics_do_not_depend_on_the_pictures(tmp_path: Path) -> None:
     results = run(compose_config("trainer.epochs=2", "logger.tensorboard=false", "logger.figures=false",
-                                 "logger.image_every=0", "logger.print_config=false", "logger.progress=false"),
+                                 "logger.snapshots=0", "logger.print_config=false", "logger.progress=false"),
                   tmp_path)
     assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "figures").exists()
     per_class = results["test_per_class"]

@@ -21,7 +21,7 @@ from cnnbench.train import run
 from cnnbench.transfer.build import apply_weights_preprocessing, build_start_model, load_source_checkpoint
 from cnnbench.transfer.strategy import TransferPlan, backbone_units
 
-QUIET = ("logger.print_config=false", "logger.tensorboard=false", "logger.figures=false", "logger.image_every=0",
+QUIET = ("logger.print_config=false", "logger.tensorboard=false", "logger.figures=false", "logger.snapshots=0",
          "logger.progress=false")
 SMALL = ("model=small_resnet", "model.widths=[8,16,32]", "model.blocks_per_stage=1", "data.image_size=16",
          "data.num_test=64")
@@ -252,7 +252,7 @@ def test_cli_freeze_backbone_on_torchvision_weights(cli, torch_home: Path, tmp_p
     monkeypatch.setenv("COLUMNS", "200")
     proc = cli("model=tv_resnet18", "model.weights=IMAGENET1K_V1", "transfer=freeze_backbone",
                    "data.image_size=32", "trainer.max_steps=3", "logger.print_config=false",
-                   "logger.image_every=0", "hydra.run.dir=run", cwd=tmp_path)
+                   "logger.snapshots=0", "hydra.run.dir=run", cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "fc: Linear(512 -> 1000) replaced by Linear(512 -> 10)" in out

@@ -1,8 +1,10 @@
 """``cnnbench-visualize run=<run dir> image=<image file> layer=<module name>``: one image's feature maps.
 
 Loads the run's best checkpoint, preprocesses the image as the run's data was (channels, size, mean/std), and
-writes the first 16 maps of the layer as a 4x4 grid PNG (``out=<file>``, default
-``<run dir>/figures/visualize_<layer>_<image>.png``). Without ``layer=``, or with a wrong one, it lists the layers.
+writes a captioned PNG (``out=<file>``, default ``<run dir>/figures/visualize_<layer>_<image>.png``): the input
+as the model saw it, the first 16 maps of the layer as a 4x4 grid, the layer's kind and output shape, and the
+model's top-k classes (``top_k=3``), which are also printed. Without ``layer=``, or with a wrong one, it lists
+the layers.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from cnnbench.cli import error_boundary, key_values
+from cnnbench.cli import error_boundary, key_values, positive_int
 from cnnbench.data.build import normalization
 from cnnbench.data.decode import read_image
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
-from cnnbench.pictures import capture, feature_grid
+from cnnbench.pictures import capture, denormalize, trace
+from cnnbench.pictures.cards import GRID_CHANNELS, feature_card
 
-USAGE = "usage: cnnbench-visualize run=<run dir or .pt> image=<image file> layer=<module name> [out=<png>]"
+USAGE = ("usage: cnnbench-visualize run=<run dir or .pt> image=<image file> layer=<module name> [top_k=3] "
+         "[out=<png>]")
 
 
 def load_image(path: Path, channels: int, size: int, data_cfg) -> torch.Tensor:
@@ -30,8 +34,10 @@ def load_image(path: Path, channels: int, size: int, data_cfg) -> torch.Tensor:
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
-def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None) -> tuple[Path, str]:
-    """Write the feature-map grid of ``layer`` for ``image``; return the PNG path and the predicted class."""
+def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None, top_k: int = 3
+              ) -> tuple[Path, list[tuple[str, float]]]:
+    """Write the feature-map card of ``layer`` for ``image``; return the PNG path and the top-k classes with
+    their probabilities."""
     from cnnbench.models import build_from_config
 
     ckpt_path = run if run.suffix == ".pt" else run / "checkpoints" / "best.pt"
@@ -40,7 +46,8 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
         raise CnnbenchError(f"{ckpt_path} has no config or input description (not written by this cnnbench); "
                             f"give a run directory or a checkpoint that cnnbench wrote")
     cfg, meta = OmegaConf.create(ckpt["config"]), ckpt["meta"]
-    model = build_from_config(cfg.model, len(meta["class_names"]), meta["channels"], meta["image_size"])
+    names = meta["class_names"]
+    model = build_from_config(cfg.model, len(names), meta["channels"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
     layers = [n for n, m in model.named_modules() if n and not list(m.children())]
     if not layer:
@@ -51,25 +58,34 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
         raise CnnbenchError(f"layer {layer!r} does not output feature maps (B, C, H, W); layers: {', '.join(layers)}")
     model.eval()
     with torch.no_grad():
-        logits = model(x)
-    predicted = meta["class_names"][int(logits.argmax())]
+        probs = model(x).float().softmax(1)[0]
+    top = [(names[i], 100.0 * p) for p, i in zip(*probs.topk(min(top_k, len(names))), strict=True)]
     run_dir = ckpt_path.parent.parent if run.suffix == ".pt" else run
     out = out or run_dir / "figures" / f"visualize_{layer}_{image.stem}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    from torchvision.utils import save_image
-
-    save_image(feature_grid(maps[layer][0]), out)
-    return out, predicted
+    seen = denormalize(x, *normalization(cfg.data, meta["channels"]))[0]
+    layer_info = trace(model, x)[layer]
+    predicted = ", ".join(f"{name} {p:.1f}%" for name, p in top)
+    card = feature_card(maps[layer][0], seen, f"{layer_info.label()} of {image.name}", [
+        f"first {min(GRID_CHANNELS, layer_info.shape[0])} of {layer_info.shape[0]} channels, each scaled to its "
+        f"own range; input as the model sees it ({meta['image_size']} px, un-normalised)",
+        f"top {len(top)}: {predicted}   (model {cfg.model.name}, {ckpt_path.name} at step {ckpt.get('step')})"])
+    card.save(out)
+    return out, top
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-visualize``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = key_values(argv, USAGE, keys={"run", "image", "layer", "out"}, required={"run", "image"}, doc=__doc__)
+    args = key_values(argv, USAGE, keys={"run", "image", "layer", "out", "top_k"}, required={"run", "image"},
+                      doc=__doc__)
+    top_k = positive_int(args, "top_k", 3)
     with error_boundary():
-        out, predicted = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"),
-                                   Path(args["out"]) if "out" in args else None)
-    print(f"wrote {out} (predicted class: {predicted})")
+        out, top = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"),
+                             Path(args["out"]) if "out" in args else None, top_k)
+    print(f"wrote {out}")
+    for name, p in top:
+        print(f"  {p:5.1f}%  {name}")
 
 
 if __name__ == "__main__":

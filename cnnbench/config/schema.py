@@ -101,8 +101,9 @@ class LoggerConfig:
     tensorboard: bool = True
     progress: bool = True  # rich progress bars on a terminal (plain lines otherwise)
     print_config: bool = True
-    image_every: int = 5  # epochs between feature-map and filter images (and at the last epoch); 0 = never
-    feature_layers: list[str] | None = None  # module names; null = first conv + last block of each stage
+    snapshots: int = 4  # epochs with feature-map and filter images, spread over the run (first, last and
+    # between; every epoch of a shorter run); 0 = none
+    feature_layers: list[str] | None = None  # module names; null = first activation + last block of each stage
     num_samples: int = 8  # fixed test images whose feature maps are logged
     figures: bool = True  # also write the pictures as PNG files under <run dir>/figures/
 

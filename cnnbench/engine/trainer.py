@@ -216,6 +216,10 @@ class Trainer:
         if "val/acc" in metrics and self._improves(metrics["val/acc"], metrics["val/loss"]):
             state.best_val_acc, state.best_val_loss = metrics["val/acc"], metrics["val/loss"]
             self.save("best.pt")
+        extra = {"train/time_s": state.train_time_s}  # (the HParams tab compares runs by these curves' last values)
+        if state.best_val_acc is not None:
+            extra["val/best_acc"] = state.best_val_acc
+        self.reporter.scalars(extra, state.step)
         self.last_epoch = self.finished or stopping
         self._call("on_epoch_end", state.epoch, metrics)
         if self.last_epoch or state.epoch % cfg.checkpoint_every == 0:

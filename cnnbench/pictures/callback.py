@@ -1,0 +1,119 @@
+"""The pictures callback: what the network computes, drawn at a few epochs spread over the run, and the test
+charts at the end; to TensorBoard through the reporter and as PNG files to ``<run dir>/figures/``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image
+from torch import nn
+
+from cnnbench.engine.callbacks import Callback
+from cnnbench.engine.evaluate import Scores, confusion_matrix
+from cnnbench.pictures.cards import GRID_CHANNELS, feature_card, figure_image, filters_card, inputs_card
+from cnnbench.pictures.charts import confusion_figure, mistakes_figure, per_class_figure
+from cnnbench.pictures.layers import capture, default_feature_layers, tags, trace
+from cnnbench.tracking import Reporter
+
+if TYPE_CHECKING:
+    from cnnbench.engine.trainer import Trainer
+
+MISTAKES = 16
+
+
+def snapshot_epochs(epochs: int, snapshots: int) -> list[int]:
+    """``snapshots`` epochs spread evenly over a run of ``epochs``: the first, the last and some in between."""
+    if snapshots <= 0 or epochs <= 0:
+        return []
+    if snapshots == 1:
+        return [epochs]
+    return sorted({1 + round(i * (epochs - 1) / (snapshots - 1)) for i in range(snapshots)})
+
+
+def denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """Normalised (B, C, H, W) back to [0, 1]: the images as the model sees them, before normalisation."""
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x * std_t + mean_t).clamp(0, 1)
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+class Pictures(Callback):
+    """Feature maps, the input images and first-layer filters at the ``snapshot_epochs`` (and at the last epoch
+    trained, when a run ends early); the confusion matrix, per-class precision/recall and mistakes after testing.
+    ``seconds`` counts all the time spent drawing and writing them."""
+
+    state_key = "pictures"
+
+    def __init__(self, reporter: Reporter, run_dir: Path, model: nn.Module, samples: torch.Tensor,
+                 sample_names: list[str], mean: list[float], std: list[float], layers: list[str] | None,
+                 class_names: list[str], *, epochs: list[int], figures: bool = True) -> None:
+        start = time.perf_counter()
+        self.reporter, self.model, self.epochs = reporter, model, set(epochs)
+        self.samples, self.sample_names = samples, sample_names  # normalised (B, C, H, W) on the model's device
+        self.inputs = denormalize(samples.float().cpu(), mean, std)
+        self.layers = layers or default_feature_layers(model, samples)
+        self.tags = tags(trace(model, samples), self.layers)  # fails now, not mid-training, on a wrong layer
+        self.class_names = class_names
+        self.fig_dir = run_dir / "figures" if figures else None
+        self.seconds = time.perf_counter() - start
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self.seconds = (state or {}).get("seconds", 0.0)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch in self.epochs or (self.epochs and trainer.last_epoch):
+            self.log_images(trainer.state.step, epoch)
+
+    def _write(self, tag: str, image: Image.Image, step: int) -> None:
+        self.reporter.image(tag, image, step)
+        if self.fig_dir is not None:
+            self.fig_dir.mkdir(parents=True, exist_ok=True)
+            image.save(self.fig_dir / f"{tag.replace('/', '_').replace(' ', '_')}.png")
+
+    def log_images(self, step: int, epoch: int) -> None:
+        """The input images, the first one's feature maps in every chosen layer, the first-layer filters."""
+        start = time.perf_counter()
+        when = f"epoch {epoch}, step {step}"
+        first = f"test image 1 ({self.sample_names[0]})"
+        self._write("feature_maps/00 input", inputs_card(
+            self.inputs, self.sample_names, f"input: {len(self.inputs)} fixed test images as the model sees them",
+            [f"{when}; the feature maps are of image 1 (framed)"]), step)
+        for name, out in capture(self.model, self.samples[:1], self.layers).items():
+            tag = self.tags[name]
+            shown = min(GRID_CHANNELS, out.shape[1])
+            self._write(tag, feature_card(out[0], self.inputs[0], tag.split("/", 1)[1],
+                                          [f"first {shown} of {out.shape[1]} channels of {first}, each map scaled "
+                                           f"to its own range; {when}"]), step)
+        if (conv := first_conv(self.model)) is not None:
+            name, module = conv
+            shape = "x".join(map(str, module.weight.shape))
+            self._write(f"filters/{name} conv {shape}", filters_card(module.weight, f"{name}: first-layer filters "
+                                                                     f"{shape}, {when}"), step)
+        self.seconds += time.perf_counter() - start
+
+    def log_test(self, scores: Scores, per_class: dict[str, dict[str, float]],
+                 take: Callable[[list[int]], torch.Tensor], step: int) -> None:
+        """The confusion matrix, precision/recall per class and a grid of mistakes (``take``: test images by
+        position, uint8)."""
+        start = time.perf_counter()
+        cm = confusion_matrix(scores.preds, scores.labels, len(self.class_names))
+        self._write("test/confusion_matrix", figure_image(confusion_figure(cm, self.class_names)), step)
+        self._write("test/per_class", figure_image(per_class_figure(per_class)), step)
+        wrong = (scores.preds != scores.labels).nonzero().flatten()
+        shown = wrong[:MISTAKES].tolist()
+        images = take(shown) if shown else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
+        fig = mistakes_figure(images, scores.labels[shown].tolist(), scores.preds[shown].tolist(), self.class_names,
+                              total=len(wrong), of=len(scores.labels))
+        self._write("test/misclassified", figure_image(fig), step)
+        self.seconds += time.perf_counter() - start

@@ -1,0 +1,102 @@
+"""Test-time charts drawn with matplotlib: confusion matrix, per-class precision and recall, mistakes.
+
+Beyond ``MAX_CLASSES`` classes a chart shows the classes that matter most (most confused, lowest recall) and says
+so in its title: a 200-class matrix would be an 11000-pixel image that nobody can read and that takes minutes to
+draw.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MAX_CLASSES = 30
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display), imported when first drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def most_confused(cm: torch.Tensor, limit: int = MAX_CLASSES) -> list[int]:
+    """All classes when there are at most ``limit``, else the ``limit`` classes with the most errors (as true or
+    as predicted class), in class order."""
+    n = len(cm)
+    if n <= limit:
+        return list(range(n))
+    off = cm.clone()
+    off.fill_diagonal_(0)
+    errors = off.sum(0) + off.sum(1)
+    return sorted(torch.argsort(-errors, stable=True)[:limit].tolist())
+
+
+def confusion_figure(cm: torch.Tensor, class_names: list[str]):
+    """Rates per true class (rows), counts written in the cells up to 20 classes."""
+    plt = pyplot()
+    shown = most_confused(cm)
+    rates = (cm.float() / cm.sum(1, keepdim=True).clamp_min(1))[shown][:, shown].numpy()
+    counts, names, n = cm[shown][:, shown], [class_names[i] for i in shown], len(shown)
+    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * n, 1.6 + 0.4 * n), dpi=100)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    title = "test confusion matrix (colour: share of each true class)"
+    if n < len(cm):
+        title += f"\nthe {n} of {len(cm)} classes most often confused"
+    ax.set_title(title, fontsize=9)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_figure(per_class: dict[str, dict[str, float]]):
+    """Precision and recall (percent) per class as horizontal bars; beyond ``MAX_CLASSES``, the lowest recalls."""
+    plt = pyplot()
+    names = list(per_class)
+    if len(names) > MAX_CLASSES:
+        names = sorted(names, key=lambda c: per_class[c]["recall"])[:MAX_CLASSES]
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(6.0, 1.2 + 0.28 * n), dpi=100)
+    y = torch.arange(n).numpy()
+    ax.barh(y - 0.2, [per_class[c]["recall"] for c in names], height=0.4, color="tab:blue")
+    ax.barh(y + 0.2, [per_class[c]["precision"] for c in names], height=0.4, color="tab:orange")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("percent of test images")
+    title = "test recall (blue: accuracy on the class) and precision (orange) per class"
+    if n < len(per_class):
+        title += f"\nthe {n} of {len(per_class)} classes with the lowest recall"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def mistakes_figure(images: torch.Tensor, labels: list[int], preds: list[int], class_names: list[str],
+                    total: int, of: int):
+    """Misclassified images (uint8 (N, C, H, W)) titled 'true -> predicted'; ``total`` wrong of ``of``."""
+    plt = pyplot()
+    cols = 4
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.8, 0.5 + rows * 2.0), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, true, pred in zip(axes.flat, images, labels, preds, strict=False):
+        img = img.permute(1, 2, 0).numpy()
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+                  interpolation="nearest")
+        ax.set_title(f"{class_names[true]} -> {class_names[pred]}", fontsize=7)
+    fig.suptitle(f"misclassified test images, true -> predicted: first {len(images)} of {total} "
+                 f"(of {of} test images)" if total else f"no misclassified images among {of}", fontsize=9)
+    fig.tight_layout()
+    return fig
