@@ -103,7 +103,7 @@ class Pictures(Callback):
         self.seconds += time.perf_counter() - start
 
     def log_test(self, scores: Scores, per_class: dict[str, dict[str, float]],
-                 take: Callable[[list[int]], torch.Tensor], step: int) -> None:
+                 take: Callable[[torch.Tensor], torch.Tensor], step: int) -> None:
         """The confusion matrix, precision/recall per class and a grid of mistakes (``take``: test images by
         position, uint8)."""
         start = time.perf_counter()
@@ -111,8 +111,8 @@ class Pictures(Callback):
         self._write("test/confusion_matrix", figure_image(confusion_figure(cm, self.class_names)), step)
         self._write("test/per_class", figure_image(per_class_figure(per_class)), step)
         wrong = (scores.preds != scores.labels).nonzero().flatten()
-        shown = wrong[:MISTAKES].tolist()
-        images = take(shown) if shown else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
+        shown = wrong[:MISTAKES]
+        images = take(shown) if len(shown) else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
         fig = mistakes_figure(images, scores.labels[shown].tolist(), scores.preds[shown].tolist(), self.class_names,
                               total=len(wrong), of=len(scores.labels))
         self._write("test/misclassified", figure_image(fig), step)
