@@ -18,6 +18,7 @@ from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo
 from cnnbench.engine.lookahead import Lookahead
 from cnnbench.engine.optim import build_optimizer, build_schedule
+from cnnbench.engine.profile import Profile
 from cnnbench.engine.runtime import Precision, has_conv
 from cnnbench.engine.trainer import Trainer, planned_steps
 from cnnbench.models.hooks import TrainingHooks
@@ -83,6 +84,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
         callbacks.append(ModelHooks(model, init=cfg.transfer.strategy == "scratch"))
     if t.lookahead_every:
         callbacks.append(Lookahead(model, t.lookahead_every, t.lookahead_decay))
+    if t.profile and dist.is_main:
+        callbacks.append(Profile(run_dir / "profile", reporter, device))
     pictures = _pictures(cfg, run_dir, model, data, loaders["test"], reporter) if dist.is_main else None
     if pictures is not None:
         callbacks.append(pictures)

@@ -22,7 +22,7 @@ from rich.table import Table
 from cnnbench.overrides import parse_overrides
 
 SEED_KEY = "trainer.seed"
-METRICS = ("best_val_acc", "test_acc", "train_time_s", "train_images_per_s")
+METRICS = ("best_val_acc", "test_acc", "train_time_s", "train_images_per_s", "mfu")
 
 
 def find_runs(paths: list[Path]) -> list[dict]:
@@ -88,7 +88,8 @@ def _fmt(mean: float | None, std: float | None, seeds: int, digits: int = 2) -> 
 
 
 def _display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    header = [*board.keys, "seeds", "params", "MACs", "val acc %", "test acc %", "train time s", "images/s"]
+    header = [*board.keys, "seeds", "params", "MACs", "val acc %", "test acc %", "train time s", "images/s",
+              "MFU %"]
     lines = []
     for r in board.rows:
         n = r["seeds"]
@@ -96,7 +97,8 @@ def _display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
                       f"{r['macs'] / 1e6:,.1f} M" if r.get("macs") else "-",
                       _fmt(r["best_val_acc"], r["best_val_acc_std"], n), _fmt(r["test_acc"], r["test_acc_std"], n),
                       _fmt(r["train_time_s"], r["train_time_s_std"], n, 1),
-                      _fmt(r["train_images_per_s"], r["train_images_per_s_std"], n, 0)])
+                      _fmt(r["train_images_per_s"], r["train_images_per_s_std"], n, 0),
+                      _fmt(*(100 * v if v is not None else None for v in (r["mfu"], r["mfu_std"])), n, 1)])
     return header, lines
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.assemble import Run
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.evaluate import metrics, predict
+from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops
 from cnnbench.engine.runtime import Precision
 from cnnbench.fileio import atomic_write_json
 from cnnbench.overrides import parse_overrides
@@ -52,6 +54,7 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         "image_logging_s": run.pictures.seconds if run.pictures is not None else 0.0,
         **info,
         "precision": precision.name,
+        **speed(run, precision, info["device"], info["processes"]),
         "channels_last": run.channels_last,
         "seed": cfg.trainer.seed,
         "overrides": overrides,
@@ -67,6 +70,14 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
     if trainer.interrupted:
         reporter.info(f"interrupted after step {state.step}; checkpoint in {run_dir / 'checkpoints' / 'last.pt'}")
     return results
+
+
+def speed(run: Run, precision: Precision, device: str, processes: int) -> dict:
+    """The machine, and the run's achieved training TFLOP/s against the measured peak (MFU)."""
+    state, where = run.trainer.state, torch.device(device)
+    images_per_s = state.images_seen / max(state.train_time_s, 1e-9)
+    return {"machine": machine_name(where),
+            **efficiency(run.macs, images_per_s, peak_tflops(where, precision.name), processes)}
 
 
 # the scalars HParams compares runs by (their last values): all are curves or results the run logs anyway

@@ -1,7 +1,7 @@
 """The rules of a run directory: who may write it, what an earlier run left there, where a resume continues.
 
 A run directory holds ``.hydra/`` (the config, Hydra's config and the overrides of the run that wrote it),
-``tensorboard/`` (event files), ``checkpoints/{last,best}.pt``, ``figures/`` and ``results.json``.
+``tensorboard/`` (event files), ``checkpoints/{last,best}.pt``, ``figures/``, ``profile/`` and ``results.json``.
 
 - One process owns it at a time: an OS lock (``flock``) on the directory itself, held for the whole run, so a
   second run into it stops at once, naming the holder (under DDP, rank 0 holds it). Taking the lock writes
@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.errors import CnnbenchError
 
-RUN_FILES = (".hydra", "tensorboard", "checkpoints", "figures", "results.json")  # what a run writes
+RUN_FILES = (".hydra", "tensorboard", "checkpoints", "figures", "profile", "results.json")  # what a run writes
 
 
 def earlier_results(run_dir: Path) -> dict | None:

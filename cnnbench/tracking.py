@@ -112,7 +112,10 @@ class Reporter:
             ("epochs / steps", f"{results['epochs_completed']} / {results['steps']}"),
             ("train time", f"{results['train_time_s']:.1f} s"),
             ("throughput", f"{results['train_images_per_s']:,.0f} img/s"),
+            ("compute", f"{results['train_tflops']:.3g} TFLOP/s = {100 * results['mfu']:.1f}% MFU "
+                        f"of {results['peak_tflops']:.3g}" if "mfu" in results else "-"),
             ("device / precision", f"{results['device']} / {results['precision']}"),
+            ("machine", results.get("machine", "-")),
             ("run dir", results["run_dir"]),
         ]
         for key, value in rows:

@@ -43,7 +43,7 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
     With ``trainer.strategy=ddp`` (under torchrun) every process calls this; rank 0 writes the run directory.
     """
     from cnnbench.assemble import build_run
-    from cnnbench.engine import distributed
+    from cnnbench.engine import distributed, placement
     from cnnbench.engine.callbacks import FitStart
     from cnnbench.engine.runtime import resolve_device, resolve_precision, seed_everything
     from cnnbench.results import test_and_record
@@ -59,7 +59,9 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
     dist = distributed.init(t.strategy, device)
     try:
         run_dir = distributed.shared_run_dir(run_dir)
-        device = distributed.device_for(dist, device)
+        device = distributed.device_for(dist, device) if dist.world_size > 1 else placement.sweep_device(device)
+        threads = placement.settle(device, t.threads)
+        load = placement.LoadProbe() if device.type == "cpu" and dist.world_size == 1 else None
         precision = resolve_precision(t.precision, device)
         seed_everything(t.seed, t.deterministic)
         with Reporter(run_dir, tensorboard=cfg.logger.tensorboard and dist.is_main, progress=cfg.logger.progress,
@@ -70,6 +72,7 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
             if preprocessing:
                 reporter.info(preprocessing)
             built = build_run(cfg, run_dir, device, precision, dist, reporter, source)
+            reporter.info(placement.describe(threads, load))
             best = resume(built.trainer, cfg, run_dir, reporter, built.data.class_names) if t.resume else None
 
             def start() -> None:  # training starts: the directory becomes this run's
@@ -83,7 +86,8 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
             if not dist.is_main:
                 return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": dist.rank,
                         "best_val_acc": None}
-            info = {"device": str(device), "processes": dist.world_size, "started_at": started_at}
+            info = {"device": str(device), "processes": dist.world_size, "threads": threads[0],
+                    "started_at": started_at}
             return test_and_record(cfg, built, run_dir, precision, reporter, overrides, info)
     finally:
         distributed.shutdown()

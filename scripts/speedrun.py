@@ -26,13 +26,17 @@ def run_seed(root: Path, seed: int, work: Path, extra: list[str]) -> dict:
 
 
 def table(results: dict[int, dict]) -> str:
-    rows = ["| seed | test accuracy | training time | images/s |", "|---|---:|---:|---:|"]
+    rows = ["| seed | test accuracy | training time | images/s | MFU |", "|---|---:|---:|---:|---:|"]
     for seed, r in results.items():
-        rows.append(f"| {seed} | {r['test_acc']:.2f}% | {r['train_time_s']:.0f} s | {r['train_images_per_s']:,.0f} |")
+        rows.append(f"| {seed} | {r['test_acc']:.2f}% | {r['train_time_s']:.0f} s | {r['train_images_per_s']:,.0f} | "
+                    f"{100 * r['mfu']:.1f}% |")
     accs = [r["test_acc"] for r in results.values()]
     spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
     mean_time = statistics.mean(r["train_time_s"] for r in results.values())
-    rows.append(f"| mean ± std | **{statistics.mean(accs):.2f}{spread}%** | {mean_time:.0f} s | |")
+    rows.append(f"| mean ± std | **{statistics.mean(accs):.2f}{spread}%** | {mean_time:.0f} s | | |")
+    first = next(iter(results.values()))
+    rows.append(f"\n{first['machine']}, precision {first['precision']}, peak (dense GEMM) "
+                f"{first['peak_tflops']:.2f} TFLOP/s")
     return "\n".join(rows)
 
 

@@ -87,3 +87,15 @@ def tensorboard_run(run_dir: Path) -> Path:
     folders = [p for p in (run_dir / "tensorboard").iterdir() if p.is_dir()]
     assert len(folders) == 1, folders
     return folders[0]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` skip, with the reason, where no CUDA GPU is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these on a GPU machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -129,6 +129,8 @@ def validate(cfg: DictConfig) -> None:
     _require(t.tta in (0, 1, 2), f"trainer.tta must be 0, 1 or 2, got {t.tta}")
     _require(t.eval_every >= 0, f"trainer.eval_every must be >= 0, got {t.eval_every}")
     _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
+    _require(t.threads is None or t.threads > 0, f"trainer.threads must be >= 1 (or null: the cores / processes), "
+             f"got {t.threads}")
     _require(cfg.logger.snapshots >= 0, f"logger.snapshots must be >= 0, got {cfg.logger.snapshots}")
     _require(cfg.logger.num_samples > 0, f"logger.num_samples must be positive, got {cfg.logger.num_samples}")
     _require(t.checkpoint_every > 0, f"trainer.checkpoint_every must be positive, got {t.checkpoint_every}")

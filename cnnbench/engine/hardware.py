@@ -1,0 +1,104 @@
+"""What the hardware can do and how much of it a run used: the machine's name, a dense-GEMM peak, MFU.
+
+Model FLOPs utilisation (MFU) = achieved training FLOP/s / peak FLOP/s. Training costs 3 x 2 x forward MACs per
+image (a forward and a backward of twice its cost; a multiply-add is 2 FLOPs). The peak is *measured*: a
+matrix multiply on the run's device, in its precision and with its thread count, the best a dense kernel
+reaches there (not a datasheet figure, which no 2-core CPU slice reaches). It is measured once per machine,
+torch version, precision and thread count, in about a second, and cached in ``~/.cache/cnnbench/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from cnnbench.fileio import atomic_write_json
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what decides CPU training speed (fp32, bf16)
+PROBE_SECONDS = 0.5
+
+
+@cache
+def cpu_info() -> tuple[str, tuple[str, ...]]:
+    """The CPU's model name and which of ``CPU_FLAGS`` it has (from /proc/cpuinfo; elsewhere the platform's
+    processor name and no flags)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), ()
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", platform.machine()), tuple(f for f in CPU_FLAGS if f in flags)
+
+
+def machine_name(device: torch.device) -> str:
+    """``Intel(R) Xeon(R) Processor (avx2 avx512f avx512_bf16 amx_bf16), 2 threads`` or the GPU's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    model, flags = cpu_info()
+    threads = torch.get_num_threads()
+    return f"{model} ({' '.join(flags) or 'no avx2'}), {threads} thread{'s' if threads > 1 else ''}"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def probe_peak_tflops(device: torch.device, dtype: torch.dtype, seconds: float = PROBE_SECONDS) -> float:
+    """Dense matrix-multiply TFLOP/s on ``device`` in ``dtype``: the best of a few timed rounds."""
+    n = 4096 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    for _ in range(2):  # warm-up: kernels chosen, caches filled
+        a @ b
+    _sync(device)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start, reps = time.perf_counter(), 0
+        while reps < 4 or time.perf_counter() - start < seconds / 10:
+            a @ b
+            reps += 1
+        _sync(device)
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e12)
+    return best
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "cnnbench" / "peak_tflops.json"
+
+
+def peak_tflops(device: torch.device, precision: str) -> float:
+    """The cached dense-GEMM peak of this machine for ``precision`` (fp32, bf16, fp16), measured when missing."""
+    key = f"{machine_name(device)} | torch {torch.__version__} | {precision}"
+    path = cache_file()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict) or not isinstance(known.get(key), (int, float)):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        known = {**(known if isinstance(known, dict) else {}), key: probe_peak_tflops(device, dtype)}
+        try:
+            atomic_write_json(known, path)
+        except OSError:  # a read-only home: measured again next time, no harm done
+            pass
+    return float(known[key])
+
+
+def efficiency(macs: int, images_per_s: float, peak: float, processes: int = 1) -> dict[str, float]:
+    """``train_tflops`` (achieved, all processes), ``peak_tflops`` (one process's peak x processes) and
+    ``mfu`` (their ratio, 0-1)."""
+    achieved = 6.0 * macs * images_per_s / 1e12
+    total_peak = peak * processes
+    return {"train_tflops": achieved, "peak_tflops": total_peak, "mfu": achieved / total_peak if total_peak else 0.0}

@@ -1,0 +1,86 @@
+"""The GPU paths: mixed precision (bf16, fp16 with a gradient scaler), channels_last, pinned-memory streaming,
+nccl DDP, torch.compile. Marked ``cuda``: they skip without a GPU; ``scripts/gpu_check.sh`` runs them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config
+
+from cnnbench.engine.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.cuda
+QUIET = ("logger.print_config=false", "logger.progress=false", "logger.tensorboard=false", "logger.figures=false",
+         "logger.snapshots=0")
+
+
+def train(tmp_path: Path, *overrides: str) -> dict:
+    from cnnbench.train import run
+
+    cfg = compose_config("trainer.device=cuda", "trainer.epochs=2", *QUIET, *overrides)
+    return run(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path: Path, precision: str) -> None:
+    results = train(tmp_path, f"trainer.precision={precision}", "model=small_resnet", "model.widths=[16,32,64]")
+    assert results["precision"] == precision and results["device"].startswith("cuda")
+    assert math.isfinite(results["test_loss"]) and results["test_acc"] > 20  # 2 epochs on digits learn something
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    if precision == "fp16":  # the gradient scaler ran, and its scale is checkpointed
+        assert ckpt["scaler"] and ckpt["scaler"]["scale"] > 0
+    assert 0 < results["mfu"] < 1
+
+
+def test_channels_last_on_cuda(tmp_path: Path) -> None:
+    from cnnbench.assemble import place_model
+    from cnnbench.models import build_model
+
+    model, channels_last = place_model(build_model("resnet18", num_classes=10, in_channels=3, image_size=32),
+                                       compose_config().trainer, torch.device("cuda"))
+    conv = model.stem[0].weight
+    assert channels_last and conv.is_cuda and conv.is_contiguous(memory_format=torch.channels_last)
+    assert train(tmp_path, "model=resnet18")["channels_last"] is True
+
+
+def test_streamed_batches_come_from_pinned_memory(cifar_subset: Path, monkeypatch) -> None:
+    from cnnbench.data import load_data, make_loaders, stream
+
+    made: dict = {}
+    data_loader = stream.DataLoader
+
+    def recording(*args, **kwargs):  # torch's DataLoader, its arguments noted
+        made.update(kwargs)
+        return data_loader(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "DataLoader", recording)
+    cfg = compose_config("data=imagefolder", f"data.root={cifar_subset}", "data.max_memory_gb=0.0001",
+                         "data.batch_size=16")
+    loader = make_loaders(load_data(cfg.data), cfg.data, torch.device("cuda"), seed=0, channels_last=True)["train"]
+    assert isinstance(loader, stream.StreamLoader)
+    x, y = next(iter(loader))
+    assert made["pin_memory"] is True
+    assert x.is_cuda and y.is_cuda and x.dtype == torch.float32 and x.shape[0] == 16
+
+
+def test_nccl_ddp_with_one_process(tmp_path: Path) -> None:
+    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                           "-m", "cnnbench", "trainer.strategy=ddp", "trainer.device=cuda", "trainer.epochs=2",
+                           "hydra.run.dir=run", *QUIET], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["processes"] == 1 and results["device"] == "cuda:0" and results["status"] == "completed"
+
+
+def test_torch_compile_on_cuda(tmp_path: Path) -> None:
+    results = train(tmp_path, "trainer.compile=true", "model=small_resnet", "model.widths=[16,32,64]")
+    assert results["status"] == "completed" and math.isfinite(results["test_loss"])

@@ -1,0 +1,96 @@
+"""Speed on every machine: FLOP accounting and MFU, the peak probe and its cache, thread budgets, one GPU per
+sweep job, and the warning when other processes compete for the cores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+from torch import nn
+
+from cnnbench.anatomy import count_macs
+from cnnbench.engine import hardware
+from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops
+from cnnbench.engine.placement import LoadProbe, describe, job_device, thread_budget
+
+
+def test_flops_match_a_hand_count() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(8 * 4 * 4, 10))
+    # conv: 8 output channels x 8x8 positions x (3 x 3 x 3) weights; linear: 128 x 10 (ReLU and pooling: no MACs)
+    macs = 8 * 8 * 8 * 27 + 128 * 10
+    assert count_macs(net, (3, 8, 8)) == macs
+    speed = efficiency(macs, images_per_s=1000.0, peak=0.5, processes=2)
+    assert speed["train_tflops"] == pytest.approx(3 * 2 * macs * 1000 / 1e12)  # forward + backward = 3 forwards
+    assert speed["peak_tflops"] == 1.0 and speed["mfu"] == pytest.approx(speed["train_tflops"])
+
+
+def test_peak_is_measured_once_and_cached(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    probe = hardware.probe_peak_tflops
+    monkeypatch.setattr(hardware, "probe_peak_tflops", lambda *a, **k: calls.append(a) or probe(*a, seconds=0.1))
+    cpu = torch.device("cpu")
+    first = peak_tflops(cpu, "fp32")
+    assert first > 0 and peak_tflops(cpu, "fp32") == first and len(calls) == 1
+    cached = json.loads((tmp_path / "cnnbench" / "peak_tflops.json").read_text())
+    (key,) = cached
+    assert machine_name(cpu) in key and torch.__version__ in key and key.endswith("fp32")
+    (tmp_path / "cnnbench" / "peak_tflops.json").write_text("{not json")  # a corrupt cache is measured again
+    assert peak_tflops(cpu, "fp32") > 0 and len(calls) == 2
+
+
+def test_machine_name_says_cpu_model_and_flags() -> None:
+    name = machine_name(torch.device("cpu"))
+    model, flags = hardware.cpu_info()
+    assert name.startswith(model) and f", {torch.get_num_threads()} thread" in name
+    assert set(flags) <= set(hardware.CPU_FLAGS) and all(f in name for f in flags)
+
+
+def test_thread_budgets_of_parallel_processes_are_disjoint() -> None:
+    assert thread_budget(None, env={}, available=2) == (2, "2 cores")
+    for cores in (2, 8, 16):
+        for local in (1, 2, 3, 4):  # torchrun sets OMP_NUM_THREADS=1 itself: it is not the user's choice there
+            threads, _ = thread_budget(None, env={"LOCAL_WORLD_SIZE": str(local), "OMP_NUM_THREADS": "1"},
+                                       available=cores)
+            assert threads == max(1, cores // local) and (threads * local <= cores or threads == 1)
+    assert thread_budget(None, env={"OMP_NUM_THREADS": "1"}, available=2) == (1, "OMP_NUM_THREADS")  # joblib
+    assert thread_budget(3, env={"LOCAL_WORLD_SIZE": "2"}, available=2) == (3, "trainer.threads")
+
+
+def test_sweep_jobs_take_one_gpu_each(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    cuda = torch.device("cuda")
+    assert [job_device(cuda, job) for job in range(6)] == [torch.device("cuda", i) for i in (0, 1, 2, 3, 0, 1)]
+    assert job_device(cuda, None) == cuda  # not a sweep
+    assert job_device(torch.device("cuda", 2), 1) == torch.device("cuda", 2)  # a GPU the user named
+    assert job_device(torch.device("cpu"), 1) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert job_device(cuda, 3) == cuda
+
+
+def test_a_competing_process_is_noticed() -> None:
+    probe = LoadProbe()
+    spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    spinner.wait(timeout=120)
+    other = probe.competing()
+    assert other is not None and other >= 0.5, other
+    assert "warning: other processes keep" in describe((2, "2 cores"), probe)
+
+
+def test_run_reports_threads_and_mfu(tmp_path: Path) -> None:
+    proc = run_cli("trainer.max_steps=3", "trainer.epochs=1", "trainer.threads=1", "logger.print_config=false",
+               "logger.progress=false", "logger.tensorboard=false", "logger.figures=false", "hydra.run.dir=run",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cpu threads: 1 (trainer.threads)" in proc.stdout and "MFU" in proc.stdout
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["threads"] == 1 and results["machine"].endswith(", 1 thread")
+    assert 0 < results["mfu"] < 1 and results["train_tflops"] == pytest.approx(results["mfu"] * results["peak_tflops"])
+    assert results["train_tflops"] == pytest.approx(6 * results["macs"] * results["train_images_per_s"] / 1e12)
