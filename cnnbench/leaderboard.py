@@ -22,7 +22,10 @@ from rich.table import Table
 from cnnbench.overrides import parse_overrides
 
 SEED_KEY = "trainer.seed"
-METRICS = ("best_val_acc", "test_acc", "train_time_s", "train_images_per_s", "mfu")
+METRICS = ("best_val_acc", "test_acc", "test_top5_acc", "test_ece", "corruption_acc", "train_time_s",
+           "train_images_per_s", "mfu")
+OPTIONAL = {"test_top5_acc": "top-5 %", "test_ece": "ECE %", "corruption_acc": "corruption acc %"}  # shown when
+# some run has them (corruption accuracy: from eval.json, cnnbench-eval corruptions=true)
 
 
 def find_runs(paths: list[Path]) -> list[dict]:
@@ -36,8 +39,23 @@ def find_runs(paths: list[Path]) -> list[dict]:
             except (OSError, json.JSONDecodeError):
                 continue
             run["run_dir"] = str(f.parent)
+            run.update(_eval_scores(f.parent / "eval.json", run))
             runs.append(run)
     return runs
+
+
+def _eval_scores(path: Path, run: dict) -> dict:
+    """Top-5 and ECE from a run's eval.json (``cnnbench-eval``) when it scored the same split as the run."""
+    try:
+        scores = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if scores.get("split") != "test" or scores.get("step") != run.get("scored_step"):
+        return {}
+    found = {f"test_{k}": scores[k] for k in ("top5_acc", "ece") if scores.get(k) is not None}
+    if scores.get("corruptions"):
+        found["corruption_acc"] = scores["corruptions"]["mean_corruption_acc"]
+    return found
 
 
 @dataclass
@@ -88,14 +106,16 @@ def _fmt(mean: float | None, std: float | None, seeds: int, digits: int = 2) -> 
 
 
 def _display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    header = [*board.keys, "seeds", "params", "MACs", "val acc %", "test acc %", "train time s", "images/s",
-              "MFU %"]
+    optional = [k for k in OPTIONAL if any(r.get(k) is not None for r in board.rows)]
+    header = [*board.keys, "seeds", "params", "MACs", "val acc %", "test acc %", *(OPTIONAL[k] for k in optional),
+              "train time s", "images/s", "MFU %"]
     lines = []
     for r in board.rows:
         n = r["seeds"]
         lines.append([*(str(r[k]) for k in board.keys), str(n), f"{r['params']:,}" if r["params"] else "-",
                       f"{r['macs'] / 1e6:,.1f} M" if r.get("macs") else "-",
                       _fmt(r["best_val_acc"], r["best_val_acc_std"], n), _fmt(r["test_acc"], r["test_acc_std"], n),
+                      *(_fmt(r[k], r[f"{k}_std"], n) for k in optional),
                       _fmt(r["train_time_s"], r["train_time_s_std"], n, 1),
                       _fmt(r["train_images_per_s"], r["train_images_per_s_std"], n, 0),
                       _fmt(*(100 * v if v is not None else None for v in (r["mfu"], r["mfu_std"])), n, 1)])
@@ -121,17 +141,20 @@ def write_csv(board: Leaderboard, path: Path) -> None:
 
 
 def plot(board: Leaderboard, out_dir: Path) -> list[Path]:
-    """Test accuracy against parameters and against training time, one labelled point per configuration."""
+    """Test accuracy against parameters and against training time, and (when the runs were scored under
+    corruptions) mean corruption accuracy against parameters: one labelled point per configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
-    for x_key, x_label, name, log in (("params", "parameters", "acc_vs_params.png", True),
-                                       ("train_time_s", "training time (s)", "acc_vs_time.png", False)):
-        points = [(r[x_key], r["test_acc"], r.get("test_acc_std") or 0, "/".join(str(r[k]) for k in board.keys))
-                  for r in board.rows if r.get(x_key) and r.get("test_acc") is not None]
+    for x_key, x_label, name, log, y_key in (
+            ("params", "parameters", "acc_vs_params.png", True, "test_acc"),
+            ("train_time_s", "training time (s)", "acc_vs_time.png", False, "test_acc"),
+            ("params", "parameters", "corruption_acc_vs_params.png", True, "corruption_acc")):
+        points = [(r[x_key], r[y_key], r.get(f"{y_key}_std") or 0, "/".join(str(r[k]) for k in board.keys))
+                  for r in board.rows if r.get(x_key) and r.get(y_key) is not None]
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
@@ -141,7 +164,7 @@ def plot(board: Leaderboard, out_dir: Path) -> list[Path]:
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(x_label)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel("test accuracy (%)" if y_key == "test_acc" else "mean accuracy under corruptions (%)")
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(out_dir / name)

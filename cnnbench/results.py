@@ -44,7 +44,7 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         "macs": run.macs,
         "test_acc": test["acc"],
         "test_loss": test["loss"],
-        **{f"test_{k}": test[k] for k in ("top5_acc", "balanced_acc", "macro_f1") if k in test},
+        **{f"test_{k}": test[k] for k in ("top5_acc", "balanced_acc", "macro_f1", "ece", "brier") if k in test},
         "best_val_acc": state.best_val_acc,
         "scored_step": scored_step,
         "epochs_completed": state.epoch,

@@ -67,6 +67,18 @@ def test_ddp_resumes_its_own_checkpoint(ddp_run: Path) -> None:
     assert resumed["epochs_completed"] == 12 and resumed["steps"] == 12 * (1294 // 32)
 
 
+@pytest.mark.slow
+def test_a_ddp_run_evaluates_and_exports_like_any_other(ddp_run: Path, tmp_path: Path) -> None:
+    from cnnbench.commands.evaluate import evaluate_run
+    from cnnbench.commands.export import export_run
+
+    run_dir = next(ddp_run.glob("outputs/*/*"))
+    recorded = json.loads((run_dir / "results.json").read_text())
+    result = evaluate_run(run_dir, out=tmp_path / "eval.json")
+    assert result["acc"] == pytest.approx(recorded["test_acc"]) and result["images"] == 359
+    assert export_run(run_dir, "torchscript", tmp_path / "m.pt")["parity"]["max_abs_logit_diff"] <= 1e-4
+
+
 def test_ddp_outside_torchrun_is_one_line(tmp_path: Path) -> None:
     proc = run_cli("trainer.strategy=ddp", cwd=tmp_path)
     assert proc.returncode == 2

@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 from conftest import ROOT
 
-SCRIPTS = ("cnnbench", "cnnbench-inspect", "cnnbench-report", "cnnbench-visualize")
+SCRIPTS = ("cnnbench", "cnnbench-inspect", "cnnbench-report", "cnnbench-visualize", "cnnbench-eval", "cnnbench-predict",
+           "cnnbench-export")
 
 
 def build_wheel(out: Path) -> Path:

@@ -184,6 +184,9 @@ def test_freeze_backbone_keeps_every_backbone_tensor(source_run: Path, tmp_path:
     # the optimizer holds the head only
     assert len(ckpt["optimizer"]["param_groups"]) == 1
     assert len(ckpt["optimizer"]["param_groups"][0]["params"]) == 2  # fc.weight, fc.bias
+    from cnnbench.commands.evaluate import evaluate_run  # a transferred run evaluates like any other
+
+    assert evaluate_run(tmp_path)["acc"] == pytest.approx(results["test_acc"])
 
 
 def test_gradual_unfreeze_trains_the_head_first_then_the_top_stage(source_run: Path, tmp_path: Path) -> None:
@@ -259,3 +262,9 @@ def test_cli_freeze_backbone_on_torchvision_weights(cli, torch_home: Path, tmp_p
     assert "conv1: input channels 3 -> 1 (pretrained kernel adapted)" in out
     assert "training the head only" in out and "5,130 of 11,175,370 parameters train" in out
     assert "preprocessing of resnet18 IMAGENET1K_V1: mean=[0.449], std=[0.226]" in out
+    import json
+
+    from cnnbench.commands.evaluate import evaluate_run  # torchvision's model, adapted to grey: eval rebuilds it
+
+    recorded = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert evaluate_run(tmp_path / "run")["acc"] == pytest.approx(recorded["test_acc"])

@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from cnnbench.cli import error_boundary, key_values, positive_int
+from cnnbench.commands.trained import load_trained
 from cnnbench.data.build import normalization
 from cnnbench.data.decode import read_image
-from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
 from cnnbench.pictures import capture, denormalize, trace
 from cnnbench.pictures.cards import GRID_CHANNELS, feature_card
@@ -38,17 +37,8 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
               ) -> tuple[Path, list[tuple[str, float]]]:
     """Write the feature-map card of ``layer`` for ``image``; return the PNG path and the top-k classes with
     their probabilities."""
-    from cnnbench.models import build_from_config
-
-    ckpt_path = run if run.suffix == ".pt" else run / "checkpoints" / "best.pt"
-    ckpt = load_checkpoint(ckpt_path)
-    if not ckpt.get("config") or not ckpt.get("meta"):
-        raise CnnbenchError(f"{ckpt_path} has no config or input description (not written by this cnnbench); "
-                            f"give a run directory or a checkpoint that cnnbench wrote")
-    cfg, meta = OmegaConf.create(ckpt["config"]), ckpt["meta"]
-    names = meta["class_names"]
-    model = build_from_config(cfg.model, len(names), meta["channels"], meta["image_size"])
-    model.load_state_dict(ckpt["model"])
+    trained = load_trained(run)
+    cfg, meta, model, names = trained.cfg, trained.meta, trained.model, trained.class_names
     layers = [n for n, m in model.named_modules() if n and not list(m.children())]
     if not layer:
         raise CnnbenchError(f"give layer=<name>; layers: {', '.join(layers)}")
@@ -59,9 +49,9 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     model.eval()
     with torch.no_grad():
         probs = model(x).float().softmax(1)[0]
-    top = [(names[i], 100.0 * p) for p, i in zip(*probs.topk(min(top_k, len(names))), strict=True)]
-    run_dir = ckpt_path.parent.parent if run.suffix == ".pt" else run
-    out = out or run_dir / "figures" / f"visualize_{layer}_{image.stem}.png"
+    values, indices = probs.topk(min(top_k, len(names)))
+    top = [(names[i], 100.0 * p) for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
+    out = out or trained.run_dir / "figures" / f"visualize_{layer}_{image.stem}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     seen = denormalize(x, *normalization(cfg.data, meta["channels"]))[0]
     layer_info = trace(model, x)[layer]
@@ -69,7 +59,7 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     card = feature_card(maps[layer][0], seen, f"{layer_info.label()} of {image.name}", [
         f"first {min(GRID_CHANNELS, layer_info.shape[0])} of {layer_info.shape[0]} channels, each scaled to its "
         f"own range; input as the model sees it ({meta['image_size']} px, un-normalised)",
-        f"top {len(top)}: {predicted}   (model {cfg.model.name}, {ckpt_path.name} at step {ckpt.get('step')})"])
+        f"top {len(top)}: {predicted}   (model {cfg.model.name}, {trained.checkpoint.name} at step {trained.step})"])
     card.save(out)
     return out, top
 

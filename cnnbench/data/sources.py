@@ -77,7 +77,7 @@ def read_torchvision(cfg: DictConfig) -> RawSplits:
     return RawSplits(splits[0], splits[1], list(ds.classes))
 
 
-def _scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
+def scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
     """The image files of an ImageFolder-style tree (one sub-folder per class), their labels and the classes."""
     from torchvision.datasets.folder import find_classes, make_dataset
 
@@ -103,8 +103,8 @@ def read_imagefolder(cfg: DictConfig) -> RawSplits:
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
         raise CnnbenchError(f"data.root={cfg.root} must hold train/ and test/ (or val/) folders of class folders")
-    train_paths, train_labels, classes = _scan_folder(root / "train")
-    test_paths, test_labels, test_classes = _scan_folder(test_dir)
+    train_paths, train_labels, classes = scan_folder(root / "train")
+    test_paths, test_labels, test_classes = scan_folder(test_dir)
     if test_classes != classes:
         raise CnnbenchError(f"class folders differ between {root / 'train'} and {test_dir}: "
                             f"{classes} vs {test_classes}")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnbench.engine.calibration import brier_score, expected_calibration_error
 from cnnbench.engine.runtime import Precision
 
 if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package
@@ -34,11 +35,15 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
 
 @dataclass
 class Scores:
-    """A model's answers on one split: mean cross-entropy, the top-5 classes per image (CPU) and the labels."""
+    """A model's answers on one split: mean cross-entropy, the top-5 classes per image (CPU) and the labels; for
+    calibration, per image: the top probability, the true class's probability, the sum of squared probabilities."""
 
     loss: float
     top5: torch.Tensor  # int64 (N, min(5, classes)), best first
     labels: torch.Tensor  # int64 (N,)
+    confidence: torch.Tensor | None = None  # float (N,)
+    true_prob: torch.Tensor | None = None
+    prob_sq: torch.Tensor | None = None
 
     @property
     def preds(self) -> torch.Tensor:
@@ -51,15 +56,19 @@ def predict(model: nn.Module, loader: DeviceLoader, precision: Precision, tta: i
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=loader.device)
-    top5, labels = [], []
+    top5, labels, calibration = [], [], []
     for x, y in loader:
         with precision.autocast():
             logits = tta_logits(model, x, tta)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         top5.append(logits.topk(min(5, logits.shape[1]), dim=1).indices)
         labels.append(y)
+        probs = logits.float().softmax(1)
+        calibration.append(torch.stack([probs.amax(1), probs.gather(1, y[:, None])[:, 0], probs.square().sum(1)]))
     model.train(was_training)
-    return Scores(loss_sum.item() / loader.num_images, torch.cat(top5).cpu(), torch.cat(labels).cpu())
+    confidence, true_prob, prob_sq = torch.cat(calibration, 1).cpu()
+    return Scores(loss_sum.item() / loader.num_images, torch.cat(top5).cpu(), torch.cat(labels).cpu(), confidence,
+                  true_prob, prob_sq)
 
 
 def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
@@ -92,4 +101,8 @@ def metrics(scores: Scores, class_names: list[str]) -> dict:
     }
     if len(class_names) > 5:
         out["top5_acc"] = 100.0 * (scores.top5 == scores.labels[:, None]).any(1).float().mean().item()
+    if scores.confidence is not None:  # NLL is the loss; ECE in percent like the accuracies
+        out["ece"] = 100.0 * expected_calibration_error(scores.confidence, scores.preds == scores.labels)
+        out["nll"] = scores.loss
+        out["brier"] = brier_score(scores.true_prob, scores.prob_sq)
     return out

@@ -100,3 +100,44 @@ def mistakes_figure(images: torch.Tensor, labels: list[int], preds: list[int], c
                  f"(of {of} test images)" if total else f"no misclassified images among {of}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def reliability_figure(bins, ece: float, title: str):
+    """Accuracy against confidence per bin (``cnnbench.engine.calibration.Bin``), the diagonal of perfect
+    calibration, and how many images each bin holds."""
+    plt = pyplot()
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5.0, 5.6), dpi=100, height_ratios=[3, 1], sharex=True)
+    width = bins[0].high - bins[0].low
+    centres = [(b.low + b.high) / 2 for b in bins]
+    filled = [b for b in bins if b.images]
+    ax.bar([(b.low + b.high) / 2 for b in filled], [b.accuracy for b in filled], width=width * 0.95,
+           color="tab:blue", label="accuracy in the bin")
+    ax.bar([(b.low + b.high) / 2 for b in filled], [b.confidence - b.accuracy for b in filled], width=width * 0.95,
+           bottom=[b.accuracy for b in filled], color="tab:red", alpha=0.35, label="gap to mean confidence")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"{title}\nreliability: ECE {100 * ece:.2f}% ({len(bins)} equal-width bins)", fontsize=9)
+    counts.bar(centres, [b.images for b in bins], width=width * 0.95, color="grey")
+    counts.set_xlim(0, 1)
+    counts.set_xlabel("confidence (top probability)")
+    counts.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def robustness_figure(accuracy: dict[str, list[float]], clean: float, title: str):
+    """Accuracy against corruption severity, one line per type, the clean accuracy at severity 0."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=100)
+    for name, accs in accuracy.items():
+        ax.plot(range(0, len(accs) + 1), [clean, *accs], marker="o", markersize=3, linewidth=1, label=name)
+    ax.set_xlabel("severity (0 = clean)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.set_title(f"{title}\naccuracy under common corruptions (CIFAR-10-C parameters)", fontsize=9)
+    fig.tight_layout()
+    return fig

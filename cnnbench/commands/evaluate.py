@@ -1,0 +1,200 @@
+"""``cnnbench-eval run=<run dir | .pt> [split=test|val|train | folder=<class folders>] [data.<key>=...] [tta=N]
+[batch_size=N] [device=auto] [out=<json>]``: score a trained run again, with calibration.
+
+Rebuilds the model and the preprocessing from the run's checkpoint (same size, channels, normalisation) and
+scores a split of its data (``data.<key>=value`` changes the run's data config first, e.g. ``data.root=``) or
+another folder of class folders with the run's class names. Prints a table and writes ``eval.json`` (next to the
+run, or ``out=``) with top-1, top-5, loss, balanced accuracy, macro-F1, per-class precision/recall/F1, the
+confusion matrix and calibration: expected calibration error over 15 equal-width bins (ECE), negative
+log-likelihood (NLL, the loss) and Brier score; PNGs of the confusion matrix and the reliability diagram go to
+``<run dir>/figures/eval_<split>_*.png``.
+
+``corruptions=true`` also scores the first ``corruption_images`` (default 1000) images under 10 of CIFAR-10-C's
+15 common corruptions at severities 1-5, generated batched from the clean images with the published parameters
+(``cnnbench.engine.corruptions`` says which five are not generated and why): accuracy per type and severity, the
+mean corruption accuracy, a plot of accuracy against severity, and with ``baseline=<run dir>`` the corruption
+error relative to that run's on the same corrupted images (mCE-style).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from cnnbench.cli import error_boundary, key_values, positive_int
+from cnnbench.commands.trained import Trained, load_trained
+from cnnbench.errors import CnnbenchError
+
+USAGE = ("usage: cnnbench-eval run=<run dir or .pt> [split=test|val|train] [folder=<class folders>] "
+         "[data.<key>=<value> ...] [tta=0|1|2] [batch_size=N] [device=auto] [out=<eval.json>] "
+         "[corruptions=true [corruption_images=1000] [baseline=<run dir>]]")
+KEYS = {"run", "split", "folder", "tta", "batch_size", "device", "out", "corruptions", "corruption_images", "baseline"}
+
+
+def eval_loader(trained: Trained, split: str, folder: Path | None, data_overrides: dict[str, str], batch_size: int,
+                device: torch.device):
+    """The run's preprocessing over the chosen images, unshuffled and unaugmented."""
+    from cnnbench.data import load_data
+    from cnnbench.data.build import normalization
+    from cnnbench.data.images import FileImageSet
+    from cnnbench.data.loader import DeviceLoader
+    from cnnbench.data.sources import scan_folder
+    from cnnbench.data.stream import StreamLoader
+
+    cfg = OmegaConf.create(OmegaConf.to_container(trained.cfg.data, resolve=True))
+    for key, value in data_overrides.items():
+        OmegaConf.update(cfg, key.removeprefix("data."), yaml.safe_load(value) if value else None)
+    channels, size = trained.meta["channels"], trained.meta["image_size"]
+    mean, std = normalization(cfg, channels)
+    if folder is not None:
+        paths, labels, classes = scan_folder(folder)
+        unknown = sorted(set(classes) - set(trained.class_names))
+        if unknown:
+            raise CnnbenchError(f"folder={folder} has classes the run was not trained on: {', '.join(unknown[:5])}; "
+                                f"the run's classes: {', '.join(trained.class_names)}")
+        index = torch.tensor([trained.class_names.index(c) for c in classes])
+        images = FileImageSet(paths, index[labels], channels, size)
+        return StreamLoader(images, batch_size, device, mean, std, num_workers=cfg.num_workers)
+    data = load_data(cfg)
+    images = getattr(data, split)
+    if images is None:
+        raise CnnbenchError(f"split={split}: the run's data has no {split} split (data.val_fraction=0); "
+                            f"choose split=test or split=train")
+    if data.class_names != trained.class_names or data.image_size != size or data.channels != channels:
+        raise CnnbenchError(f"the data no longer matches the run: {data.num_classes} classes at {data.channels}x"
+                            f"{data.image_size} px, the run was trained on {len(trained.class_names)} at "
+                            f"{channels}x{size}")
+    kind = StreamLoader if images.streamed else DeviceLoader
+    extra = {"num_workers": cfg.num_workers} if images.streamed else {}
+    return kind(images, batch_size, device, mean, std, **extra)
+
+
+def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, data_overrides: dict | None = None,
+                 tta: int | None = None, batch_size: int | None = None, device: str = "auto",
+                 out: Path | None = None, corruptions: int = 0, baseline: Path | None = None) -> dict:
+    """Score ``run`` and write eval.json and its figures; return what was written."""
+    from cnnbench.engine.calibration import reliability
+    from cnnbench.engine.evaluate import confusion_matrix, metrics, predict
+    from cnnbench.engine.runtime import resolve_device
+    from cnnbench.fileio import atomic_write_json
+    from cnnbench.pictures.cards import figure_image
+    from cnnbench.pictures.charts import confusion_figure, reliability_figure
+
+    if split not in ("test", "val", "train"):
+        raise CnnbenchError(f"split={split}: choose test, val or train")
+    trained = load_trained(run)
+    where = resolve_device(device)
+    precision = trained.precision(where)
+    loader = eval_loader(trained, split, folder, data_overrides or {},
+                         batch_size or trained.cfg.data.batch_size, where)
+    tta = trained.cfg.trainer.tta if tta is None else tta
+    start = time.perf_counter()
+    scores = predict(trained.model.to(where), loader, precision, tta)
+    seconds = time.perf_counter() - start
+    names = trained.class_names
+    result = metrics(scores, names)
+    cm = confusion_matrix(scores.preds, scores.labels, len(names))
+    bins = reliability(scores.confidence, scores.preds == scores.labels)
+    what = str(folder) if folder is not None else split
+    result = {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "step": trained.step,
+              "model": trained.cfg.model.name, "images": len(scores.labels), "split": what, "tta": tta,
+              "device": str(where), "precision": precision.name, "seconds": seconds, **result,
+              "confusion_matrix": cm.tolist(), "class_names": names,
+              "reliability": [vars(b) for b in bins]}
+    if corruptions:
+        result["corruptions"] = robustness(trained, loader, precision, corruptions, baseline, result["acc"],
+                                           trained.run_dir / "figures" / f"eval_{split}_corruptions.png")
+    out = out or trained.run_dir / "eval.json"
+    atomic_write_json(result, out)
+    figures = trained.run_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    tag = "folder" if folder is not None else split
+    figure_image(confusion_figure(cm, names)).save(figures / f"eval_{tag}_confusion_matrix.png")
+    title = f"{trained.cfg.model.name} on {what} ({len(scores.labels)} images)"
+    figure_image(reliability_figure(bins, result["ece"] / 100, title)).save(figures / f"eval_{tag}_reliability.png")
+    result["written"] = [str(out), str(figures / f"eval_{tag}_confusion_matrix.png"),
+                         str(figures / f"eval_{tag}_reliability.png")]
+    return result
+
+
+def robustness(trained: Trained, loader, precision, images: int, baseline: Path | None, clean: float,
+               figure: Path) -> dict:
+    """Accuracy under the corruptions on the first ``images`` images (and the baseline run's, on the same ones)."""
+    from cnnbench.engine.corruptions import MISSING
+    from cnnbench.engine.robustness import corruption_accuracy, summary
+    from cnnbench.pictures.cards import figure_image
+    from cnnbench.pictures.charts import robustness_figure
+
+    accuracy = corruption_accuracy(trained.model, loader, precision, images)
+    reference = None
+    if baseline is not None:
+        other = load_trained(baseline)
+        if other.class_names != trained.class_names or other.meta["image_size"] != trained.meta["image_size"]:
+            raise CnnbenchError(f"baseline={baseline} was trained on other classes or sizes than run={trained.run_dir}")
+        reference = corruption_accuracy(other.model.to(loader.device), loader, other.precision(loader.device), images)
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    figure_image(robustness_figure(accuracy, clean, f"{trained.cfg.model.name}, {min(images, len(loader.data))} "
+                                   "images")).save(figure)
+    return {"images": min(images, len(loader.data)), "accuracy": accuracy, **summary(accuracy, reference),
+            "baseline": str(baseline) if baseline else None, "not_generated": MISSING}
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cnnbench-eval: {result['model']} on {result['split']} ({result['images']} images)",
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [("top-1 accuracy", f"{result['acc']:.2f}%"), ("top-5 accuracy", f"{result['top5_acc']:.2f}%"
+                                                          if "top5_acc" in result else "-"),
+            ("balanced accuracy", f"{result['balanced_acc']:.2f}%"), ("macro-F1", f"{result['macro_f1']:.2f}%"),
+            ("loss = NLL", f"{result['nll']:.4f}"), ("ECE (15 bins)", f"{result['ece']:.2f}%"),
+            ("Brier score", f"{result['brier']:.4f}"), ("test-time augmentation", str(result["tta"])),
+            ("device / precision", f"{result['device']} / {result['precision']}"),
+            ("checkpoint", f"{result['checkpoint']} (step {result['step']})")]
+    if "corruptions" in result:
+        c = result["corruptions"]
+        rows.append(("mean corruption accuracy", f"{c['mean_corruption_acc']:.2f}% ({len(c['accuracy'])} types x 5 "
+                                                 f"severities, {c['images']} images)"))
+        if "mce" in c:
+            rows.append(("corruption error vs baseline", f"{c['mce']:.1f}% (mCE-style; 100% = the baseline's)"))
+        rows += [(f"  {name}", " ".join(f"{a:5.1f}" for a in accs)) for name, accs in c["accuracy"].items()]
+    for key, value in rows:
+        table.add_row(key, value)
+    Console(highlight=False).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``cnnbench-eval``."""
+    argv = sys.argv[1:] if argv is None else argv
+    data_args = [a for a in argv if a.startswith("data.") and "=" in a]
+    args = key_values([a for a in argv if a not in data_args], USAGE, keys=KEYS, required={"run"}, doc=__doc__)
+    tta = int(args["tta"]) if args.get("tta") in ("0", "1", "2") else None
+    if "tta" in args and tta is None:
+        print(f"error: tta must be 0, 1 or 2, got {args['tta']!r}", file=sys.stderr)
+        sys.exit(2)
+    batch_size = positive_int(args, "batch_size", 0) if "batch_size" in args else None
+    if args.get("corruptions", "false").lower() not in ("true", "false"):
+        print(f"error: corruptions must be true or false, got {args['corruptions']!r}", file=sys.stderr)
+        sys.exit(2)
+    images = positive_int(args, "corruption_images", 1000) if args.get("corruptions", "").lower() == "true" else 0
+    with error_boundary():
+        result = evaluate_run(Path(args["run"]), args.get("split", "test"),
+                              Path(args["folder"]) if "folder" in args else None,
+                              dict(a.split("=", 1) for a in data_args), tta, batch_size, args.get("device", "auto"),
+                              Path(args["out"]) if "out" in args else None, images,
+                              Path(args["baseline"]) if "baseline" in args else None)
+    print_table(result)
+    for path in result["written"]:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

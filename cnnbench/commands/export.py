@@ -1,0 +1,131 @@
+"""``cnnbench-export run=<run dir | .pt> format=onnx|torchscript|exported_program [out=<file>]
+[dynamic_batch=true] [images=8]``: take a trained model out of cnnbench, checked.
+
+Writes the model (``model.onnx``, ``model.torchscript.pt`` or ``model.pt2`` in ``<run dir>/export/``, or
+``out=``) and beside it a ``model.json`` card: classes, input channels and size, mean/std, how images are resized,
+the source run and its metrics. Then runs the exported model on real images of the run's test split next to
+PyTorch (fp32, CPU) and prints the largest absolute difference of the logits; above 1e-4 the export fails. ONNX
+needs ``pip install 'cnnbench[export]'`` (onnx, onnxscript, onnxruntime; included in ``dev``). PyTorch deprecates
+TorchScript; ``exported_program`` (``torch.export``) is its successor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from cnnbench.cli import error_boundary, key_values, positive_int
+from cnnbench.commands.trained import Trained, load_trained
+from cnnbench.errors import CnnbenchError
+from cnnbench.fileio import atomic_write_json
+
+USAGE = ("usage: cnnbench-export run=<run dir or .pt> format=onnx|torchscript|exported_program [out=<file>] "
+         "[dynamic_batch=true|false] [images=8]")
+FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "exported_program": "model.pt2"}
+TOLERANCE = 1e-4
+
+
+def real_images(trained: Trained, count: int) -> torch.Tensor:
+    """The first ``count`` test images of the run's data, preprocessed as in evaluation (fp32, CPU)."""
+    from cnnbench.commands.evaluate import eval_loader
+
+    loader = eval_loader(trained, "test", None, {}, count, torch.device("cpu"))
+    return next(iter(loader))[0].float().contiguous()
+
+
+def export_model(model: torch.nn.Module, x: torch.Tensor, fmt: str, out: Path, dynamic_batch: bool):
+    """Write ``model`` in ``fmt``; return a function that runs the written file on a batch (for parity)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torchscript":
+        torch.jit.trace(model, x).save(str(out))
+        loaded = torch.jit.load(str(out))
+        return lambda batch: loaded(batch)
+    batch = torch.export.Dim("batch", min=1) if dynamic_batch else None
+    shapes = {"x": {0: batch}} if batch is not None else None
+    if fmt == "exported_program":
+        torch.export.save(torch.export.export(model, (x,), dynamic_shapes=shapes), str(out))
+        loaded = torch.export.load(str(out)).module()
+        return lambda batch: loaded(batch)
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CnnbenchError("format=onnx needs onnx, onnxscript and onnxruntime: pip install 'cnnbench[export]'"
+                            ) from None
+    torch.onnx.export(model, (x,), str(out), input_names=["x"], output_names=["logits"], dynamo=True,
+                      dynamic_shapes=shapes, verbose=False)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return lambda batch: torch.from_numpy(session.run(None, {"x": batch.numpy()})[0])
+
+
+def card(trained: Trained, fmt: str, out: Path, x: torch.Tensor, parity: float, dynamic_batch: bool) -> dict:
+    """What a user of the exported file needs to feed it, and where it came from."""
+    from cnnbench.data.build import normalization
+
+    mean, std = normalization(trained.cfg.data, trained.meta["channels"])
+    try:
+        results = json.loads((trained.run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        results = {}
+    return {"file": out.name, "format": fmt, "model": trained.cfg.model.name, "classes": trained.class_names,
+            "input": {"channels": trained.meta["channels"], "size": trained.meta["image_size"], "layout": "NCHW",
+                      "dtype": "float32", "batch": "dynamic" if dynamic_batch else x.shape[0],
+                      "preprocessing": "RGB (or grey) decoded, resized to size x size (bilinear), divided by 255, "
+                                       "minus mean, divided by std",
+                      "mean": mean, "std": std},
+            "output": "logits (softmax gives class probabilities)",
+            "source": {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "step": trained.step},
+            "metrics": {k: results[k] for k in ("test_acc", "test_top5_acc", "test_ece", "best_val_acc")
+                        if results.get(k) is not None},
+            "parity": {"images": x.shape[0], "max_abs_logit_diff": parity, "tolerance": TOLERANCE}}
+
+
+def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool = True, images: int = 8) -> dict:
+    """Export, check parity on real images, write the card; return the card."""
+    if fmt not in FILES:
+        raise CnnbenchError(f"format={fmt}: choose {', '.join(FILES)}")
+    trained = load_trained(run)
+    model = trained.model.float().cpu().eval()
+    x = real_images(trained, images)
+    out = out or trained.run_dir / "export" / FILES[fmt]
+    try:
+        run_exported = export_model(model, x[:2] if dynamic_batch and len(x) > 2 else x, fmt, out, dynamic_batch)
+    except CnnbenchError:
+        raise
+    except Exception as e:  # the exporter's own refusal (an unsupported op): one line with its reason
+        raise CnnbenchError(f"{trained.cfg.model.name} cannot be exported as {fmt}: "
+                            f"{str(e).strip().splitlines()[0][:300]}") from None
+    with torch.no_grad():
+        parity = (run_exported(x) - model(x)).abs().max().item()
+    info = card(trained, fmt, out, x, parity, dynamic_batch)
+    atomic_write_json(info, out.parent / "model.json")
+    if not parity <= TOLERANCE:
+        raise CnnbenchError(f"{out} differs from PyTorch by {parity:.2e} on {len(x)} test images "
+                            f"(tolerance {TOLERANCE:g})")
+    return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``cnnbench-export``."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = key_values(argv, USAGE, keys={"run", "format", "out", "dynamic_batch", "images"},
+                      required={"run", "format"}, doc=__doc__)
+    dynamic = args.get("dynamic_batch", "true").lower()
+    if dynamic not in ("true", "false"):
+        print(f"error: dynamic_batch must be true or false, got {dynamic!r}", file=sys.stderr)
+        sys.exit(2)
+    images = positive_int(args, "images", 8)
+    with error_boundary():
+        info = export_run(Path(args["run"]), args["format"], Path(args["out"]) if "out" in args else None,
+                          dynamic == "true", images)
+    parity = info["parity"]
+    print(f"wrote {info['file']} ({info['format']}) and model.json in "
+          f"{Path(args['out']).parent if 'out' in args else Path(info['source']['run']) / 'export'}")
+    print(f"parity on {parity['images']} test images: max |logit difference| {parity['max_abs_logit_diff']:.2e} "
+          f"(tolerance {parity['tolerance']:g})")
+
+
+if __name__ == "__main__":
+    main()
