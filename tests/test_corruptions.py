@@ -127,3 +127,50 @@ def test_every_corruption_is_quantised_reproducible_and_grey_safe(name: str) -> 
     assert torch.equal(out, (out * 255).round() / 255) and torch.equal(out, c.corrupt(img, name, 3, gen()))
     grey = c.corrupt(img[:, :1], name, 3, gen())
     assert grey.shape == img[:, :1].shape
+
+
+def test_glass_blur_only_moves_pixels_at_severity_1() -> None:
+    """Severity 1 blurs with sigma 0.05 (a no-op at 4 sigma truncation): what is left is the swaps."""
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 256, (2, 3, 32, 32))).float() / 255
+    out = c.glass_blur(x, 1, gen())
+    assert not torch.equal(out, x)
+    for i in range(2):  # the same pixels (as RGB triples), rearranged
+        before = sorted(map(tuple, x[i].flatten(1).T.tolist()))
+        after = sorted(map(tuple, out[i].flatten(1).T.tolist()))
+        assert before == after
+    flat = c.glass_blur(GREY, 5, gen())  # flat stays flat, at 8 bits truncated as np.uint8 does: 127.5 -> 127
+    assert torch.allclose(flat, torch.full_like(GREY, 127 / 255), atol=1e-6)
+
+
+def test_motion_blur_is_imagemagicks_one_sided_gaussian_line() -> None:
+    point = torch.zeros(1, 1, 32, 32)
+    point[0, 0, 16, 20] = 1.0
+    out = c._motion_blur(point, 6, 2.0, torch.tensor([0.0]))  # angle 0: each output looks i pixels to the right
+    weights = torch.exp(-torch.arange(13.0) ** 2 / 8)
+    weights = weights / weights.sum()
+    assert torch.allclose(out[0, 0, 16, 8:21].flip(0), weights, atol=1e-6)  # a streak to the left of the point
+    assert out[0, 0, 16].sum().item() == pytest.approx(1.0, abs=1e-6) and out[0, 0, :16].abs().max() == 0
+    down = c._motion_blur(point, 6, 2.0, torch.tensor([90.0]))  # 90 degrees: the streak runs up the column
+    assert torch.allclose(down[0, 0, 4:17, 20].flip(0), weights, atol=1e-6)
+    flat = c.motion_blur(GREY, 5, gen())  # flat stays flat (at 8 bits: the blur works on the 8-bit image)
+    assert torch.allclose(flat, torch.full_like(GREY, 128 / 255), atol=1e-6)
+
+
+def test_snow_only_adds_flakes_to_the_brightened_image() -> None:
+    img = smooth_image()
+    out = c.snow(img, 5, gen())
+    keep = c.SNOW[4][6]
+    grey = 0.299 * img[:, :1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3]
+    base = (keep * img + (1 - keep) * torch.maximum(img, grey * 1.5 + 0.5)).clamp(0, 1)
+    assert (out >= base - 1e-6).all() and (out > base + 0.05).float().mean() > 0.01  # flakes somewhere
+
+
+def test_elastic_transform_without_jitter_is_the_identity(monkeypatch) -> None:
+    img = smooth_image()
+    monkeypatch.setattr(c, "ELASTIC", [(0.0, 0.0, 0.0)] * 5)
+    assert torch.allclose(c.elastic_transform(img, 3, gen()), img, atol=1e-5)  # both warps' coordinates exact
+    monkeypatch.undo()
+    assert torch.allclose(c.elastic_transform(GREY, 5, gen()), GREY, atol=1e-6)
+    out = c.elastic_transform(img, 5, gen())
+    assert (out - img).abs().max() > 0.05 and abs(out.mean() - img.mean()) < 0.03  # moved, not changed in tone

@@ -183,6 +183,6 @@ def test_eval_under_corruptions_against_a_baseline(trained_run: Path, tmp_path: 
     mild = sum(v[0] for v in c["accuracy"].values())
     severe = sum(v[4] for v in c["accuracy"].values())
     assert severe < mild  # severity 5 hurts more than severity 1, summed over the types
-    assert set(c["not_generated"]) == {"glass_blur", "motion_blur", "snow", "frost", "elastic_transform"}
+    assert set(c["not_generated"]) == {"frost"}
     assert (trained_run / "figures" / "eval_test_corruptions.png").is_file()
     assert "mean corruption accuracy" in capsys.readouterr().out

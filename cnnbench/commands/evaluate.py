@@ -9,9 +9,9 @@ confusion matrix and calibration: expected calibration error over 15 equal-width
 log-likelihood (NLL, the loss) and Brier score; PNGs of the confusion matrix and the reliability diagram go to
 ``<run dir>/figures/eval_<split>_*.png``.
 
-``corruptions=true`` also scores the first ``corruption_images`` (default 1000) images under 10 of CIFAR-10-C's
+``corruptions=true`` also scores the first ``corruption_images`` (default 1000) images under 14 of CIFAR-10-C's
 15 common corruptions at severities 1-5, generated batched from the clean images with the published parameters
-(``cnnbench.engine.corruptions`` says which five are not generated and why): accuracy per type and severity, the
+(frost is not: it needs six photographs of frost): accuracy per type and severity, the
 mean corruption accuracy, a plot of accuracy against severity, and with ``baseline=<run dir>`` the corruption
 error relative to that run's on the same corrupted images (mCE-style).
 """
