@@ -26,7 +26,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from cnnbench.cli import error_boundary, key_values, positive_int
+from cnnbench.cli import error_boundary, fail, key_values, positive_int
 from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.errors import CnnbenchError
 
@@ -40,11 +40,9 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
                 device: torch.device):
     """The run's preprocessing over the chosen images, unshuffled and unaugmented."""
     from cnnbench.data import load_data
-    from cnnbench.data.build import normalization
+    from cnnbench.data.build import image_loader, normalization
     from cnnbench.data.images import FileImageSet
-    from cnnbench.data.loader import DeviceLoader
     from cnnbench.data.sources import scan_folder
-    from cnnbench.data.stream import StreamLoader
 
     cfg = OmegaConf.create(OmegaConf.to_container(trained.cfg.data, resolve=True))
     for key, value in data_overrides.items():
@@ -59,7 +57,7 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
                                 f"the run's classes: {', '.join(trained.class_names)}")
         index = torch.tensor([trained.class_names.index(c) for c in classes])
         images = FileImageSet(paths, index[labels], channels, size)
-        return StreamLoader(images, batch_size, device, mean, std, num_workers=cfg.num_workers)
+        return image_loader(images, batch_size, device, mean, std, cfg.num_workers)
     data = load_data(cfg)
     images = getattr(data, split)
     if images is None:
@@ -69,9 +67,7 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
         raise CnnbenchError(f"the data no longer matches the run: {data.num_classes} classes at {data.channels}x"
                             f"{data.image_size} px, the run was trained on {len(trained.class_names)} at "
                             f"{channels}x{size}")
-    kind = StreamLoader if images.streamed else DeviceLoader
-    extra = {"num_workers": cfg.num_workers} if images.streamed else {}
-    return kind(images, batch_size, device, mean, std, **extra)
+    return image_loader(images, batch_size, device, mean, std, cfg.num_workers)
 
 
 def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, data_overrides: dict | None = None,
@@ -178,12 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     args = key_values([a for a in argv if a not in data_args], USAGE, keys=KEYS, required={"run"}, doc=__doc__)
     tta = int(args["tta"]) if args.get("tta") in ("0", "1", "2") else None
     if "tta" in args and tta is None:
-        print(f"error: tta must be 0, 1 or 2, got {args['tta']!r}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"tta must be 0, 1 or 2, got {args['tta']!r}")
     batch_size = positive_int(args, "batch_size", 0) if "batch_size" in args else None
     if args.get("corruptions", "false").lower() not in ("true", "false"):
-        print(f"error: corruptions must be true or false, got {args['corruptions']!r}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"corruptions must be true or false, got {args['corruptions']!r}")
     images = positive_int(args, "corruption_images", 1000) if args.get("corruptions", "").lower() == "true" else 0
     with error_boundary():
         result = evaluate_run(Path(args["run"]), args.get("split", "test"),

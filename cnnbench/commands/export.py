@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.cli import error_boundary, key_values, positive_int
+from cnnbench.cli import error_boundary, fail, key_values, positive_int
 from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_write_json
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                       required={"run", "format"}, doc=__doc__)
     dynamic = args.get("dynamic_batch", "true").lower()
     if dynamic not in ("true", "false"):
-        print(f"error: dynamic_batch must be true or false, got {dynamic!r}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"dynamic_batch must be true or false, got {dynamic!r}")
     images = positive_int(args, "images", 8)
     with error_boundary():
         info = export_run(Path(args["run"]), args["format"], Path(args["out"]) if "out" in args else None,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.cli import error_boundary, key_values, positive_int
+from cnnbench.cli import error_boundary, fail, key_values, positive_int
 from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.data.decode import IMAGE_EXTENSIONS, read_image
 from cnnbench.errors import CnnbenchError
@@ -101,8 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     top_k, batch_size = positive_int(args, "top_k", 5), positive_int(args, "batch_size", 64)
     out = Path(args["out"]) if "out" in args else None
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
-        print(f"error: out={out} must end in .csv or .json", file=sys.stderr)
-        sys.exit(2)
+        fail(f"out={out} must end in .csv or .json")
     with error_boundary():
         trained = load_trained(Path(args["run"]))
         files = image_files(args["images"])

@@ -107,6 +107,14 @@ def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[flo
     return mean, std
 
 
+def image_loader(images: ImageSet | FileImageSet, batch_size: int, device: torch.device, mean: list[float],
+                 std: list[float], num_workers: int, **kwargs) -> DeviceLoader:
+    """A loader over ``images``: in memory, or decoded per batch by ``num_workers`` workers when they are files."""
+    if images.streamed:
+        return StreamLoader(images, batch_size, device, mean, std, num_workers=num_workers, **kwargs)
+    return DeviceLoader(images, batch_size, device, mean, std, **kwargs)
+
+
 def make_loaders(
     data: DataBundle, cfg: DictConfig, device: torch.device, seed: int, channels_last: bool,
     rank: int = 0, world_size: int = 1,
@@ -120,10 +128,8 @@ def make_loaders(
                             f"images); lower data.batch_size")
 
     def loader(images: ImageSet | FileImageSet, batch_size: int, **kwargs) -> DeviceLoader:
-        if images.streamed:
-            return StreamLoader(images, batch_size, device, mean, std, num_workers=cfg.num_workers,
-                                channels_last=channels_last, **kwargs)
-        return DeviceLoader(images, batch_size, device, mean, std, channels_last=channels_last, **kwargs)
+        return image_loader(images, batch_size, device, mean, std, cfg.num_workers, channels_last=channels_last,
+                            **kwargs)
 
     try:
         train = loader(data.train, cfg.batch_size, train=True, augment=cfg.augment, seed=seed, rank=rank,

@@ -52,13 +52,13 @@ def impulse_noise(x: torch.Tensor, severity: int, g: torch.Generator) -> torch.T
     return torch.where(u < amount, salt.to(x.dtype), x)
 
 
-def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Convolve each channel with ``kernel`` (k, k), borders reflected without repeating the edge (OpenCV's
-    default, BORDER_REFLECT_101)."""
+def _depthwise(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> torch.Tensor:
+    """Convolve each channel with ``kernel`` (k, k). Borders: "reflect" mirrors without repeating the edge
+    (OpenCV's default, BORDER_REFLECT_101), "replicate" repeats it (scikit-image's "nearest")."""
     k = kernel.shape[-1]
     channels = x.shape[1]
     weight = kernel.to(x)[None, None].expand(channels, 1, k, k)
-    return F.conv2d(F.pad(x, (k // 2,) * 4, mode="reflect"), weight, groups=channels)
+    return F.conv2d(F.pad(x, (k // 2,) * 4, mode=border), weight, groups=channels)
 
 
 def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
@@ -188,9 +188,7 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = int(4 * sigma + 0.5)
     if radius == 0:
         return x
-    k = 2 * radius + 1
-    weight = gaussian_kernel(k, sigma).to(x)[None, None].expand(x.shape[1], 1, k, k)
-    return F.conv2d(F.pad(x, (radius,) * 4, mode="replicate"), weight, groups=x.shape[1])
+    return _depthwise(x, gaussian_kernel(2 * radius + 1, sigma), border="replicate")
 
 
 def glass_blur(x: torch.Tensor, severity: int, g: torch.Generator) -> torch.Tensor:
