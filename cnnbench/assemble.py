@@ -67,7 +67,7 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     macs = count_macs(model, (data.channels, data.image_size, data.image_size))
     compiled = torch.compile(model) if t.compile else None
     reporter.info(f"model: {cfg.model.name}, {params:,} parameters; device {device}, precision {precision.name}"
-                  f"{', channels_last' if channels_last else ''}{', compiled' if compiled else ''}")
+                  f"{', channels_last' if channels_last else ''}{', compiled' if compiled is not None else ''}")
 
     loaders = make_loaders(data, cfg.data, device, seed=t.seed, channels_last=channels_last, rank=dist.rank,
                            world_size=dist.world_size)

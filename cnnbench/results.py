@@ -30,7 +30,8 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         ckpt = load_checkpoint(best)
         run.model.load_state_dict(ckpt["model"])
         scored_step = ckpt["step"]
-        scores = predict(run.compiled or run.model, run.loaders["test"], precision, cfg.trainer.tta)
+        net = run.model if run.compiled is None else run.compiled
+        scores = predict(net, run.loaders["test"], precision, cfg.trainer.tta)
         test = metrics(scores, run.data.class_names)
         reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
     per_class_acc = {name: m["recall"] for name, m in test["per_class"].items()}

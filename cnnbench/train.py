@@ -59,7 +59,7 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
     dist = distributed.init(t.strategy, device)
     try:
         run_dir = distributed.shared_run_dir(run_dir)
-        device = distributed.device_for(dist, device) if dist.world_size > 1 else placement.sweep_device(device)
+        device = distributed.device_for(dist, device) if t.strategy == "ddp" else placement.sweep_device(device)
         threads = placement.settle(device, t.threads)
         load = placement.LoadProbe() if device.type == "cpu" and dist.world_size == 1 else None
         precision = resolve_precision(t.precision, device)

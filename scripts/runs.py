@@ -22,6 +22,8 @@ def extract_cifar10(tar_path: Path, into: Path) -> Path:
 
 def run_cnnbench(run_dir: Path, *overrides: str, quiet: bool = False, cwd: Path | None = None) -> dict:
     """``python -m cnnbench OVERRIDES hydra.run.dir=RUN_DIR`` (output captured when ``quiet``); its results."""
-    subprocess.run([sys.executable, "-m", "cnnbench", *overrides, f"hydra.run.dir={run_dir}"], check=True,
-                   capture_output=quiet, cwd=cwd)
+    proc = subprocess.run([sys.executable, "-m", "cnnbench", *overrides, f"hydra.run.dir={run_dir}"],
+                          capture_output=quiet, text=True, cwd=cwd)
+    if proc.returncode:
+        sys.exit(f"cnnbench {' '.join(overrides)} failed (exit {proc.returncode})\n{(proc.stderr or '')[-4000:]}")
     return json.loads((run_dir / "results.json").read_text())

@@ -81,6 +81,19 @@ def test_nccl_ddp_with_one_process(tmp_path: Path) -> None:
     assert results["processes"] == 1 and results["device"] == "cuda:0" and results["status"] == "completed"
 
 
+def test_default_logging_on_cuda(tmp_path: Path) -> None:
+    """Feature maps, filters, test charts and TensorBoard, as a user's run at the defaults draws them, from a
+    model and data on the GPU."""
+    from cnnbench.train import run
+
+    cfg = compose_config("trainer.device=cuda", "trainer.epochs=1", "logger.print_config=false",
+                         "logger.progress=false")
+    results = run(cfg, tmp_path)
+    assert results["status"] == "completed" and results["device"].startswith("cuda")
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list((tmp_path / "figures").glob("*.png"))
+
+
 def test_torch_compile_on_cuda(tmp_path: Path) -> None:
     results = train(tmp_path, "trainer.compile=true", "model=small_resnet", "model.widths=[16,32,64]")
     assert results["status"] == "completed" and math.isfinite(results["test_loss"])

@@ -153,6 +153,22 @@ def test_no_default_layer_gives_a_constant_grid(name: str) -> None:
     assert sorted(labels.values()) == [labels[n] for n in layers]  # tag order is network order
 
 
+def test_capture_leaves_the_forward_pass_alone() -> None:
+    """The hooks copy each map to float32 on the CPU and hand the layer's own output on: a model in float64 (as
+    one on a GPU) still runs, and its logits are those without hooks."""
+    torch.manual_seed(0)
+    model = build_model("small_resnet", num_classes=10, in_channels=3, image_size=32).double().eval()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    layers = default_feature_layers(model, x)
+    maps = capture(model, x, layers)
+    assert all(m.dtype == torch.float32 and m.device.type == "cpu" for m in maps.values())
+    logits = {}
+    model.register_forward_hook(lambda module, inputs, output: logits.setdefault("with", output))
+    capture(model, x, layers)
+    with torch.no_grad():
+        assert logits["with"].dtype == torch.float64 and torch.equal(logits["with"], model(x))
+
+
 def test_feature_grid_normalises_each_map() -> None:
     maps = torch.stack([torch.full((8, 8), 5.0), torch.arange(64.0).view(8, 8) * 100])
     grid = np.asarray(feature_grid(maps))[..., 0]

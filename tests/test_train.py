@@ -76,6 +76,22 @@ def test_small_resnet_on_real_cifar10_imagefolder(cifar_subset: Path, tmp_path: 
     assert ckpt["model"]["fc.weight"].shape == (10, 256)
 
 
+def test_compile_wraps_the_model_the_trainer_runs(tmp_path: Path) -> None:
+    """``trainer.compile=true``: the trainer steps (and the test scores) the torch.compile'd module, whose
+    parameters are the model's. Built only: compiling happens at the first call, which the cuda tests make."""
+    from cnnbench.assemble import build_run
+    from cnnbench.engine.distributed import DistInfo
+    from cnnbench.engine.runtime import resolve_precision
+    from cnnbench.tracking import Reporter
+
+    cfg = compose_config("trainer.compile=true", "logger.tensorboard=false", "logger.snapshots=0")
+    device = torch.device("cpu")
+    with Reporter(tmp_path, tensorboard=False, progress=False, quiet=True) as reporter:
+        built = build_run(cfg, tmp_path, device, resolve_precision("fp32", device), DistInfo(), reporter)
+    assert built.compiled is not None and built.trainer.net is built.compiled
+    assert built.compiled._orig_mod is built.model
+
+
 def test_failed_run_writes_results_with_error(tmp_path: Path) -> None:
     proc = run_cli("data=imagefolder", f"data.root={tmp_path / 'missing'}", "hydra.run.dir=run", cwd=tmp_path)
     assert proc.returncode == 2

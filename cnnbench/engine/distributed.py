@@ -53,8 +53,9 @@ def init(strategy: str, device: torch.device) -> DistInfo:
 
 
 def device_for(info: DistInfo, device: torch.device) -> torch.device:
-    """One GPU per process: ``cuda`` becomes ``cuda:<local rank>``."""
-    if info.world_size > 1 and device.type == "cuda" and device.index is None:
+    """One GPU per process: under ``trainer.strategy=ddp``, ``cuda`` becomes ``cuda:<local rank>`` (also for one
+    process, so that nccl knows each rank's device)."""
+    if _active() and device.type == "cuda" and device.index is None:
         torch.cuda.set_device(info.local_rank)
         return torch.device("cuda", info.local_rank)
     return device

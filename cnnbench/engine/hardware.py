@@ -78,9 +78,16 @@ def cache_file() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "cnnbench" / "peak_tflops.json"
 
 
+def _tensor_float32(device: torch.device, precision: str) -> bool:
+    """Whether fp32 convolutions run on TF32 tensor cores here: cuDNN's default on NVIDIA GPUs (a matmul's is
+    not). Then the fp32 peak is the TF32 one, or a CNN's MFU would exceed 1 against a plain fp32 matmul."""
+    return device.type == "cuda" and precision == "fp32" and torch.backends.cudnn.allow_tf32
+
+
 def peak_tflops(device: torch.device, precision: str) -> float:
     """The cached dense-GEMM peak of this machine for ``precision`` (fp32, bf16, fp16), measured when missing."""
-    key = f"{machine_name(device)} | torch {torch.__version__} | {precision}"
+    tf32 = _tensor_float32(device, precision)
+    key = f"{machine_name(device)} | torch {torch.__version__} | {precision}{' (tf32)' if tf32 else ''}"
     path = cache_file()
     try:
         known = json.loads(path.read_text())
@@ -88,7 +95,13 @@ def peak_tflops(device: torch.device, precision: str) -> float:
         known = {}
     if not isinstance(known, dict) or not isinstance(known.get(key), (int, float)):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-        known = {**(known if isinstance(known, dict) else {}), key: probe_peak_tflops(device, dtype)}
+        matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32 or matmul_tf32
+        try:
+            peak = probe_peak_tflops(device, dtype)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+        known = {**(known if isinstance(known, dict) else {}), key: peak}
         try:
             atomic_write_json(known, path)
         except OSError:  # a read-only home: measured again next time, no harm done

@@ -58,7 +58,7 @@ class Trainer:
                  compiled: nn.Module | None = None) -> None:
         self.cfg = cfg
         self.model = model  # the module whose state is saved
-        self.net = compiled or model  # the callable that runs (torch.compile'd or not)
+        self.net = model if compiled is None else compiled  # the callable that runs (torch.compile'd or not)
         self.optimizer, self.schedule, self.loaders = optimizer, schedule, loaders
         self.precision, self.reporter, self.checkpointer = precision, reporter, checkpointer
         self.callbacks = list(callbacks)

@@ -133,8 +133,9 @@ def capture(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, t
     outputs: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
-        return lambda module, inputs, output: outputs.setdefault(name, output.detach().to("cpu", torch.float32,
-                                                                                          copy=True))
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:  # None: the output goes on as is
+            outputs.setdefault(name, output.detach().to("cpu", torch.float32, copy=True))
+        return hook
 
     handles = [modules[n].register_forward_hook(keep(n)) for n in layers]
     was_training = model.training
