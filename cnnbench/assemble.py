@@ -20,7 +20,7 @@ from cnnbench.engine.lookahead import Lookahead
 from cnnbench.engine.optim import build_optimizer, build_schedule
 from cnnbench.engine.profile import Profile
 from cnnbench.engine.runtime import Precision, has_conv
-from cnnbench.engine.trainer import Trainer, planned_steps
+from cnnbench.engine.trainer import Trainer, planned_steps, steps_per_epoch
 from cnnbench.models.hooks import TrainingHooks
 from cnnbench.pictures import Pictures, snapshot_epochs
 from cnnbench.tracking import Reporter
@@ -76,8 +76,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     plan = TransferPlan(model, cfg.transfer) if cfg.transfer.strategy != "scratch" else None
     optimizer = build_optimizer(cfg.optimizer, plan.param_groups(cfg.optimizer.lr) if plan else model.parameters(),
                                 model)
-    steps_per_epoch = len(loaders["train"])
-    schedule = build_schedule(optimizer, cfg.scheduler, steps_per_epoch, planned_steps(t, steps_per_epoch))
+    batches = len(loaders["train"])
+    schedule = build_schedule(optimizer, cfg.scheduler, steps_per_epoch(t, batches), planned_steps(t, batches))
 
     callbacks: list[Callback] = [plan] if plan is not None else []
     if isinstance(model, TrainingHooks):

@@ -13,6 +13,7 @@ from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.evaluate import metrics, predict
 from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops
 from cnnbench.engine.runtime import Precision
+from cnnbench.engine.trainer import Trainer
 from cnnbench.fileio import atomic_write_json
 from cnnbench.overrides import parse_overrides
 from cnnbench.tracking import Reporter
@@ -25,11 +26,11 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
     trainer, state = run.trainer, run.trainer.state
     best = run_dir / "checkpoints" / "best.pt"
     test: dict = {"acc": None, "loss": None, "per_class": {}}
-    scored_step = None  # the step of the checkpoint the test scores belong to
+    scored_step, scored_weights = None, None  # the step and weights (raw or ema) the test scores belong to
     if best.is_file():  # (absent only when stopped before the first validation: then nothing is scored)
         ckpt = load_checkpoint(best)
         run.model.load_state_dict(ckpt["model"])
-        scored_step = ckpt["step"]
+        scored_step, scored_weights = ckpt["step"], ckpt.get("weights", "raw")
         net = run.model if run.compiled is None else run.compiled
         scores = predict(net, run.loaders["test"], precision, cfg.trainer.tta)
         test = metrics(scores, run.data.class_names)
@@ -48,6 +49,8 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         **{f"test_{k}": test[k] for k in ("top5_acc", "balanced_acc", "macro_f1", "ece", "brier") if k in test},
         "best_val_acc": state.best_val_acc,
         "scored_step": scored_step,
+        "scored_weights": scored_weights,
+        **({"early_stopping": trainer.early_stopping.summary()} if trainer.early_stopping is not None else {}),
         "epochs_completed": state.epoch,
         "steps": state.step,
         "train_time_s": state.train_time_s,
@@ -68,9 +71,23 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
     atomic_write_json(results, run_dir / "results.json")
     reporter.hparams({**hparams(cfg, overrides), "params": run.params, "macs": run.macs}, HPARAMS_METRICS)
     reporter.summary(results)
-    if trainer.interrupted:
-        reporter.info(f"interrupted after step {state.step}; checkpoint in {run_dir / 'checkpoints' / 'last.pt'}")
+    _notes(trainer, scored_weights, run_dir, reporter)
     return results
+
+
+def _notes(trainer: Trainer, scored_weights: str | None, run_dir: Path, reporter: Reporter) -> None:
+    """What the summary table does not say: an early stop, the EMA weights tested, an interruption."""
+    stopped = trainer.early_stopping
+    if stopped is not None and stopped.stopped:
+        reporter.info(f"early stopping after epoch {stopped.stopped_epoch}: {stopped.monitor} did not improve on "
+                      f"{stopped.best:.4g} (epoch {stopped.best_epoch}) by more than {stopped.min_delta} for "
+                      f"{stopped.patience} epochs")
+    if scored_weights == "ema":
+        reporter.info("the test scores the moving average of the weights (trainer.ema_decay), which validated "
+                      "better than the trained weights")
+    if trainer.interrupted:
+        reporter.info(f"interrupted after step {trainer.state.step}; checkpoint in "
+                      f"{run_dir / 'checkpoints' / 'last.pt'}")
 
 
 def speed(run: Run, precision: Precision, device: str, processes: int) -> dict:

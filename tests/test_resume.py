@@ -196,3 +196,32 @@ def test_lookahead_and_alternating_flip_resume_exactly(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_run(tmp_path / "killed", (tmp_path / "full", json.loads((tmp_path / "full" / "results.json")
                                                                         .read_text())))
+
+
+@pytest.mark.slow
+def test_recipe_options_resume_exactly(tmp_path: Path) -> None:
+    """Every training-recipe option on at once (EMA, mixup + cutmix, random erasing, drop path, accumulation,
+    early stopping that does not trigger, no decay on norms and biases): killed mid-epoch, resumed, the same
+    weights, EMA and scores bit for bit."""
+    tricks = ["trainer.ema_decay=0.9", "trainer.ema_warmup=true", "data.augment.mixup_alpha=0.4",
+              "data.augment.cutmix_alpha=1.0", "data.augment.erasing_prob=0.3", "model.drop_path=0.1",
+              "trainer.accumulate_steps=2", "trainer.early_stopping.patience=5", "optimizer.decay_norm_bias=false",
+              "optimizer.weight_decay=5e-4"]
+    full = run_cli(*COMMON, *tricks, "hydra.run.dir=full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    proc = start(tmp_path, "killed", *tricks, "trainer.checkpoint_every_steps=3")
+    ckpt = wait_for_checkpoint(last, proc, min_step=18)  # in the second epoch or later (14 steps each)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt["ema"] and ckpt["early_stopping"] and ckpt["rng"]["loader"]["mixer"]
+    resumed = run_cli(*COMMON, *tricks, "hydra.run.dir=killed", "trainer.resume=auto",
+                      "trainer.checkpoint_every_steps=3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    reference = (tmp_path / "full", json.loads((tmp_path / "full" / "results.json").read_text()))
+    assert_same_run(tmp_path / "killed", reference)
+    ours, theirs = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (last.parents[1],
+                                                                                              tmp_path / "full"))
+    assert all(torch.equal(ours["ema"][k], theirs["ema"][k]) for k in ours["ema"])
+    assert [h["val_ema/acc"] for h in json.loads((last.parents[1] / "results.json").read_text())["history"]] == \
+        [h["val_ema/acc"] for h in reference[1]["history"]]

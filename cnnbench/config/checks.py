@@ -65,11 +65,29 @@ def check_augment(a: DictConfig, size: int | None) -> None:
     _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
     _require(a.padding_mode in PAD_MODES, f"data.augment.padding_mode must be one of {', '.join(PAD_MODES)}, "
              f"got {a.padding_mode!r}")
+    _require(0 <= a.erasing_prob <= 1, f"data.augment.erasing_prob must be in [0, 1], got {a.erasing_prob}")
+    _require(a.mixup_alpha >= 0 and a.cutmix_alpha >= 0, f"data.augment.mixup_alpha and cutmix_alpha must be >= 0 "
+             f"(0 = off), got {a.mixup_alpha} and {a.cutmix_alpha}")
+    for key in ("mix_prob", "mix_switch_prob"):
+        _require(0 <= a[key] <= 1, f"data.augment.{key} must be in [0, 1], got {a[key]}")
     if size:
         _require(a.crop_padding < size, f"data.augment.crop_padding={a.crop_padding} must be smaller than the "
                  f"image side ({size})")
         _require(a.cutout < size, f"data.augment.cutout={a.cutout} must be smaller than the image side ({size}): "
                  f"a larger square blanks whole images")
+
+
+MONITORS = ("val/acc", "val/loss", "val_ema/acc", "val_ema/loss", "train/loss")
+
+
+def check_early_stopping(t: DictConfig) -> None:
+    es = t.early_stopping
+    _require(es.patience >= 0, f"trainer.early_stopping.patience must be >= 0 (0 = off), got {es.patience}")
+    _require(es.min_delta >= 0, f"trainer.early_stopping.min_delta must be >= 0, got {es.min_delta}")
+    _require(es.monitor in MONITORS, f"trainer.early_stopping.monitor must be one of {', '.join(MONITORS)}, "
+             f"got {es.monitor!r}")
+    _require(not (es.patience and es.monitor.startswith("val_ema/") and not t.ema_decay),
+             f"trainer.early_stopping.monitor={es.monitor} needs trainer.ema_decay > 0")
 
 
 def validate_scheduler(s: DictConfig) -> None:
@@ -127,6 +145,9 @@ def validate(cfg: DictConfig) -> None:
     _require(t.lookahead_every >= 0, f"trainer.lookahead_every must be >= 0, got {t.lookahead_every}")
     _require(0 <= t.lookahead_decay < 1, f"trainer.lookahead_decay must be in [0, 1), got {t.lookahead_decay}")
     _require(t.tta in (0, 1, 2), f"trainer.tta must be 0, 1 or 2, got {t.tta}")
+    _require(t.accumulate_steps >= 1, f"trainer.accumulate_steps must be an integer >= 1, got {t.accumulate_steps}")
+    _require(0 <= t.ema_decay < 1, f"trainer.ema_decay must be in [0, 1) (0 = off; e.g. 0.999), got {t.ema_decay}")
+    check_early_stopping(t)
     _require(t.eval_every >= 0, f"trainer.eval_every must be >= 0, got {t.eval_every}")
     _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
     _require(t.threads is None or t.threads > 0, f"trainer.threads must be >= 1 (or null: the cores / processes), "
@@ -154,6 +175,8 @@ def validate(cfg: DictConfig) -> None:
     check_augment(d.augment, d.image_size)
 
     check_schema_keys(cfg)
+    drop_path = cfg.model.get("drop_path")
+    _require(drop_path is None or 0 <= drop_path < 1, f"model.drop_path must be in [0, 1) (0 = off), got {drop_path}")
     validate_scheduler(s)
     validate_transfer(cfg.transfer, cfg.model.get("weights"))
 

@@ -28,6 +28,11 @@ class AugmentConfig:
     hflip: bool = False  # RandomHorizontalFlip(p=0.5)
     alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
     cutout: int = 0  # side of a zeroed square at a random place; 0 = off
+    erasing_prob: float = 0.0  # RandomErasing(p) after normalisation: a random rectangle set to the mean colour
+    mixup_alpha: float = 0.0  # mixup: each batch blended with its reverse, weight ~ Beta(alpha, alpha); 0 = off
+    cutmix_alpha: float = 0.0  # cutmix: a box of the reversed batch pasted in, area ~ Beta(alpha, alpha); 0 = off
+    mix_prob: float = 1.0  # probability that a batch is mixed at all (with mixup or cutmix on)
+    mix_switch_prob: float = 0.5  # with both on: probability that a mixed batch uses cutmix rather than mixup
 
 
 class PrecisionChoice(str, Enum):
@@ -73,6 +78,16 @@ class DataConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """``trainer.early_stopping``: end the run when ``monitor`` has not improved by ``min_delta`` for
+    ``patience`` epochs (``cnnbench.engine.early_stopping``)."""
+
+    patience: int = 0  # epochs without improvement before stopping; 0 = off
+    min_delta: float = 0.0  # the least change that counts as an improvement (percent points for accuracies)
+    monitor: str = "val/acc"  # val/acc | val/loss | val_ema/acc | val_ema/loss | train/loss
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 30
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
@@ -90,6 +105,10 @@ class TrainerConfig:
     lookahead_decay: float = 0.95  # per step; the slow weights' decay grows as (step / steps)^3 to this^N
     tta: int = 0  # test-time augmentation: 0 off, 1 mirror image, 2 mirror + 1-pixel shifts (logits averaged)
     grad_clip: float | None = None  # max global gradient norm
+    accumulate_steps: int = 1  # micro-batches of data.batch_size per optimizer step (gradients summed)
+    ema_decay: float = 0.0  # exponential moving average of the weights, e.g. 0.999 (per optimizer step); 0 = off
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): the average forgets the start
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     eval_every: int = 0  # also evaluate the test set every N epochs (a learning curve); 0 = only at the end
     log_every: int = 25  # optimizer steps between loss read-outs (each one syncs with the device)
     checkpoint_every: int = 1  # epochs between writes of checkpoints/last.pt
@@ -216,6 +235,7 @@ class OptimizerConfig:
     foreach: bool | None = True  # multi-tensor update kernels; torch's default (null) uses them on CUDA only, and
     # on the CPU they make the optimizer step 2.4-3x faster (docs/speed.md)
     norm_lr_scale: float = 1.0  # cnnbench's own key: normalisation layers train at lr x this (weight decay / this)
+    decay_norm_bias: bool = True  # cnnbench's own key: false = no weight decay on normalisation layers and biases
 
 
 @dataclass

@@ -3,10 +3,14 @@
 Each op draws one random choice per image, matching the torchvision transform it replaces:
 ``random_crop`` = RandomCrop(size, padding=p, padding_mode=m) (m: constant = zero fill, edge or reflect),
 ``hflip`` = RandomHorizontalFlip(0.5),
-``cutout`` = a zeroed square of side s centred uniformly in the image (DeVries & Taylor 2017).
+``cutout`` = a zeroed square of side s centred uniformly in the image (DeVries & Taylor 2017),
+``random_erasing`` = RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0) after Normalize, as in
+torchvision's and timm's recipes (Zhong et al. 2020).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +42,12 @@ class Augmenter:
             x = hflip(x, g)
         if cfg.cutout:
             x = cutout(x, cfg.cutout, g)
+        return x
+
+    def after_normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """What acts on the normalised float batch: random erasing (0 there is the mean colour)."""
+        if self.cfg.erasing_prob:
+            x = random_erasing(x, self.cfg.erasing_prob, self.generator)
         return x
 
 
@@ -75,3 +85,28 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     xs = torch.arange(w, device=x.device) - cx + size // 2
     inside = ((ys >= 0) & (ys < size))[:, :, None] & ((xs >= 0) & (xs < size))[:, None, :]  # (B, H, W)
     return x.masked_fill(inside[:, None], 0)
+
+
+def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator, scale: tuple[float, float] = (0.02, 0.33),
+                   ratio: tuple[float, float] = (0.3, 3.3), attempts: int = 10) -> torch.Tensor:
+    """Set a random rectangle of each image to 0 with probability ``p``, drawn as torchvision's RandomErasing
+    does: up to ``attempts`` tries of an area fraction uniform in ``scale`` and an aspect log-uniform in
+    ``ratio``; the first that fits inside the image is erased (none fits: the image is left alone)."""
+    b, _, h, w = x.shape
+    dev = x.device
+    erase = torch.rand(b, generator=generator, device=dev) < p
+    area = h * w * torch.empty(b, attempts, device=dev).uniform_(*scale, generator=generator)
+    aspect = torch.empty(b, attempts, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                                          generator=generator).exp()
+    eh, ew = (area * aspect).sqrt().round().long(), (area / aspect).sqrt().round().long()  # (B, attempts)
+    fits = (eh < h) & (ew < w)
+    first = fits.int().argmax(1, keepdim=True)  # the first attempt that fits
+    erase &= fits.any(1)
+    eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)  # (B,)
+    top = (torch.rand(b, generator=generator, device=dev) * (h - eh + 1)).long()
+    left = (torch.rand(b, generator=generator, device=dev) * (w - ew + 1)).long()
+    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (B, H)
+    in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (B, W)
+    inside = in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]  # (B, H, W)
+    return x.masked_fill(inside[:, None], 0.0)

@@ -133,7 +133,7 @@ def make_loaders(
 
     try:
         train = loader(data.train, cfg.batch_size, train=True, augment=cfg.augment, seed=seed, rank=rank,
-                       world_size=world_size)
+                       world_size=world_size, num_classes=data.num_classes)
     except ValueError as e:
         raise CnnbenchError(f"{e}; lower data.batch_size") from None
     loaders = {"train": train}

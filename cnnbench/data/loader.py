@@ -14,9 +14,11 @@ import torch
 from cnnbench.config.schema import AugmentConfig
 from cnnbench.data.augment import Augmenter
 from cnnbench.data.images import FileImageSet, ImageSet
+from cnnbench.data.mixing import Mixer
 from cnnbench.data.sampler import BatchSampler
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # images float (B, C, H, W) normalised, labels int64 (B,)
+Batch = tuple[torch.Tensor, torch.Tensor]  # images float (B, C, H, W) normalised, labels int64 (B,) or, mixed
+# (mixup, cutmix), class probabilities float (B, K)
 
 
 class DeviceLoader:
@@ -36,6 +38,7 @@ class DeviceLoader:
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        num_classes: int | None = None,
     ) -> None:
         self.data = data
         self.labels = data.labels.to(device)
@@ -47,6 +50,11 @@ class DeviceLoader:
         self.shift = -torch.tensor(mean, device=device).view(1, -1, 1, 1) / std_t
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.augmenter = Augmenter(augment, self.generator, len(data)) if train and augment is not None else None
+        self.mixer = None
+        if self.augmenter is not None and Mixer.enabled(augment):
+            if num_classes is None:
+                raise ValueError("mixup and cutmix need num_classes")
+            self.mixer = Mixer(augment, num_classes, seed)
         self.sampler = BatchSampler(len(data), batch_size, shuffle=train, generator=self.generator, rank=rank,
                                     world_size=world_size)
         self.world_size = world_size
@@ -67,11 +75,14 @@ class DeviceLoader:
 
     def state_dict(self) -> dict:
         """What decides the batches still to come: the random generator (call at an epoch's start)."""
-        return {"generator": self.generator.get_state(), "epoch": self.epoch}
+        state = {"generator": self.generator.get_state(), "epoch": self.epoch}
+        return state if self.mixer is None else {**state, "mixer": self.mixer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.epoch = state.get("epoch", self.epoch)
+        if self.mixer is not None and "mixer" in state:
+            self.mixer.load_state_dict(state["mixer"])
 
     def __iter__(self) -> Iterator[Batch]:
         for idx in self.sampler:
@@ -84,7 +95,12 @@ class DeviceLoader:
             x = self.augmenter(x, idx, self.epoch)
         if shard and self.world_size > 1:
             x, y = x[self.sampler.shard], y[self.sampler.shard]
-        return self.normalize(x), y
+        x = self.normalize(x)
+        if self.augmenter is not None:
+            x = self.augmenter.after_normalize(x)
+        if self.mixer is not None:
+            x, y = self.mixer(x, y)
+        return x, y
 
     def head(self, n: int) -> torch.Tensor:
         """The first ``n`` images, normalised and not augmented (for data-dependent initialisation, pictures)."""

@@ -18,16 +18,20 @@ from cnnbench.errors import CnnbenchError
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
+OWN_KEYS = ("norm_lr_scale", "decay_norm_bias")  # cnnbench's optimizer keys; the rest go to the optimizer
+
+
 def build_optimizer(cfg: DictConfig, params: Iterable, model: nn.Module | None = None) -> torch.optim.Optimizer:
     """Instantiate ``cfg._target_`` (e.g. torch.optim.SGD) with the config's keywords over ``params``.
 
-    ``norm_lr_scale`` is cnnbench's key, not the optimizer's: with ``model`` given, the parameters of its
-    normalisation layers train at lr x scale and weight_decay / scale, the same decay per step (airbench runs
-    its BatchNorm biases 64x faster)."""
-    scale = cfg.get("norm_lr_scale", 1.0)
-    kwargs = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "norm_lr_scale"])
-    if model is not None and scale != 1.0:
-        params = scale_norm_params(params, model, scale, cfg.lr, cfg.get("weight_decay", 0.0))
+    Two keys are cnnbench's, not the optimizer's, and act with ``model`` given: ``norm_lr_scale`` trains the
+    parameters of its normalisation layers at lr x scale and weight_decay / scale, the same decay per step
+    (airbench runs its BatchNorm biases 64x faster); ``decay_norm_bias=false`` exempts those parameters and
+    every bias from weight decay (timm's and torchvision's recipes do)."""
+    scale, decay_norm_bias = cfg.get("norm_lr_scale", 1.0), cfg.get("decay_norm_bias", True)
+    kwargs = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in OWN_KEYS])
+    if model is not None and (scale != 1.0 or not decay_norm_bias):
+        params = split_norm_bias(params, model, scale, cfg.lr, cfg.get("weight_decay", 0.0), decay_norm_bias)
     try:
         return instantiate(kwargs, params=params, _convert_="all")
     except InstantiationException as e:
@@ -36,22 +40,29 @@ def build_optimizer(cfg: DictConfig, params: Iterable, model: nn.Module | None =
         raise CnnbenchError(f"optimizer {cfg.get('_target_')} rejected its config: {msg}") from None
 
 
-def scale_norm_params(params: Iterable, model: nn.Module, scale: float, lr: float, weight_decay: float
-                      ) -> list[dict]:
-    """Split ``params`` (tensors or parameter groups) so that normalisation-layer parameters form their own
-    groups with the learning rate multiplied and the weight decay divided by ``scale``."""
+def split_norm_bias(params: Iterable, model: nn.Module, scale: float, lr: float, weight_decay: float,
+                    decay_norm_bias: bool = True) -> list[dict]:
+    """Split ``params`` (tensors or parameter groups, e.g. a transfer plan's) so that normalisation-layer
+    parameters form their own groups with the learning rate multiplied and the weight decay divided by
+    ``scale``; without ``decay_norm_bias`` they and the other biases get no weight decay at all."""
     norm_ids = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    bias_ids = {id(p) for n, p in model.named_parameters() if n.endswith("bias")}
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in params]
     out = []
     for g in groups:
         tensors = list(g["params"])
-        other = [p for p in tensors if id(p) not in norm_ids]
+        decay = g.get("weight_decay", weight_decay)
         norm = [p for p in tensors if id(p) in norm_ids]
+        exempt = set() if decay_norm_bias else bias_ids  # biases outside normalisation layers, undecayed
+        bias = [p for p in tensors if id(p) in exempt and id(p) not in norm_ids]
+        other = [p for p in tensors if id(p) not in norm_ids and id(p) not in exempt]
         if other:
             out.append({**g, "params": other})
+        if bias:
+            out.append({**g, "params": bias, "weight_decay": 0.0})
         if norm:
             out.append({**g, "params": norm, "lr": g.get("lr", lr) * scale,
-                        "weight_decay": g.get("weight_decay", weight_decay) / scale})
+                        "weight_decay": decay / scale if decay_norm_bias else 0.0})
     return out
 
 

@@ -7,6 +7,7 @@ loaders, reporter and checkpointer.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from torch import nn
 from cnnbench.engine.callbacks import Callback
 from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo, all_reduce_sum
+from cnnbench.engine.early_stopping import EarlyStopping
+from cnnbench.engine.ema import ModelEma
 from cnnbench.engine.evaluate import accuracy, predict
 from cnnbench.engine.optim import Schedule
 from cnnbench.engine.runtime import Precision, host_rng_state, set_host_rng_state
@@ -32,9 +35,16 @@ if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package
     from cnnbench.data.loader import DeviceLoader
 
 
-def planned_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
-    """Optimizer steps of the whole run: ``trainer.epochs`` epochs, cut short by ``trainer.max_steps``."""
-    total = cfg.epochs * steps_per_epoch
+def steps_per_epoch(cfg: DictConfig, batches: int) -> int:
+    """Optimizer steps per epoch of ``batches`` batches, ``trainer.accumulate_steps`` batches per step (a
+    shorter last group still makes a step)."""
+    return math.ceil(batches / cfg.accumulate_steps)
+
+
+def planned_steps(cfg: DictConfig, batches: int) -> int:
+    """Optimizer steps of the whole run over epochs of ``batches`` batches: ``trainer.epochs`` epochs, cut
+    short by ``trainer.max_steps``."""
+    total = cfg.epochs * steps_per_epoch(cfg, batches)
     return min(total, cfg.max_steps) if cfg.max_steps is not None else total
 
 
@@ -44,6 +54,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     best_val_acc: float | None = None
     best_val_loss: float | None = None
+    best_weights: str = "raw"  # which weights best.pt holds: raw (trained) or ema (their moving average)
     train_time_s: float = 0.0
     images_seen: int = 0
     history: list[dict] = field(default_factory=list)
@@ -63,7 +74,7 @@ class Trainer:
         self.precision, self.reporter, self.checkpointer = precision, reporter, checkpointer
         self.callbacks = list(callbacks)
         self.dist = dist or DistInfo()
-        self.total_steps = planned_steps(cfg, len(loaders["train"]))
+        self.total_steps = planned_steps(cfg, len(loaders["train"]))  # optimizer steps
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
         self.state = TrainState()
         self.interrupted = False
@@ -73,6 +84,12 @@ class Trainer:
         self._loader_state = loaders["train"].state_dict()  # as of the start of the epoch in progress
         self._ddp: nn.Module | None = None
         self._ddp_params: tuple[int, ...] = ()
+        self.ema = ModelEma(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay else None
+        es = cfg.early_stopping
+        self.early_stopping = EarlyStopping(es.monitor, es.patience, es.min_delta) if es.patience else None
+        if self.early_stopping and es.monitor.startswith("val") and "val" not in loaders:
+            raise CnnbenchError(f"trainer.early_stopping.monitor={es.monitor} needs a validation split; set "
+                                f"data.val_fraction > 0 or monitor train/loss")
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -94,8 +111,8 @@ class Trainer:
 
     # -- one step, one epoch ---------------------------------------------------------------------------------------
     def _loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and logits of a batch. Models with auxiliary heads (GoogLeNet) return (logits, *aux) in
-        training: their losses weigh 0.3."""
+        """Loss and logits of a batch; ``y`` is class indices (B,) or, mixed, class probabilities (B, K).
+        Models with auxiliary heads (GoogLeNet) return (logits, *aux) in training: their losses weigh 0.3."""
         smoothing = self.cfg.label_smoothing
         with self.precision.autocast():
             out = net(x)
@@ -105,21 +122,24 @@ class Trainer:
                 loss = loss + 0.3 * F.cross_entropy(a, y, label_smoothing=smoothing)
         return loss, logits
 
-    def _backward_and_step(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Add this (micro-)batch's gradients to those already accumulated."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def _step(self) -> None:
+        """The optimizer step on the accumulated gradients (clipped if configured), which it then clears."""
         clip = self.cfg.grad_clip
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             if clip:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             if clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def train_one_epoch(self, stop: StopRequest) -> dict[str, float]:
         loader, state, cfg = self.loaders["train"], self.state, self.cfg
@@ -135,19 +155,32 @@ class Trainer:
         self.reporter.start_epoch(state.epoch + 1, cfg.epochs, len(loader))
         start = time.perf_counter()
         self.batches_done = 0
+        k, batches = cfg.accumulate_steps, len(loader)
+        self.optimizer.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(loader, start=1):
             self.batches_done = i
             if i <= skip:  # resuming mid-epoch: replay the data draws of the batches already trained on
                 continue
-            loss, logits = self._loss(net, x, y)
-            self._backward_and_step(loss)
+            # k micro-batches per optimizer step: each loss weighs 1 / (batches in its group), so the step is
+            # that of the mean loss over the group; data parallel syncs gradients on the group's last only.
+            group = k if i <= batches - batches % k else batches % k
+            last_of_group = i % k == 0 or i == batches
+            with contextlib.nullcontext() if last_of_group or not hasattr(net, "no_sync") else net.no_sync():
+                loss, logits = self._loss(net, x, y)
+                self._backward(loss / group if group > 1 else loss)
+            seen += len(y)
+            # Accumulate on the device; read back only every log_every steps (each read is a sync). Mixed
+            # targets (mixup, cutmix) count a prediction right when it is the label with the larger weight.
+            loss_sum += loss.detach().float() * len(y)
+            correct += (logits.detach().argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()
+            if not last_of_group:
+                continue
+            self._step()
             self.schedule.after_step()
             state.step += 1
             self._call("on_step_end", state.step)
-            seen += len(y)
-            # Accumulate on the device; read back only every log_every steps (each read is a sync).
-            loss_sum += loss.detach().float() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            if self.ema is not None:
+                self.ema.update(self.model, state.step)
             if state.step % cfg.log_every == 0:
                 self._log_running(loss_sum, correct, seen, i)
                 stop.agree(loader.device)  # several processes stop at the same step (checked at read-outs only)
@@ -178,12 +211,15 @@ class Trainer:
     # -- the whole run ---------------------------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
-        return self.state.epoch >= self.cfg.epochs or self.state.step >= self.total_steps
+        return (self.state.epoch >= self.cfg.epochs or self.state.step >= self.total_steps
+                or (self.early_stopping is not None and self.early_stopping.stopped))
 
     def fit(self) -> TrainState:
         train = self.loaders["train"]
         with StopRequest(distributed=self.dist.world_size > 1) as stop:  # (a Ctrl-C from here on stops cleanly)
             self._call("on_fit_start")
+            if self.ema is not None and self.state.step == 0:
+                self.ema.reset(self.model)  # (after a data-dependent init, which on_fit_start runs)
             while not self.finished:
                 metrics = self.train_one_epoch(stop)
                 stop.agree(train.device)
@@ -195,7 +231,8 @@ class Trainer:
                 if stop.stopping:
                     self.interrupted = True
                     break
-        if "val" not in self.loaders:  # no validation split: the final model is the one we keep
+        if "val" not in self.loaders:  # no validation split: the final model (its average, with EMA) is kept
+            self.state.best_weights = "raw" if self.ema is None else "ema"
             self.save("best.pt")
         self._call("on_fit_end")
         return self.state
@@ -208,14 +245,26 @@ class Trainer:
         self.schedule.after_epoch()
         if "val" in self.loaders and main:  # rank 0 evaluates (with its copy of the BN statistics)
             metrics["val/loss"], metrics["val/acc"] = self.evaluate("val")
+            if self.ema is not None:
+                metrics["val_ema/loss"], metrics["val_ema/acc"] = self.evaluate("val", self.ema.module)
         if cfg.eval_every and state.epoch % cfg.eval_every == 0 and main:
             metrics["test/loss"], metrics["test/acc"] = self.evaluate("test")
         self.reporter.scalars(metrics, state.step)
         self.reporter.end_epoch(state.epoch, cfg.epochs, metrics)
         state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
-        if "val/acc" in metrics and self._improves(metrics["val/acc"], metrics["val/loss"]):
-            state.best_val_acc, state.best_val_loss = metrics["val/acc"], metrics["val/loss"]
-            self.save("best.pt")
+        if "val/acc" in metrics:
+            weights = "raw"
+            if "val_ema/acc" in metrics and self._better(metrics["val_ema/acc"], metrics["val_ema/loss"],
+                                                         metrics["val/acc"], metrics["val/loss"]):
+                weights = "ema"
+            prefix = "val_ema" if weights == "ema" else "val"
+            acc, loss = metrics[f"{prefix}/acc"], metrics[f"{prefix}/loss"]
+            if self._better(acc, loss, state.best_val_acc, state.best_val_loss):
+                state.best_val_acc, state.best_val_loss, state.best_weights = acc, loss, weights
+                self.save("best.pt")
+        if self.early_stopping is not None and self.early_stopping.monitor in metrics:
+            self.early_stopping.update(state.epoch, metrics,
+                                       last=state.epoch >= cfg.epochs or state.step >= self.total_steps)
         extra = {"train/time_s": state.train_time_s}  # (the HParams tab compares runs by these curves' last values)
         if state.best_val_acc is not None:
             extra["val/best_acc"] = state.best_val_acc
@@ -225,14 +274,15 @@ class Trainer:
         if self.last_epoch or state.epoch % cfg.checkpoint_every == 0:
             self.save("last.pt")
 
-    def evaluate(self, split: str) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy (percent) on ``split``, with the configured test-time augmentation."""
-        scores = predict(self.net, self.loaders[split], self.precision, self.cfg.tta)
+    def evaluate(self, split: str, net: nn.Module | None = None) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy (percent) of ``net`` (the trained model) on ``split``, with the
+        configured test-time augmentation."""
+        scores = predict(self.net if net is None else net, self.loaders[split], self.precision, self.cfg.tta)
         return scores.loss, accuracy(scores.preds, scores.labels)
 
-    def _improves(self, acc: float, loss: float) -> bool:
+    @staticmethod
+    def _better(acc: float, loss: float, best_acc: float | None, best_loss: float | None) -> bool:
         """Higher validation accuracy wins; a tie (common on small validation sets) goes to the lower loss."""
-        best_acc, best_loss = self.state.best_val_acc, self.state.best_val_loss
         return best_acc is None or acc > best_acc or (acc == best_acc and loss < best_loss)
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
@@ -247,6 +297,9 @@ class Trainer:
             "step": s.step,
             "best_val_acc": s.best_val_acc,
             "best_val_loss": s.best_val_loss,
+            "best_weights": s.best_weights,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
             "batch_in_epoch": self.batches_done if mid_epoch else 0,
             "history": s.history,
             "train_time_s": s.train_time_s,
@@ -257,7 +310,12 @@ class Trainer:
         }
 
     def save(self, name: str, mid_epoch: bool = False) -> None:
-        self.checkpointer.save(name, self.checkpoint(mid_epoch))
+        ckpt = self.checkpoint(mid_epoch)
+        if name == "best.pt":  # the weights that validated best, which the test scores
+            ckpt["weights"] = self.state.best_weights
+            if self.state.best_weights == "ema":
+                ckpt["model"] = self.ema.state_dict()
+        self.checkpointer.save(name, ckpt)
 
     def restore(self, ckpt: dict) -> None:
         """Continue exactly where ``ckpt`` left off: weights, optimizer, schedule, counters, random streams and
@@ -270,6 +328,11 @@ class Trainer:
         s = self.state
         s.epoch, s.step = ckpt["epoch"], ckpt["step"]
         s.best_val_acc, s.best_val_loss = ckpt.get("best_val_acc"), ckpt.get("best_val_loss")
+        s.best_weights = ckpt.get("best_weights", "raw")
+        if self.ema is not None:  # (a checkpoint without an average starts one from the restored weights)
+            self.ema.load_state_dict(ckpt.get("ema") or ckpt["model"])
+        if self.early_stopping is not None:
+            self.early_stopping.load_state_dict(ckpt.get("early_stopping"))
         s.history = list(ckpt.get("history", []))
         s.train_time_s, s.images_seen = ckpt.get("train_time_s", 0.0), ckpt.get("images_seen", 0)
         torch.set_rng_state(ckpt["rng"]["torch"])

@@ -1,5 +1,7 @@
 """Residual networks: He et al. 2015, "Deep Residual Learning for Image Recognition", and SENet
-(Hu et al. 2017, "Squeeze-and-Excitation Networks") on the same skeleton.
+(Hu et al. 2017, "Squeeze-and-Excitation Networks") on the same skeleton, with optional stochastic depth
+(Huang et al. 2016, "Deep Networks with Stochastic Depth"): ``drop_path`` p drops each residual branch of a
+training batch's images with a rate rising linearly from 0 at the first block to p at the last.
 
 At ImageNet sizes the stem is the paper's 7x7 stride-2 conv + 3x3 max pool; below 64 pixels it is the CIFAR
 adaptation, a 3x3 stride-1 conv without the pool. ``small_resnet`` is the CIFAR reference net: that stem and
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from cnnbench.models.registry import register_model, require_min_size
 
@@ -45,7 +48,8 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, cin: int, width: int, stride: int = 1, se_reduction: int | None = None) -> None:
+    def __init__(self, cin: int, width: int, stride: int = 1, se_reduction: int | None = None,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         cout = width * self.expansion
         self.conv1 = conv3x3(cin, width, stride)
@@ -55,11 +59,12 @@ class BasicBlock(nn.Module):
         self.se = SqueezeExcitation(cout, se_reduction) if se_reduction else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = _shortcut(cin, cout, stride)
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + self.shortcut(x))
+        return self.relu(self.drop_path(out) + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -67,7 +72,8 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, cin: int, width: int, stride: int = 1, se_reduction: int | None = None) -> None:
+    def __init__(self, cin: int, width: int, stride: int = 1, se_reduction: int | None = None,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         cout = width * self.expansion
         self.conv1 = conv1x1(cin, width)
@@ -79,12 +85,13 @@ class Bottleneck(nn.Module):
         self.se = SqueezeExcitation(cout, se_reduction) if se_reduction else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = _shortcut(cin, cout, stride)
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.se(self.bn3(self.conv3(out)))
-        return self.relu(out + self.shortcut(x))
+        return self.relu(self.drop_path(out) + self.shortcut(x))
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
@@ -105,6 +112,7 @@ class ResNet(nn.Module):
         widths: tuple[int, ...] = (64, 128, 256, 512),
         small_input: bool = False,
         se_reduction: int | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         w0 = widths[0]
@@ -117,12 +125,14 @@ class ResNet(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
             )
-        stages, cin = [], w0
+        stages, cin, index, total = [], w0, 0, sum(blocks)
         for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
             layers = []
             for j in range(n):
-                layers.append(block(cin, width, stride=2 if (i > 0 and j == 0) else 1, se_reduction=se_reduction))
-                cin = width * block.expansion
+                rate = drop_path * index / max(total - 1, 1)  # deeper blocks drop more
+                layers.append(block(cin, width, stride=2 if (i > 0 and j == 0) else 1, se_reduction=se_reduction,
+                                    drop_path=rate))
+                cin, index = width * block.expansion, index + 1
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -137,10 +147,10 @@ class ResNet(nn.Module):
 
 
 def _resnet(name: str, block, blocks: list[int], num_classes: int, in_channels: int, image_size: int,
-            se_reduction: int | None = None) -> ResNet:
+            se_reduction: int | None = None, drop_path: float = 0.0) -> ResNet:
     require_min_size(name, image_size, 8)
     return ResNet(block, blocks, num_classes, in_channels, small_input=image_size < SMALL_INPUT,
-                  se_reduction=se_reduction)
+                  se_reduction=se_reduction, drop_path=drop_path)
 
 
 @register_model()
@@ -151,50 +161,55 @@ def small_resnet(
     image_size: int,
     widths: tuple[int, ...] = (64, 128, 256),
     blocks_per_stage: int = 2,
+    drop_path: float = 0.0,
 ) -> ResNet:
     """The CIFAR reference ResNet: 3x3 stem, stages of two basic blocks 64/128/256, strides 1/2/2."""
     require_min_size("small_resnet", image_size, 2 ** (len(widths) - 1))
     return ResNet(BasicBlock, [blocks_per_stage] * len(widths), num_classes, in_channels, tuple(widths),
-                  small_input=True)
+                  small_input=True, drop_path=drop_path)
 
 
 @register_model()
-def resnet18(*, num_classes: int, in_channels: int, image_size: int) -> ResNet:
+def resnet18(*, num_classes: int, in_channels: int, image_size: int, drop_path: float = 0.0) -> ResNet:
     """ResNet-18: basic blocks [2, 2, 2, 2]."""
-    return _resnet("resnet18", BasicBlock, [2, 2, 2, 2], num_classes, in_channels, image_size)
+    return _resnet("resnet18", BasicBlock, [2, 2, 2, 2], num_classes, in_channels, image_size, drop_path=drop_path)
 
 
 @register_model()
-def resnet34(*, num_classes: int, in_channels: int, image_size: int) -> ResNet:
+def resnet34(*, num_classes: int, in_channels: int, image_size: int, drop_path: float = 0.0) -> ResNet:
     """ResNet-34: basic blocks [3, 4, 6, 3]."""
-    return _resnet("resnet34", BasicBlock, [3, 4, 6, 3], num_classes, in_channels, image_size)
+    return _resnet("resnet34", BasicBlock, [3, 4, 6, 3], num_classes, in_channels, image_size, drop_path=drop_path)
 
 
 @register_model()
-def resnet50(*, num_classes: int, in_channels: int, image_size: int) -> ResNet:
+def resnet50(*, num_classes: int, in_channels: int, image_size: int, drop_path: float = 0.0) -> ResNet:
     """ResNet-50: bottleneck blocks [3, 4, 6, 3], expansion 4."""
-    return _resnet("resnet50", Bottleneck, [3, 4, 6, 3], num_classes, in_channels, image_size)
+    return _resnet("resnet50", Bottleneck, [3, 4, 6, 3], num_classes, in_channels, image_size, drop_path=drop_path)
 
 
 @register_model()
-def resnet101(*, num_classes: int, in_channels: int, image_size: int) -> ResNet:
+def resnet101(*, num_classes: int, in_channels: int, image_size: int, drop_path: float = 0.0) -> ResNet:
     """ResNet-101: bottleneck blocks [3, 4, 23, 3]."""
-    return _resnet("resnet101", Bottleneck, [3, 4, 23, 3], num_classes, in_channels, image_size)
+    return _resnet("resnet101", Bottleneck, [3, 4, 23, 3], num_classes, in_channels, image_size, drop_path=drop_path)
 
 
 @register_model()
-def resnet152(*, num_classes: int, in_channels: int, image_size: int) -> ResNet:
+def resnet152(*, num_classes: int, in_channels: int, image_size: int, drop_path: float = 0.0) -> ResNet:
     """ResNet-152: bottleneck blocks [3, 8, 36, 3]."""
-    return _resnet("resnet152", Bottleneck, [3, 8, 36, 3], num_classes, in_channels, image_size)
+    return _resnet("resnet152", Bottleneck, [3, 8, 36, 3], num_classes, in_channels, image_size, drop_path=drop_path)
 
 
 @register_model()
-def se_resnet18(*, num_classes: int, in_channels: int, image_size: int, reduction: int = 16) -> ResNet:
+def se_resnet18(*, num_classes: int, in_channels: int, image_size: int, reduction: int = 16,
+                drop_path: float = 0.0) -> ResNet:
     """SE-ResNet-18: ResNet-18 with squeeze-and-excitation on every residual branch."""
-    return _resnet("se_resnet18", BasicBlock, [2, 2, 2, 2], num_classes, in_channels, image_size, reduction)
+    return _resnet("se_resnet18", BasicBlock, [2, 2, 2, 2], num_classes, in_channels, image_size, reduction,
+                   drop_path=drop_path)
 
 
 @register_model()
-def se_resnet50(*, num_classes: int, in_channels: int, image_size: int, reduction: int = 16) -> ResNet:
+def se_resnet50(*, num_classes: int, in_channels: int, image_size: int, reduction: int = 16,
+                drop_path: float = 0.0) -> ResNet:
     """SE-ResNet-50: ResNet-50 with squeeze-and-excitation (reduction 16) on every residual branch."""
-    return _resnet("se_resnet50", Bottleneck, [3, 4, 6, 3], num_classes, in_channels, image_size, reduction)
+    return _resnet("se_resnet50", Bottleneck, [3, 4, 6, 3], num_classes, in_channels, image_size, reduction,
+                   drop_path=drop_path)
