@@ -148,7 +148,7 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
     for text in ("cnnbench", "vgg16_bn, vgg19, vgg19_bn, vit_b_16, vit_small, vit_tiny",
-                 "optimizer: adam, adamw, sgd", "experiment: cifar10_reference, cifar10_speedrun",
+                 "optimizer: adam, adamw, sgd", "experiment: cifar10_reference, cifar10_speedrun, modern_recipe",
                  "scheduler: cosine, none, onecycle, step", "data: cifar10, digits"):
         assert text in proc.stdout, text
     groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
