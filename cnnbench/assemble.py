@@ -59,6 +59,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     t = cfg.trainer
     data = load_data(cfg.data)
     reporter.info(f"data: {cfg.data.name}, {dataset_summary(data)}")
+    for note in data.notes:
+        reporter.info(f"data: {note}")
     model, notes = build_start_model(cfg, data.num_classes, data.channels, data.image_size, source)
     for note in notes:
         reporter.info(note)

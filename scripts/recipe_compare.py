@@ -1,6 +1,7 @@
 """Baseline against `experiment=modern_recipe` on a fixed subset of the real CIFAR-10, 3 seeds, two models.
 
     python scripts/recipe_compare.py [--seeds 0,1,2] [--num-train 5000] [--write] [--shared ../shared]
+    python scripts/recipe_compare.py --overhead     # images/s only: each batched augmentation against none
 
 Each run is `cnnbench data=imagefolder data.root=<CIFAR-10> data.num_train=N model=M trainer.seed=S ...`, the
 recipe run adding `experiment=modern_recipe` (+ `model.drop_path=0.1`); everything else is the same: the first
@@ -32,7 +33,15 @@ MODELS = {  # model: (its overrides, epochs)
 RECIPE = ["experiment=modern_recipe", "model.drop_path=0.1"]
 
 
-def data_path_rate(root: Path, cache: Path, recipe: bool, batches: int = 60) -> float:
+AUGMENTATIONS = {  # name: overrides (on top of CIFAR-10's crop + flip)
+    "crop + flip (CIFAR-10's default)": [],
+    "+ mixup/cutmix + random erasing (modern_recipe)": ["experiment=modern_recipe"],
+    "+ TrivialAugmentWide": ["data.augment.auto=trivialaugment"],
+    "+ RandAugment (2 ops, magnitude 9)": ["data.augment.auto=randaugment"],
+}
+
+
+def data_path_rate(root: Path, cache: Path, extra: list[str], batches: int = 60) -> float:
     """Images/s of the training loader alone (decoded cache in memory, batched augmentation, normalisation)."""
     import torch
     from hydra import compose, initialize_config_module
@@ -43,7 +52,7 @@ def data_path_rate(root: Path, cache: Path, recipe: bool, batches: int = 60) -> 
     register_configs()
     with initialize_config_module("cnnbench.conf", version_base=None):
         cfg = compose("config", overrides=["data=imagefolder", f"data.root={root}", f"data.cache_dir={cache}",
-                                           *CIFAR[:2], *(["experiment=modern_recipe"] if recipe else [])])
+                                           *CIFAR[:2], *extra])
     loader = make_loaders(load_data(cfg.data), cfg.data, torch.device("cpu"), seed=0, channels_last=True)["train"]
     it = iter(loader)
     for _ in range(5):
@@ -72,6 +81,17 @@ def table(results: dict, rates: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
+def overhead(root: Path, cache: Path, steps: int = 60) -> str:
+    """Each augmentation's cost: the data path alone, and whole training steps of small_resnet (batch 128)."""
+    rows = ["| augmentation | data path alone, images/s | small_resnet training, images/s |", "|---|---:|---:|"]
+    for name, extra in AUGMENTATIONS.items():
+        run = run_cnnbench(cache.parent / f"overhead-{len(rows)}", "data=imagefolder", f"data.root={root}",
+                           f"data.cache_dir={cache}", *CIFAR, *MODELS["small_resnet"][0], f"trainer.max_steps={steps}",
+                           "data.val_fraction=0", "data.num_test=512", *extra, quiet=True)
+        rows.append(f"| {name} | {data_path_rate(root, cache, extra):,.0f} | {run['train_images_per_s']:,.0f} |")
+    return "\n".join(rows) + f"\n\n{run['machine']}, precision {run['precision']}; {steps} steps of batch 128 each."
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
@@ -79,10 +99,14 @@ def main() -> None:
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--write", action="store_true", help="write the table into docs/training.md")
+    parser.add_argument("--overhead", action="store_true", help="measure each augmentation's cost instead")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cnnbench-recipe-"))
     root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", work)
     cache = work / "cache"
+    if args.overhead:
+        print(overhead(root, cache))
+        return
     results: dict = {}
     for model in args.models:
         overrides, epochs = MODELS[model]
@@ -95,7 +119,8 @@ def main() -> None:
                 print(f"{model} {variant} seed {seed}: {run['test_acc']:.2f}% ({run['scored_weights']} weights), "
                       f"{run['train_time_s']:.0f} s", flush=True)
                 results.setdefault((model, variant), []).append(run)
-    rates = {"baseline": data_path_rate(root, cache, False), "recipe": data_path_rate(root, cache, True)}
+    rates = {"baseline": data_path_rate(root, cache, []), "recipe": data_path_rate(root, cache,
+                                                                                   ["experiment=modern_recipe"])}
     text = table(results, rates)
     print(text)
     if args.write:

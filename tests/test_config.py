@@ -92,6 +92,9 @@ def test_cifar10_speedrun_is_airbench94_in_cnnbench_terms() -> None:
         ("data.augment.mix_prob=1.5", "data.augment.mix_prob must be in [0, 1]"),
         ("data.augment.mix_switch_prob=-0.1", "data.augment.mix_switch_prob must be in [0, 1]"),
         ("data.augment.erasing_prob=2", "data.augment.erasing_prob must be in [0, 1]"),
+        ("data.augment.auto=autoaugment", "data.augment.auto must be null or one of trivialaugment, randaugment"),
+        ("data.augment.auto=randaugment data.augment.auto_magnitude=31", "auto_magnitude in [0, auto_bins)"),
+        ("data.augment.auto=randaugment data.augment.auto_num_ops=0", "auto_num_ops >= 1"),
         ("trainer.ema_decay=1.0", "trainer.ema_decay must be in [0, 1)"),
         ("trainer.accumulate_steps=0", "trainer.accumulate_steps must be an integer >= 1"),
         ("trainer.early_stopping.patience=-1", "trainer.early_stopping.patience must be >= 0"),
@@ -149,7 +152,7 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for text in ("cnnbench", "vgg16_bn, vgg19, vgg19_bn, vit_b_16, vit_small, vit_tiny",
                  "optimizer: adam, adamw, sgd", "experiment: cifar10_reference, cifar10_speedrun, modern_recipe",
-                 "scheduler: cosine, none, onecycle, step", "data: cifar10, digits"):
+                 "scheduler: cosine, none, onecycle, step", "data: cifar10, cifar100, digits"):
         assert text in proc.stdout, text
     groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     assert "schema" not in groups and "model_" not in groups  # the option schemas are not options

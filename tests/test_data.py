@@ -225,3 +225,63 @@ def test_streamed_imagefolder_trains(cifar_subset: Path, tmp_path: Path) -> None
                          "logger.print_config=false", "logger.progress=false", "logger.tensorboard=false")
     results = run(cfg, tmp_path)
     assert results["status"] == "completed" and results["steps"] == 4 and 0 <= results["test_acc"] <= 100
+
+
+def _write_cifar100(root: Path) -> None:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name, n in (("train", 30), ("test", 10)):
+        (folder / name).write_bytes(pickle.dumps({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                                                  "fine_labels": rng.integers(0, 100, n).tolist()}))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"class{i}" for i in range(100)]}))
+
+
+def _write_svhn(root: Path) -> None:
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(2)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", 30), ("test", 10)):
+        savemat(root / f"{name}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                                              "y": rng.integers(1, 11, (n, 1))})  # 10 stands for the digit 0
+
+
+def _write_stl10(root: Path) -> None:
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for name, n in (("train", 30), ("test", 10)):
+        rng.integers(0, 256, n * 3 * 96 * 96, dtype=np.uint8).tofile(folder / f"{name}_X.bin")
+        rng.integers(1, 11, n, dtype=np.uint8).tofile(folder / f"{name}_y.bin")  # labels 1..10 on disk
+    (folder / "unlabeled_X.bin").write_bytes(b"")
+    (folder / "class_names.txt").write_text("\n".join(f"c{i}" for i in range(10)))
+
+
+@pytest.mark.parametrize(("name", "write", "module", "size", "classes"), [
+    ("cifar100", _write_cifar100, "cifar", 32, 100), ("svhn", _write_svhn, "svhn", 32, 10),
+    ("stl10", _write_stl10, "stl10", 96, 10)])
+def test_more_torchvision_datasets_from_files_in_their_format(tmp_path: Path, monkeypatch, name, write, module,
+                                                              size, classes) -> None:
+    """CIFAR-100, SVHN and STL-10 read by torchvision's classes from files where they look first (only the md5
+    check is patched: these are real files in each format, not the official bytes)."""
+    import importlib
+
+    write(tmp_path)
+    monkeypatch.setattr(importlib.import_module(f"torchvision.datasets.{module}"), "check_integrity",
+                        lambda path, md5=None: Path(path).is_file())
+    data = load_data(data_cfg(f"data={name}", f"data.root={tmp_path}", "data.download=false", "data.val_fraction=0"))
+    assert len(data.train) == 30 and len(data.test) == 10 and data.num_classes == classes
+    assert data.train.images.shape[1:] == (3, size, size) and data.train.images.dtype == torch.uint8
+    assert 0 <= int(data.train.labels.min()) and int(data.train.labels.max()) < classes
+    if name == "svhn":  # torchvision maps the label 10 to the digit 0
+        raw = __import__("scipy.io", fromlist=["loadmat"]).loadmat(tmp_path / "train_32x32.mat")
+        assert data.train.labels.tolist() == [int(v) % 10 for v in raw["y"][:, 0]]
+        assert torch.equal(data.train.images, torch.from_numpy(raw["X"]).permute(3, 2, 0, 1))
+
+
+@pytest.mark.parametrize("name", ["cifar100", "svhn", "stl10"])
+def test_more_datasets_offline_message(tmp_path: Path, name: str) -> None:
+    with pytest.raises(CnnbenchError) as err:
+        load_data(data_cfg(f"data={name}", f"data.root={tmp_path / 'empty'}", "data.download=false"))
+    assert "data=digits" in str(err.value) and "\n" not in str(err.value)

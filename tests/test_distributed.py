@@ -84,3 +84,19 @@ def test_ddp_outside_torchrun_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: trainer.strategy=ddp runs under torchrun: torchrun --nproc_per_node=N -m "
                                    "cnnbench trainer.strategy=ddp ... (or use trainer.strategy=single)")
+
+
+@pytest.mark.slow
+def test_ddp_with_accumulation_steps_like_one_large_batch(tmp_path: Path) -> None:
+    """2 processes x 2 micro-batches of 8 (gradients synchronised on the second only) = one batch of 32."""
+    exact = ["trainer.precision=fp32", "trainer.deterministic=true", "data.augment.crop_padding=0",
+             "trainer.max_steps=5", "logger.print_config=false", "logger.snapshots=0", "logger.progress=false",
+             "logger.tensorboard=false", "logger.figures=false"]
+    proc = torchrun(tmp_path, *exact, "data.batch_size=8", "trainer.accumulate_steps=2", "hydra.run.dir=ddp")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = run_cli(*exact, "data.batch_size=32", "hydra.run.dir=single", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ours, theirs = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True) for d in ("ddp", "single"))
+    assert ours["step"] == theirs["step"] == 5
+    for key in theirs["model"]:
+        assert torch.allclose(ours["model"][key], theirs["model"][key], atol=1e-5), key

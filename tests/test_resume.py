@@ -200,13 +200,13 @@ def test_lookahead_and_alternating_flip_resume_exactly(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_recipe_options_resume_exactly(tmp_path: Path) -> None:
-    """Every training-recipe option on at once (EMA, mixup + cutmix, random erasing, drop path, accumulation,
-    early stopping that does not trigger, no decay on norms and biases): killed mid-epoch, resumed, the same
-    weights, EMA and scores bit for bit."""
+    """Every training-recipe option on at once (EMA, mixup + cutmix, TrivialAugment, random erasing, drop path,
+    accumulation, early stopping that does not trigger, no decay on norms and biases): killed mid-epoch,
+    resumed, the same weights, EMA and scores bit for bit."""
     tricks = ["trainer.ema_decay=0.9", "trainer.ema_warmup=true", "data.augment.mixup_alpha=0.4",
               "data.augment.cutmix_alpha=1.0", "data.augment.erasing_prob=0.3", "model.drop_path=0.1",
               "trainer.accumulate_steps=2", "trainer.early_stopping.patience=5", "optimizer.decay_norm_bias=false",
-              "optimizer.weight_decay=5e-4"]
+              "optimizer.weight_decay=5e-4", "data.augment.auto=trivialaugment"]
     full = run_cli(*COMMON, *tricks, "hydra.run.dir=full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr[-2000:]
     last = tmp_path / "killed" / "checkpoints" / "last.pt"

@@ -41,8 +41,8 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
     """The run's preprocessing over the chosen images, unshuffled and unaugmented."""
     from cnnbench.data import load_data
     from cnnbench.data.build import image_loader, normalization
+    from cnnbench.data.folders import scan_folder
     from cnnbench.data.images import FileImageSet
-    from cnnbench.data.sources import scan_folder
 
     cfg = OmegaConf.create(OmegaConf.to_container(trained.cfg.data, resolve=True))
     for key, value in data_overrides.items():

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.schema import PAD_MODES
+from cnnbench.config.schema import AUTO_POLICIES, PAD_MODES
 from cnnbench.errors import CnnbenchError
 
 
@@ -65,6 +65,11 @@ def check_augment(a: DictConfig, size: int | None) -> None:
     _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
     _require(a.padding_mode in PAD_MODES, f"data.augment.padding_mode must be one of {', '.join(PAD_MODES)}, "
              f"got {a.padding_mode!r}")
+    _require(a.auto is None or a.auto in AUTO_POLICIES, f"data.augment.auto must be null or one of "
+             f"{', '.join(AUTO_POLICIES)}, got {a.auto!r}")
+    _require(a.auto_bins >= 2 and 0 <= a.auto_magnitude < a.auto_bins and a.auto_num_ops >= 1,
+             f"data.augment.auto_bins must be >= 2, auto_magnitude in [0, auto_bins) and auto_num_ops >= 1, got "
+             f"{a.auto_bins}, {a.auto_magnitude} and {a.auto_num_ops}")
     _require(0 <= a.erasing_prob <= 1, f"data.augment.erasing_prob must be in [0, 1], got {a.erasing_prob}")
     _require(a.mixup_alpha >= 0 and a.cutmix_alpha >= 0, f"data.augment.mixup_alpha and cutmix_alpha must be >= 0 "
              f"(0 = off), got {a.mixup_alpha} and {a.cutmix_alpha}")
@@ -77,7 +82,8 @@ def check_augment(a: DictConfig, size: int | None) -> None:
                  f"a larger square blanks whole images")
 
 
-MONITORS = ("val/acc", "val/loss", "val_ema/acc", "val_ema/loss", "train/loss")
+SELECTORS = ("val/acc", "val/balanced_acc", "val/macro_f1", "val/loss")  # trainer.monitor
+MONITORS = (*SELECTORS, *(m.replace("val/", "val_ema/") for m in SELECTORS), "train/loss")  # early stopping
 
 
 def check_early_stopping(t: DictConfig) -> None:
@@ -88,6 +94,13 @@ def check_early_stopping(t: DictConfig) -> None:
              f"got {es.monitor!r}")
     _require(not (es.patience and es.monitor.startswith("val_ema/") and not t.ema_decay),
              f"trainer.early_stopping.monitor={es.monitor} needs trainer.ema_decay > 0")
+
+
+def check_class_weights(weights: Any) -> None:
+    ok = weights is None or weights == "balanced" or (
+        OmegaConf.is_list(weights) and len(weights) > 0 and all(_positive(w) for w in weights))
+    _require(ok, f"trainer.class_weights must be null, balanced or a list of positive numbers (one per class), "
+             f"got {weights!r}")
 
 
 def validate_scheduler(s: DictConfig) -> None:
@@ -148,6 +161,8 @@ def validate(cfg: DictConfig) -> None:
     _require(t.accumulate_steps >= 1, f"trainer.accumulate_steps must be an integer >= 1, got {t.accumulate_steps}")
     _require(0 <= t.ema_decay < 1, f"trainer.ema_decay must be in [0, 1) (0 = off; e.g. 0.999), got {t.ema_decay}")
     check_early_stopping(t)
+    _require(t.monitor in SELECTORS, f"trainer.monitor must be one of {', '.join(SELECTORS)}, got {t.monitor!r}")
+    check_class_weights(t.class_weights)
     _require(t.eval_every >= 0, f"trainer.eval_every must be >= 0, got {t.eval_every}")
     _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
     _require(t.threads is None or t.threads > 0, f"trainer.threads must be >= 1 (or null: the cores / processes), "
@@ -163,6 +178,8 @@ def validate(cfg: DictConfig) -> None:
     _require(d.batch_size > 0, f"data.batch_size must be a positive integer, got {d.batch_size}")
     _require(d.eval_batch_size > 0, f"data.eval_batch_size must be a positive integer, got {d.eval_batch_size}")
     _require(0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    _require(0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
+    _require(d.sampler in ("shuffle", "balanced"), f"data.sampler must be shuffle or balanced, got {d.sampler!r}")
     _require(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
     _require(d.image_size is None or d.image_size > 0, f"data.image_size must be positive, got {d.image_size}")
     _require(len(d.mean) in (1, d.channels) and len(d.std) == len(d.mean),

@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
+AUTO_POLICIES = ("trivialaugment", "randaugment")  # data.augment.auto (cnnbench.data.autoaugment)
 
 
 @dataclass
@@ -27,6 +28,10 @@ class AugmentConfig:
     padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
     hflip: bool = False  # RandomHorizontalFlip(p=0.5)
     alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
+    auto: str | None = None  # trivialaugment (TrivialAugmentWide) | randaugment, per image after crop and flip
+    auto_bins: int = 31  # magnitude bins (torchvision's num_magnitude_bins)
+    auto_magnitude: int = 9  # randaugment: the bin every op uses
+    auto_num_ops: int = 2  # randaugment: ops applied in turn to each image
     cutout: int = 0  # side of a zeroed square at a random place; 0 = off
     erasing_prob: float = 0.0  # RandomErasing(p) after normalisation: a random rectangle set to the mean colour
     mixup_alpha: float = 0.0  # mixup: each batch blended with its reverse, weight ~ Beta(alpha, alpha); 0 = off
@@ -67,7 +72,8 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: [0.5])
     batch_size: int = 128
     eval_batch_size: int = 512
-    val_fraction: float = 0.1  # held out from train to select the best checkpoint
+    val_fraction: float = 0.1  # held out from train to select the best checkpoint (imagefolder: per class)
+    test_fraction: float = 0.2  # imagefolder with a train/ folder alone: held out per class as the test split
     split_seed: int = 0  # fixes the train/val (and digits train/test) split, independent of trainer.seed
     num_train: int | None = None  # use only the first N training images (synthetic: how many to make)
     num_test: int | None = None  # likewise for the test split
@@ -75,6 +81,7 @@ class DataConfig:
     cache_dir: str | None = None  # decoded uint8 tensors are cached here; null = no cache
     max_memory_gb: float = 8.0  # imagefolder: larger (as uint8) stays files, decoded per batch by DataLoader workers
     num_workers: int = 2  # DataLoader worker processes for such streamed image folders
+    sampler: str = "shuffle"  # shuffle (each image once per epoch) | balanced (classes drawn equally, replacement)
 
 
 @dataclass
@@ -84,7 +91,7 @@ class EarlyStoppingConfig:
 
     patience: int = 0  # epochs without improvement before stopping; 0 = off
     min_delta: float = 0.0  # the least change that counts as an improvement (percent points for accuracies)
-    monitor: str = "val/acc"  # val/acc | val/loss | val_ema/acc | val_ema/loss | train/loss
+    monitor: str = "val/acc"  # val/{acc,loss,balanced_acc,macro_f1} | val_ema/{...} | train/loss
 
 
 @dataclass
@@ -109,6 +116,8 @@ class TrainerConfig:
     ema_decay: float = 0.0  # exponential moving average of the weights, e.g. 0.999 (per optimizer step); 0 = off
     ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): the average forgets the start
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    monitor: str = "val/acc"  # what selects best.pt: val/acc | val/balanced_acc | val/macro_f1 | val/loss
+    class_weights: Any = None  # null | balanced (n / (classes x count)) | [w1, ..., wK]: weighted cross-entropy
     eval_every: int = 0  # also evaluate the test set every N epochs (a learning curve); 0 = only at the end
     log_every: int = 25  # optimizer steps between loss read-outs (each one syncs with the device)
     checkpoint_every: int = 1  # epochs between writes of checkpoints/last.pt

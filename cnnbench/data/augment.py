@@ -3,6 +3,7 @@
 Each op draws one random choice per image, matching the torchvision transform it replaces:
 ``random_crop`` = RandomCrop(size, padding=p, padding_mode=m) (m: constant = zero fill, edge or reflect),
 ``hflip`` = RandomHorizontalFlip(0.5),
+``auto`` = TrivialAugmentWide() or RandAugment(num_ops, magnitude) (``cnnbench.data.autoaugment``),
 ``cutout`` = a zeroed square of side s centred uniformly in the image (DeVries & Taylor 2017),
 ``random_erasing`` = RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0) after Normalize, as in
 torchvision's and timm's recipes (Zhong et al. 2020).
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.config.schema import PAD_MODES, AugmentConfig
+from cnnbench.data.autoaugment import AutoAugment
 
 
 class Augmenter:
@@ -28,6 +30,8 @@ class Augmenter:
     def __init__(self, cfg: AugmentConfig, generator: torch.Generator, num_images: int) -> None:
         self.cfg, self.generator = cfg, generator
         self.flip_first = None
+        self.auto = AutoAugment(cfg.auto, generator, bins=cfg.auto_bins, magnitude=cfg.auto_magnitude,
+                                num_ops=cfg.auto_num_ops) if cfg.auto else None
         if cfg.hflip and cfg.alternate_flip:
             self.flip_first = torch.rand(num_images, generator=generator, device=generator.device) < 0.5
 
@@ -40,6 +44,8 @@ class Augmenter:
             x = flip_where(x, self.flip_first[idx] ^ (epoch % 2 == 1))
         elif cfg.hflip:
             x = hflip(x, g)
+        if self.auto is not None:
+            x = self.auto(x)
         if cfg.cutout:
             x = cutout(x, cfg.cutout, g)
         return x

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +10,11 @@ from omegaconf import DictConfig
 
 import cnnbench.data.cache as cache
 from cnnbench.config.checks import check_augment
+from cnnbench.data.folders import read_filelist, read_imagefolder
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.loader import DeviceLoader
-from cnnbench.data.sources import READERS, RawSplits, random_split
+from cnnbench.data.sources import READERS as LIBRARY_READERS
+from cnnbench.data.sources import RawSplits, per_class_split, random_split
 from cnnbench.data.stream import StreamLoader
 from cnnbench.errors import CnnbenchError
 
@@ -26,10 +27,14 @@ class DataBundle:
     class_names: list[str]
     channels: int
     image_size: int
+    notes: tuple[str, ...] = ()  # which split selects and which is reported, where the layout decides it
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+READERS = {**LIBRARY_READERS, "imagefolder": read_imagefolder, "filelist": read_filelist}
 
 
 def _read(cfg: DictConfig) -> RawSplits:
@@ -38,11 +43,7 @@ def _read(cfg: DictConfig) -> RawSplits:
     reader = READERS[cfg.name]
     if not cfg.cache_dir or cfg.name == "synthetic":
         return reader(cfg)
-    key = {"name": cfg.name, "image_size": cfg.image_size, "channels": cfg.channels}
-    if cfg.root is not None:
-        root = Path(cfg.root).expanduser().resolve()
-        key.update(root=str(root), fingerprint=cache.folder_fingerprint(root) if root.is_dir() else None)
-    path = cache.cache_path(cfg.cache_dir, key)
+    path = cache.cache_path(cfg.cache_dir, cache.cache_key(cfg))
     splits = cache.load(path)
     if splits is None:
         splits = reader(cfg)
@@ -68,16 +69,27 @@ def _conform(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     return images.contiguous()
 
 
+def _carve(images: ImageSet | FileImageSet, fraction: float, seed: int, per_class: bool, key: str
+           ) -> tuple[ImageSet | FileImageSet, ImageSet | FileImageSet]:
+    """Split ``images`` into (rest, held-out part of ``fraction``), class by class when ``per_class``."""
+    keep, held = per_class_split(images.labels, fraction, seed) if per_class else random_split(
+        len(images), fraction, seed)
+    if len(held) == 0 or len(keep) == 0:
+        raise CnnbenchError(f"data.{key}={fraction} leaves an empty split of {len(images)} images")
+    return images.subset(keep), images.subset(held)
+
+
 def load_data(cfg: DictConfig) -> DataBundle:
     """Read, conform, subset and split the data set that ``cfg`` (the ``data`` group) describes."""
     raw = _read(cfg)
     size = cfg.image_size or raw.train.shape[-1]
-    if raw.train.streamed:  # decoded per batch at this size and channels
-        train, test = raw.train, raw.test
-    else:
-        train = ImageSet(_conform(raw.train.images, cfg.channels, size), raw.train.labels)
-        test = ImageSet(_conform(raw.test.images, cfg.channels, size), raw.test.labels)
 
+    def conform(images: ImageSet | FileImageSet | None) -> ImageSet | FileImageSet | None:
+        if images is None or images.streamed:  # (streamed: decoded per batch at this size and channels)
+            return images
+        return ImageSet(_conform(images.images, cfg.channels, size), images.labels)
+
+    train, test, val = conform(raw.train), conform(raw.test), conform(raw.val)
     class_names = list(cfg.class_names) if cfg.class_names else raw.class_names
     if cfg.num_classes is not None and cfg.num_classes != len(raw.class_names):
         raise CnnbenchError(f"data.num_classes={cfg.num_classes} but {cfg.name} has {len(raw.class_names)} classes")
@@ -85,18 +97,16 @@ def load_data(cfg: DictConfig) -> DataBundle:
         raise CnnbenchError(f"data.class_names has {len(class_names)} names but {cfg.name} has "
                             f"{len(raw.class_names)} classes")
 
+    if test is None:  # a train/ folder alone: the reported part is carved from it first
+        train, test = _carve(train, cfg.test_fraction, cfg.split_seed + 1, raw.per_class, "test_fraction")
     # Subsets are random (fixed by split_seed) so that class-sorted folders keep every class.
     if cfg.num_train and cfg.num_train < len(train):
         train = train.subset(random_split(len(train), cfg.num_train / len(train), cfg.split_seed)[1])
     if cfg.num_test and cfg.num_test < len(test):
         test = test.subset(random_split(len(test), cfg.num_test / len(test), cfg.split_seed)[1])
-    val = None
-    if cfg.val_fraction > 0:
-        keep, held = random_split(len(train), cfg.val_fraction, cfg.split_seed)
-        if len(held) == 0 or len(keep) == 0:
-            raise CnnbenchError(f"data.val_fraction={cfg.val_fraction} leaves an empty split of {len(train)} images")
-        train, val = train.subset(keep), train.subset(held)
-    return DataBundle(train, val, test, class_names, cfg.channels, size)
+    if val is None and cfg.val_fraction > 0:
+        train, val = _carve(train, cfg.val_fraction, cfg.split_seed, raw.per_class, "val_fraction")
+    return DataBundle(train, val, test, class_names, cfg.channels, size, raw.notes)
 
 
 def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[float]]:
@@ -133,7 +143,7 @@ def make_loaders(
 
     try:
         train = loader(data.train, cfg.batch_size, train=True, augment=cfg.augment, seed=seed, rank=rank,
-                       world_size=world_size, num_classes=data.num_classes)
+                       world_size=world_size, num_classes=data.num_classes, balanced=cfg.sampler == "balanced")
     except ValueError as e:
         raise CnnbenchError(f"{e}; lower data.batch_size") from None
     loaders = {"train": train}

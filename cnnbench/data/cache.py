@@ -1,4 +1,10 @@
-"""An on-disk cache of decoded data sets, so a second run skips decoding (JPEGs take seconds, a cache read ms)."""
+"""An on-disk cache of decoded data sets, so a second run skips decoding (JPEGs take seconds, a cache read ms).
+
+The key covers what the images came from and how they were made: the data set, its root, every file under the
+root (path, size, modification time: an image replaced, added or removed anywhere makes a new key), the size,
+channels and decoding version. A cache file that cannot be read, or does not hold what a cache holds, is
+rebuilt, never trusted.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,47 @@ from pathlib import Path
 
 import torch
 
+from cnnbench.data.decode import DECODE_VERSION
+from cnnbench.data.folders import walk_files
 from cnnbench.data.images import ImageSet
 from cnnbench.data.sources import RawSplits
 from cnnbench.fileio import atomic_save
 
 
-def folder_fingerprint(root: Path) -> list[tuple[str, int]]:
-    """Modification times of the split and class folders: they change when images are added or removed."""
-    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.glob("*/*") if p.is_dir())
+def files_fingerprint(root: Path) -> str:
+    """A digest of every file under ``root``: its path, size and modification time (links followed once)."""
+    digest = hashlib.sha1()
+    for path in walk_files(root):
+        try:
+            st = os.stat(path)
+        except OSError:  # a dangling link: part of the key as such
+            st = None
+        entry = (os.path.relpath(path, root), st.st_size, st.st_mtime_ns) if st else (path, None, None)
+        digest.update(json.dumps(entry).encode())
+    return digest.hexdigest()
+
+
+def cache_key(cfg) -> dict:
+    """What decides the decoded images of the ``data`` config ``cfg``."""
+    key = {"name": cfg.name, "image_size": cfg.image_size, "channels": cfg.channels, "decode": DECODE_VERSION}
+    if cfg.root is not None:
+        root = Path(cfg.root).expanduser().resolve()
+        key.update(root=str(root), files=files_fingerprint(root) if root.is_dir() else None)
+    return key
 
 
 def cache_path(cache_dir: str, key: dict) -> Path:
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir).expanduser() / f"{key['name']}-{digest}.pt"
+
+
+def _images(pair) -> ImageSet | None:
+    if pair is None:
+        return None
+    images, labels = pair
+    if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != (len(images),):
+        raise ValueError("not a cached image set")
+    return ImageSet(images, labels)
 
 
 def load(path: Path) -> RawSplits | None:
@@ -30,16 +64,21 @@ def load(path: Path) -> RawSplits | None:
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        return RawSplits(ImageSet(*blob["train"]), ImageSet(*blob["test"]), list(blob["class_names"]))
-    except Exception:  # a stale or damaged cache is rebuilt, never fatal
+        return RawSplits(_images(blob["train"]), _images(blob["test"]), list(blob["class_names"]),
+                         val=_images(blob.get("val")), per_class=bool(blob.get("per_class", False)),
+                         notes=tuple(blob.get("notes", ())))
+    except Exception:  # a stale, damaged or foreign file is rebuilt, never fatal
         return None
 
 
 def save(path: Path, splits: RawSplits) -> None:
+    def pair(images: ImageSet | None):
+        return None if images is None else (images.images, images.labels)
+
     try:
         os.makedirs(path.parent, exist_ok=True)
-        atomic_save({"train": (splits.train.images, splits.train.labels),
-                     "test": (splits.test.images, splits.test.labels),
-                     "class_names": splits.class_names}, path)
+        atomic_save({"train": pair(splits.train), "test": pair(splits.test), "val": pair(splits.val),
+                     "class_names": splits.class_names, "per_class": splits.per_class,
+                     "notes": list(splits.notes)}, path)
     except OSError:
         pass  # a read-only cache location only costs speed

@@ -39,8 +39,10 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         num_classes: int | None = None,
+        balanced: bool = False,
     ) -> None:
         self.data = data
+        self.num_classes = num_classes
         self.labels = data.labels.to(device)
         self.device, self.train, self.channels_last = device, train, channels_last
         self.mean, self.std = list(mean), list(std)
@@ -55,8 +57,11 @@ class DeviceLoader:
             if num_classes is None:
                 raise ValueError("mixup and cutmix need num_classes")
             self.mixer = Mixer(augment, num_classes, seed)
+        weights = None
+        if train and balanced:  # every class drawn equally often: each image weighs 1 / its class's size
+            weights = 1.0 / torch.bincount(self.labels).double()[self.labels]
         self.sampler = BatchSampler(len(data), batch_size, shuffle=train, generator=self.generator, rank=rank,
-                                    world_size=world_size)
+                                    world_size=world_size, weights=weights)
         self.world_size = world_size
         self.epoch = 0
         self._images = None if data.streamed else data.take(slice(None)).to(device)

@@ -13,11 +13,15 @@ class BatchSampler:
     Data parallel: every process draws the same global batch of ``world_size x batch_size`` images (same seed,
     same draws) and keeps its own slice (``shard``), so N processes see what one would at N x B. Training drops
     the last partial batch (BatchNorm cannot use a batch of one); evaluation keeps every image.
+
+    ``weights`` (one per image): draw each epoch's n positions with replacement in proportion to them instead of
+    a permutation (class-balanced sampling: weight 1 / the image's class size).
     """
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, weights: torch.Tensor | None = None) -> None:
         self.n, self.batch_size, self.shuffle, self.generator = n, batch_size, shuffle, generator
+        self.weights = weights
         self.global_batch = batch_size * world_size
         self.shard = slice(rank * batch_size, (rank + 1) * batch_size)  # this process's part of a global batch
         self.drop_last = shuffle and n >= self.global_batch
@@ -34,8 +38,12 @@ class BatchSampler:
 
     def __iter__(self) -> Iterator[torch.Tensor | slice]:
         """The positions of each global batch: shuffled by the generator, or in order (as slices)."""
-        order = torch.randperm(self.n, device=self.generator.device, generator=self.generator) if self.shuffle \
-            else None
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
+        elif self.shuffle:
+            order = torch.randperm(self.n, device=self.generator.device, generator=self.generator)
+        else:
+            order = None
         for i in range(len(self)):
             sl = slice(i * self.global_batch, (i + 1) * self.global_batch)
             yield sl if order is None else order[sl]

@@ -1,4 +1,5 @@
-"""Each data set, read once into uint8 tensors (N, C, H, W) plus int64 labels.
+"""The library's data sets (digits, torchvision's, synthetic), each read once into uint8 tensors (N, C, H, W)
+plus int64 labels; users' own folders and lists are read by ``cnnbench.data.folders``.
 
 No per-image transforms happen here: augmentation and normalisation run batched on the training device
 (``cnnbench.data.augment``). Readers return their natural image size and channels; ``load_data`` in
@@ -10,22 +11,26 @@ from __future__ import annotations
 import os
 import urllib.error
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from cnnbench.data.decode import IMAGE_EXTENSIONS, read_image
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.errors import CnnbenchError
 
 
 @dataclass
 class RawSplits:
+    """What a reader found. ``test`` None: carve it from train (``data.test_fraction``); ``val`` None: carve
+    it from train (``data.val_fraction``); ``per_class``: carve each class in proportion (users' folders)."""
+
     train: ImageSet | FileImageSet
-    test: ImageSet | FileImageSet
+    test: ImageSet | FileImageSet | None
     class_names: list[str]
+    val: ImageSet | FileImageSet | None = None
+    per_class: bool = False
+    notes: tuple[str, ...] = ()  # said on the console: which folder selects and which is reported
 
 
 def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +38,18 @@ def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torc
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_out = int(round(n * fraction))
     return perm[n_out:].sort().values, perm[:n_out].sort().values
+
+
+def per_class_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like ``random_split``, class by class: each class gives ``fraction`` of its images (rounded) to the
+    held-out part, so that a rare class is in both parts."""
+    keep, held = [], []
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().squeeze(1)
+        k, h = random_split(len(members), fraction, seed + c)
+        keep.append(members[k])
+        held.append(members[h])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
 def read_digits(cfg: DictConfig) -> RawSplits:
@@ -47,7 +64,9 @@ def read_digits(cfg: DictConfig) -> RawSplits:
     return RawSplits(full.subset(train_idx), full.subset(test_idx), [str(i) for i in range(10)])
 
 
-_TORCHVISION = {"cifar10": "CIFAR10", "mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+# name: (torchvision class, how it names its splits: train=True/False or split="train"/"test")
+_TORCHVISION = {"cifar10": ("CIFAR10", "train"), "cifar100": ("CIFAR100", "train"), "mnist": ("MNIST", "train"),
+                "fashion_mnist": ("FashionMNIST", "train"), "svhn": ("SVHN", "split"), "stl10": ("STL10", "split")}
 
 
 def _offline_hint(name: str, root: str) -> str:
@@ -59,67 +78,31 @@ def _offline_hint(name: str, root: str) -> str:
 
 
 def read_torchvision(cfg: DictConfig) -> RawSplits:
-    """CIFAR-10, MNIST or Fashion-MNIST through torchvision's own dataset classes (and their downloads)."""
+    """CIFAR-10/100, MNIST, Fashion-MNIST, SVHN or STL-10 (its 5,000 labelled training images) through
+    torchvision's own dataset classes (and their downloads)."""
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, _TORCHVISION[cfg.name])
+    class_name, split_arg = _TORCHVISION[cfg.name]
+    cls = getattr(tvd, class_name)
     splits = []
     for train in (True, False):
+        split = {"train": train} if split_arg == "train" else {"split": "train" if train else "test"}
         try:
-            ds = cls(root=cfg.root, train=train, download=cfg.download)
+            ds = cls(root=cfg.root, download=cfg.download, **split)
         except (RuntimeError, urllib.error.URLError, OSError) as e:
             if isinstance(e, RuntimeError) and "not found" not in str(e).lower():
                 raise
             raise CnnbenchError(_offline_hint(cfg.name, cfg.root)) from None
         data = torch.as_tensor(np.asarray(ds.data))
-        images = data.permute(0, 3, 1, 2) if data.ndim == 4 else data[:, None]  # NHWC (CIFAR) or NHW (MNIST)
-        splits.append(ImageSet(images.contiguous(), torch.as_tensor(np.asarray(ds.targets)).long()))
-    return RawSplits(splits[0], splits[1], list(ds.classes))
-
-
-def scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
-    """The image files of an ImageFolder-style tree (one sub-folder per class), their labels and the classes."""
-    from torchvision.datasets.folder import find_classes, make_dataset
-
-    try:
-        classes, class_to_idx = find_classes(str(folder))
-        samples = make_dataset(str(folder), class_to_idx, extensions=IMAGE_EXTENSIONS)
-    except FileNotFoundError as e:
-        raise CnnbenchError(f"{folder}: {e}; expected one sub-folder per class holding images") from None
-    return [p for p, _ in samples], torch.tensor([label for _, label in samples], dtype=torch.long), classes
-
-
-def read_imagefolder(cfg: DictConfig) -> RawSplits:
-    """``data.root`` with ``train/`` and ``test/`` (or ``val/``) sub-folders of class folders.
-
-    Decoded into memory when the uint8 images take at most ``data.max_memory_gb``; larger sets stay files and
-    are decoded per batch (``cnnbench.data.stream``).
-    """
-    if cfg.root is None:
-        raise CnnbenchError("data=imagefolder needs data.root=<folder holding train/ and test/ (or val/)>")
-    root = Path(cfg.root).expanduser()
-    if not root.is_dir():
-        raise CnnbenchError(f"data.root={cfg.root} does not exist or is not a folder")
-    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if not (root / "train").is_dir() or test_dir is None:
-        raise CnnbenchError(f"data.root={cfg.root} must hold train/ and test/ (or val/) folders of class folders")
-    train_paths, train_labels, classes = scan_folder(root / "train")
-    test_paths, test_labels, test_classes = scan_folder(test_dir)
-    if test_classes != classes:
-        raise CnnbenchError(f"class folders differ between {root / 'train'} and {test_dir}: "
-                            f"{classes} vs {test_classes}")
-    if not train_paths or not test_paths:
-        raise CnnbenchError(f"data.root={cfg.root}: no images in {root / 'train' if not train_paths else test_dir}")
-    size = cfg.image_size or read_image(train_paths[0], cfg.channels).shape[-1]  # null: the first image's
-    gigabytes = (len(train_paths) + len(test_paths)) * cfg.channels * size * size / 2**30
-    train = FileImageSet(train_paths, train_labels, cfg.channels, size)
-    test = FileImageSet(test_paths, test_labels, cfg.channels, size)
-    if gigabytes > cfg.max_memory_gb:
-        return RawSplits(train, test, classes)
-    # Decode everything now. A file that is not a readable image stops the run with its path: silently training
-    # on fewer images would hide a broken data set.
-    return RawSplits(ImageSet(train.take(slice(None)), train_labels), ImageSet(test.take(slice(None)), test_labels),
-                     classes)
+        if data.ndim == 3:  # NHW (MNIST)
+            images = data[:, None]
+        else:  # NHWC (CIFAR) or already NCHW (SVHN, STL-10)
+            images = data if data.shape[1] in (1, 3) else data.permute(0, 3, 1, 2)
+        labels = getattr(ds, "targets", None)
+        labels = ds.labels if labels is None else labels
+        splits.append(ImageSet(images.contiguous(), torch.as_tensor(np.asarray(labels)).long()))
+    classes = list(getattr(ds, "classes", None) or [str(i) for i in range(int(splits[0].labels.max()) + 1)])
+    return RawSplits(splits[0], splits[1], classes)
 
 
 def read_synthetic(cfg: DictConfig) -> RawSplits:
@@ -137,8 +120,10 @@ def read_synthetic(cfg: DictConfig) -> RawSplits:
 READERS = {
     "digits": read_digits,
     "cifar10": read_torchvision,
+    "cifar100": read_torchvision,
+    "svhn": read_torchvision,
+    "stl10": read_torchvision,
     "mnist": read_torchvision,
     "fashion_mnist": read_torchvision,
-    "imagefolder": read_imagefolder,
     "synthetic": read_synthetic,
 }

@@ -24,7 +24,8 @@ from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo, all_reduce_sum
 from cnnbench.engine.early_stopping import EarlyStopping
 from cnnbench.engine.ema import ModelEma
-from cnnbench.engine.evaluate import accuracy, predict
+from cnnbench.engine.evaluate import metrics as score_metrics
+from cnnbench.engine.evaluate import predict
 from cnnbench.engine.optim import Schedule
 from cnnbench.engine.runtime import Precision, host_rng_state, set_host_rng_state
 from cnnbench.engine.stop import StopRequest
@@ -48,6 +49,21 @@ def planned_steps(cfg: DictConfig, batches: int) -> int:
     return min(total, cfg.max_steps) if cfg.max_steps is not None else total
 
 
+def class_weight_tensor(setting, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """``trainer.class_weights`` as a tensor on the labels' device: null (none), balanced (n / (classes x the
+    class's count), scikit-learn's) or one weight per class."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        counts = torch.bincount(labels, minlength=num_classes).float()
+        return len(labels) / (num_classes * counts.clamp_min(1))
+    weights = torch.tensor(list(setting), dtype=torch.float32, device=labels.device)
+    if len(weights) != num_classes:
+        raise CnnbenchError(f"trainer.class_weights has {len(weights)} values but the data has {num_classes} "
+                            f"classes; give one per class, or balanced")
+    return weights
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # completed epochs
@@ -55,6 +71,7 @@ class TrainState:
     best_val_acc: float | None = None
     best_val_loss: float | None = None
     best_weights: str = "raw"  # which weights best.pt holds: raw (trained) or ema (their moving average)
+    best_score: tuple[float, float] | None = None  # (trainer.monitor, tie-breaker), higher better, of best.pt
     train_time_s: float = 0.0
     images_seen: int = 0
     history: list[dict] = field(default_factory=list)
@@ -84,6 +101,9 @@ class Trainer:
         self._loader_state = loaders["train"].state_dict()  # as of the start of the epoch in progress
         self._ddp: nn.Module | None = None
         self._ddp_params: tuple[int, ...] = ()
+        train = loaders["train"]
+        self.num_classes = train.num_classes or int(train.labels.max()) + 1
+        self.class_weights = class_weight_tensor(cfg.class_weights, train.labels, self.num_classes)
         self.ema = ModelEma(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay else None
         es = cfg.early_stopping
         self.early_stopping = EarlyStopping(es.monitor, es.patience, es.min_delta) if es.patience else None
@@ -113,13 +133,13 @@ class Trainer:
     def _loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of a batch; ``y`` is class indices (B,) or, mixed, class probabilities (B, K).
         Models with auxiliary heads (GoogLeNet) return (logits, *aux) in training: their losses weigh 0.3."""
-        smoothing = self.cfg.label_smoothing
+        smoothing, weight = self.cfg.label_smoothing, self.class_weights
         with self.precision.autocast():
             out = net(x)
             logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
-            loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+            loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=smoothing)
             for a in aux:
-                loss = loss + 0.3 * F.cross_entropy(a, y, label_smoothing=smoothing)
+                loss = loss + 0.3 * F.cross_entropy(a, y, weight=weight, label_smoothing=smoothing)
         return loss, logits
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -244,23 +264,22 @@ class Trainer:
         self._loader_state = self.loaders["train"].state_dict()
         self.schedule.after_epoch()
         if "val" in self.loaders and main:  # rank 0 evaluates (with its copy of the BN statistics)
-            metrics["val/loss"], metrics["val/acc"] = self.evaluate("val")
+            metrics.update({f"val/{k}": v for k, v in self.evaluate("val").items()})
             if self.ema is not None:
-                metrics["val_ema/loss"], metrics["val_ema/acc"] = self.evaluate("val", self.ema.module)
+                metrics.update({f"val_ema/{k}": v for k, v in self.evaluate("val", self.ema.module).items()})
         if cfg.eval_every and state.epoch % cfg.eval_every == 0 and main:
-            metrics["test/loss"], metrics["test/acc"] = self.evaluate("test")
+            test = self.evaluate("test")
+            metrics["test/loss"], metrics["test/acc"] = test["loss"], test["acc"]
         self.reporter.scalars(metrics, state.step)
         self.reporter.end_epoch(state.epoch, cfg.epochs, metrics)
         state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
-        if "val/acc" in metrics:
-            weights = "raw"
-            if "val_ema/acc" in metrics and self._better(metrics["val_ema/acc"], metrics["val_ema/loss"],
-                                                         metrics["val/acc"], metrics["val/loss"]):
-                weights = "ema"
-            prefix = "val_ema" if weights == "ema" else "val"
-            acc, loss = metrics[f"{prefix}/acc"], metrics[f"{prefix}/loss"]
-            if self._better(acc, loss, state.best_val_acc, state.best_val_loss):
-                state.best_val_acc, state.best_val_loss, state.best_weights = acc, loss, weights
+        if "val/acc" in metrics:  # keep the weights (trained, or their average) that validate best
+            weights, prefix = max((("raw", "val"), ("ema", "val_ema"))[:2 if "val_ema/acc" in metrics else 1],
+                                  key=lambda choice: self.score(metrics, choice[1]))
+            score = self.score(metrics, prefix)
+            if state.best_score is None or score > tuple(state.best_score):
+                state.best_score, state.best_weights = score, weights
+                state.best_val_acc, state.best_val_loss = metrics[f"{prefix}/acc"], metrics[f"{prefix}/loss"]
                 self.save("best.pt")
         if self.early_stopping is not None and self.early_stopping.monitor in metrics:
             self.early_stopping.update(state.epoch, metrics,
@@ -274,16 +293,19 @@ class Trainer:
         if self.last_epoch or state.epoch % cfg.checkpoint_every == 0:
             self.save("last.pt")
 
-    def evaluate(self, split: str, net: nn.Module | None = None) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy (percent) of ``net`` (the trained model) on ``split``, with the
-        configured test-time augmentation."""
+    def evaluate(self, split: str, net: nn.Module | None = None) -> dict[str, float]:
+        """Mean cross-entropy, accuracy, balanced accuracy and macro-F1 (percent) of ``net`` (the trained model)
+        on ``split``, with the configured test-time augmentation."""
         scores = predict(self.net if net is None else net, self.loaders[split], self.precision, self.cfg.tta)
-        return scores.loss, accuracy(scores.preds, scores.labels)
+        m = score_metrics(scores, [str(c) for c in range(self.num_classes)])
+        return {k: m[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")}
 
-    @staticmethod
-    def _better(acc: float, loss: float, best_acc: float | None, best_loss: float | None) -> bool:
-        """Higher validation accuracy wins; a tie (common on small validation sets) goes to the lower loss."""
-        return best_acc is None or acc > best_acc or (acc == best_acc and loss < best_loss)
+    def score(self, metrics: dict[str, float], prefix: str = "val") -> tuple[float, float]:
+        """How good the ``prefix`` (val or val_ema) metrics are by ``trainer.monitor``, higher better: the
+        monitored value, then, on a tie (common on small validation sets), the loss (or for the loss, accuracy)."""
+        key = self.cfg.monitor.split("/", 1)[1]
+        loss, acc = metrics[f"{prefix}/loss"], metrics[f"{prefix}/acc"]
+        return (-loss, acc) if key == "loss" else (metrics[f"{prefix}/{key}"], -loss)
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def checkpoint(self, mid_epoch: bool = False) -> dict:
@@ -298,6 +320,7 @@ class Trainer:
             "best_val_acc": s.best_val_acc,
             "best_val_loss": s.best_val_loss,
             "best_weights": s.best_weights,
+            "best_score": list(s.best_score) if s.best_score is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
             "batch_in_epoch": self.batches_done if mid_epoch else 0,
@@ -329,6 +352,8 @@ class Trainer:
         s.epoch, s.step = ckpt["epoch"], ckpt["step"]
         s.best_val_acc, s.best_val_loss = ckpt.get("best_val_acc"), ckpt.get("best_val_loss")
         s.best_weights = ckpt.get("best_weights", "raw")
+        s.best_score = tuple(ckpt["best_score"]) if ckpt.get("best_score") is not None else (
+            None if s.best_val_acc is None else (s.best_val_acc, -s.best_val_loss))  # (older checkpoints)
         if self.ema is not None:  # (a checkpoint without an average starts one from the restored weights)
             self.ema.load_state_dict(ckpt.get("ema") or ckpt["model"])
         if self.early_stopping is not None:

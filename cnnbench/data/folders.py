@@ -1,0 +1,164 @@
+"""Users' own images: a folder per split (class folders below it) or a list file per split (path and label per
+line), in one of three layouts, read into image sets.
+
+Layouts (folders ``train/``, ``val/``, ``test/``, or lists ``train.csv``, ``val.csv``, ``test.csv``):
+train + test (+ val: it selects the best checkpoint instead of a part of train), train + val (val is the
+reported split; a part of train selects), or train alone (the test and validation parts carved from it, class
+by class). The images are decoded into memory when they take at most ``data.max_memory_gb`` as uint8; larger
+sets stay files and are decoded per batch (``cnnbench.data.stream``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from cnnbench.data.decode import IMAGE_EXTENSIONS, read_image
+from cnnbench.data.images import FileImageSet, ImageSet
+from cnnbench.data.sources import RawSplits
+from cnnbench.errors import CnnbenchError
+
+SPLITS = ("train", "val", "test")
+LIST_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": None}  # None: tab if the line has one, else comma
+Scanned = tuple[list[str], torch.Tensor, list[str]]  # paths, labels, class names
+
+
+def walk_files(folder: Path, skip: set[str] | None = None) -> list[str]:
+    """Every file under ``folder`` (sorted), following symbolic links at most once: a directory is entered
+    once by its real path, and never when it is in ``skip`` (real paths) or holds ``folder`` itself (a link to
+    ``..`` or ``/``), so a link loop adds nothing and a link to another class's folder adds no copies."""
+    top = os.path.realpath(folder)
+    seen = set(skip or ())
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        inside = real == top or real.startswith(top + os.sep)
+        if real in seen or (not inside and top.startswith(real + os.sep)):
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        found.extend(os.path.join(dirpath, f) for f in filenames)
+    return sorted(found)
+
+
+def scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
+    """The image files of an ImageFolder-style tree (one sub-folder per class, images at any depth below it),
+    their labels and the classes, as torchvision's ``ImageFolder`` finds them, except that symbolic links are
+    followed at most once (``walk_files``): a file reached twice counts once, under the first class."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise CnnbenchError(f"{folder}: no class folders; expected one sub-folder per class holding images")
+    class_dirs = {os.path.realpath(folder / c) for c in classes} | {os.path.realpath(folder)}
+    paths, labels, seen = [], [], set()
+    for label, name in enumerate(classes):
+        own = os.path.realpath(folder / name)
+        for path in walk_files(folder / name, skip=class_dirs - {own}):
+            real = os.path.realpath(path)
+            if path.lower().endswith(IMAGE_EXTENSIONS) and real not in seen:
+                seen.add(real)
+                paths.append(path)
+                labels.append(label)
+    return paths, torch.tensor(labels, dtype=torch.long), classes
+
+
+def _root(cfg: DictConfig, what: str) -> Path:
+    if cfg.root is None:
+        raise CnnbenchError(f"data={cfg.name} needs data.root=<folder holding {what}>")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise CnnbenchError(f"data.root={cfg.root} does not exist or is not a folder")
+    return root
+
+
+def read_imagefolder(cfg: DictConfig) -> RawSplits:
+    """``data.root`` holding ``train/`` (and ``val/``, ``test/``), each a folder of class folders."""
+    root = _root(cfg, "train/ (and test/ or val/)")
+    if not (root / "train").is_dir():
+        raise CnnbenchError(f"data.root={cfg.root} must hold a train/ folder of class folders (and optionally "
+                            f"test/ and val/)")
+    found = {split: scan_folder(root / split) for split in SPLITS if (root / split).is_dir()}
+    for split, (_, _, classes) in found.items():
+        if classes != found["train"][2]:
+            raise CnnbenchError(f"class folders differ between {root / 'train'} and {root / split}: "
+                                f"{found['train'][2]} vs {classes}")
+    return _layout(cfg, found, {split: f"{split}/" for split in found})
+
+
+def read_filelist(cfg: DictConfig) -> RawSplits:
+    """``data.root`` holding ``train.csv`` (and ``val.csv``, ``test.csv``; or .tsv, .txt): one image per line,
+    ``path,label`` (a header line ``path,label`` is skipped), paths relative to the list's folder."""
+    root = _root(cfg, "train.csv (and test.csv or val.csv)")
+    lists = {split: next((root / f"{split}{suffix}" for suffix in LIST_SUFFIXES if (root / f"{split}{suffix}")
+                          .is_file()), None) for split in SPLITS}
+    lists = {split: path for split, path in lists.items() if path is not None}
+    if "train" not in lists:
+        raise CnnbenchError(f"data.root={cfg.root} must hold train.csv (or .tsv, .txt: path,label per line) and "
+                            f"optionally test.csv and val.csv")
+    rows = {split: read_list(path) for split, path in lists.items()}
+    classes = sorted({label for _, label in rows["train"]})
+    index = {name: i for i, name in enumerate(classes)}
+    found = {}
+    for split, entries in rows.items():
+        unknown = sorted({label for _, label in entries} - index.keys())
+        if unknown:
+            raise CnnbenchError(f"{lists[split]}: label {unknown[0]!r} is not a label of {lists['train'].name}; "
+                                f"its labels: {', '.join(classes)}")
+        found[split] = ([p for p, _ in entries], torch.tensor([index[label] for _, label in entries]), classes)
+    return _layout(cfg, found, {split: path.name for split, path in lists.items()})
+
+
+def read_list(path: Path) -> list[tuple[str, str]]:
+    """The (image path, label) rows of a list file; each path made absolute and checked to exist."""
+    delimiter = LIST_SUFFIXES[path.suffix]
+    rows = []
+    with open(path, newline="") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            sep = delimiter or ("\t" if "\t" in line else ",")
+            fields = [x.strip() for x in next(csv.reader([line], delimiter=sep))]
+            if number == 1 and [x.lower() for x in fields[:2]] == ["path", "label"]:
+                continue
+            if len(fields) != 2 or not all(fields):
+                raise CnnbenchError(f"{path} line {number}: expected path{sep}label, got {line.strip()!r}")
+            image = Path(fields[0]) if Path(fields[0]).is_absolute() else path.parent / fields[0]
+            if not image.is_file():
+                raise CnnbenchError(f"{path} line {number}: no file {image}")
+            rows.append((str(image), fields[1]))
+    if not rows:
+        raise CnnbenchError(f"{path}: no images listed")
+    return rows
+
+
+def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str]) -> RawSplits:
+    """Image sets for the splits ``found`` (named ``names`` on the console), and which selects and which is
+    reported."""
+    for split, (paths, _, _) in found.items():
+        if not paths:
+            raise CnnbenchError(f"data.root={cfg.root}: no images in {names[split]}")
+    size = cfg.image_size or read_image(found["train"][0][0], cfg.channels).shape[-1]  # null: the first image's
+    files = {split: FileImageSet(paths, labels, cfg.channels, size) for split, (paths, labels, _) in found.items()}
+    gigabytes = sum(len(f) for f in files.values()) * cfg.channels * size * size / 2**30
+    if gigabytes <= cfg.max_memory_gb:
+        # Decode everything now. A file that is not a readable image stops the run with its path: silently
+        # training on fewer images would hide a broken data set.
+        files = {split: ImageSet(f.take(slice(None)), f.labels) for split, f in files.items()}
+    train = names["train"]
+    if "test" in files:
+        test, val = files["test"], files.get("val")
+        notes = (f"{names['test']} is the reported split; {names['val'] if val else 'data.val_fraction of ' + train}"
+                 f" selects the best checkpoint",)
+    elif "val" in files:
+        test, val = files["val"], None
+        notes = (f"no test split: {names['val']} is the reported (test) split, never used to select; "
+                 f"data.val_fraction of {train} selects the best checkpoint",)
+    else:
+        test = val = None
+        notes = (f"{train} alone: data.test_fraction={cfg.test_fraction} of each class is the reported split and "
+                 f"data.val_fraction={cfg.val_fraction} of the rest selects (fixed by data.split_seed)",)
+    return RawSplits(files["train"], test, found["train"][2], val=val, per_class=True, notes=notes)
