@@ -4,7 +4,7 @@
     python scripts/recipe_compare.py --overhead     # images/s only: each batched augmentation against none
 
 Each run is `cnnbench data=imagefolder data.root=<CIFAR-10> data.num_train=N model=M trainer.seed=S ...`, the
-recipe run adding `experiment=modern_recipe` (+ `model.drop_path=0.1`); everything else is the same: the first
+recipe run adding `experiment=modern_recipe` (+ `model.drop_path=0.1`); everything else is the same: a fixed random
 N training images (10% of them held out for validation), the whole test set, the model's usual optimizer,
 cosine with one epoch of warm-up, the same epochs. Prints (and with --write puts into docs/training.md) the
 test accuracy per seed, mean ± std, the training throughput, and the data path's own images/s with and without
