@@ -178,24 +178,30 @@ def test_diverging_loss_stops_with_the_step_and_a_hint(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
 
 
+def kill_and_resume(tmp_path: Path, tricks: list[str], every: int, min_step: int) -> tuple[dict, tuple[Path, dict]]:
+    """An uninterrupted run with ``tricks`` (``full``), and one (``killed``) SIGKILLed once it has written last.pt
+    (every ``every`` steps) at ``min_step`` or later, then resumed: the checkpoint it was killed after, and the
+    reference (run directory, results) to compare the resumed run with."""
+    full = run_cli(*COMMON, *tricks, "hydra.run.dir=full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    proc = start(tmp_path, "killed", *tricks, f"trainer.checkpoint_every_steps={every}")
+    ckpt = wait_for_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt", proc, min_step=min_step)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_cli(*COMMON, *tricks, "hydra.run.dir=killed", "trainer.resume=auto",
+                      f"trainer.checkpoint_every_steps={every}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return ckpt, (tmp_path / "full", json.loads((tmp_path / "full" / "results.json").read_text()))
+
+
 @pytest.mark.slow
 def test_lookahead_and_alternating_flip_resume_exactly(tmp_path: Path) -> None:
     """The speedrun's extra state (lookahead's slow weights, the epoch's flip parity) survives a kill."""
     tricks = ["trainer.lookahead_every=3", "data.augment.hflip=true", "data.augment.alternate_flip=true",
               "optimizer.norm_lr_scale=8"]
-    full = run_cli(*COMMON, *tricks, "hydra.run.dir=full", cwd=tmp_path)
-    assert full.returncode == 0, full.stderr[-2000:]
-    last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    proc = start(tmp_path, "killed", *tricks, "trainer.checkpoint_every_steps=5")
-    ckpt = wait_for_checkpoint(last, proc, min_step=35)  # in the second epoch or later (28 steps each)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    ckpt, reference = kill_and_resume(tmp_path, tricks, every=5, min_step=35)  # epoch 2 or later (28 steps each)
     assert ckpt["callbacks"]["lookahead"] and ckpt["epoch"] >= 1
-    resumed = run_cli(*COMMON, *tricks, "hydra.run.dir=killed", "trainer.resume=auto",
-                      "trainer.checkpoint_every_steps=5", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert_same_run(tmp_path / "killed", (tmp_path / "full", json.loads((tmp_path / "full" / "results.json")
-                                                                        .read_text())))
+    assert_same_run(tmp_path / "killed", reference)
 
 
 @pytest.mark.slow
@@ -207,21 +213,11 @@ def test_recipe_options_resume_exactly(tmp_path: Path) -> None:
               "data.augment.cutmix_alpha=1.0", "data.augment.erasing_prob=0.3", "model.drop_path=0.1",
               "trainer.accumulate_steps=2", "trainer.early_stopping.patience=5", "optimizer.decay_norm_bias=false",
               "optimizer.weight_decay=5e-4", "data.augment.auto=trivialaugment"]
-    full = run_cli(*COMMON, *tricks, "hydra.run.dir=full", cwd=tmp_path)
-    assert full.returncode == 0, full.stderr[-2000:]
-    last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    proc = start(tmp_path, "killed", *tricks, "trainer.checkpoint_every_steps=3")
-    ckpt = wait_for_checkpoint(last, proc, min_step=18)  # in the second epoch or later (14 steps each)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    ckpt, reference = kill_and_resume(tmp_path, tricks, every=3, min_step=18)  # epoch 2 or later (14 steps each)
     assert ckpt["ema"] and ckpt["early_stopping"] and ckpt["rng"]["loader"]["mixer"]
-    resumed = run_cli(*COMMON, *tricks, "hydra.run.dir=killed", "trainer.resume=auto",
-                      "trainer.checkpoint_every_steps=3", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    reference = (tmp_path / "full", json.loads((tmp_path / "full" / "results.json").read_text()))
     assert_same_run(tmp_path / "killed", reference)
-    ours, theirs = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (last.parents[1],
+    ours, theirs = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (tmp_path / "killed",
                                                                                               tmp_path / "full"))
     assert all(torch.equal(ours["ema"][k], theirs["ema"][k]) for k in ours["ema"])
-    assert [h["val_ema/acc"] for h in json.loads((last.parents[1] / "results.json").read_text())["history"]] == \
+    assert [h["val_ema/acc"] for h in json.loads((tmp_path / "killed" / "results.json").read_text())["history"]] == \
         [h["val_ema/acc"] for h in reference[1]["history"]]

@@ -43,11 +43,15 @@ class AutoAugment:
                  num_ops: int = 2) -> None:
         self.policy, self.generator = policy, generator
         self.bins, self.magnitude, self.num_ops = bins, magnitude, num_ops
+        self._tables: dict[tuple, dict[str, torch.Tensor]] = {}  # by image size and device, made once
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Augment the uint8 batch ``x`` (B, C, H, W)."""
-        table = {k: v.to(torch.float64).to(x.device) for k, v in magnitude_table(self.policy, self.bins,
-                                                                                  *x.shape[-2:]).items()}
+        key = (*x.shape[-2:], x.device)
+        if key not in self._tables:
+            self._tables[key] = {k: v.to(torch.float64).to(x.device)
+                                 for k, v in magnitude_table(self.policy, self.bins, *x.shape[-2:]).items()}
+        table = self._tables[key]
         for _ in range(1 if self.policy == "trivialaugment" else self.num_ops):
             x = self._round(x, table)
         return x

@@ -117,13 +117,4 @@ def read_synthetic(cfg: DictConfig) -> RawSplits:
     return RawSplits(make(cfg.num_train or 4096), make(cfg.num_test or 512), [str(i) for i in range(k)])
 
 
-READERS = {
-    "digits": read_digits,
-    "cifar10": read_torchvision,
-    "cifar100": read_torchvision,
-    "svhn": read_torchvision,
-    "stl10": read_torchvision,
-    "mnist": read_torchvision,
-    "fashion_mnist": read_torchvision,
-    "synthetic": read_synthetic,
-}
+READERS = {"digits": read_digits, **dict.fromkeys(_TORCHVISION, read_torchvision), "synthetic": read_synthetic}

@@ -31,11 +31,14 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        d = self.decay_at(step)
-        for avg, now in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
-            if avg.is_floating_point():
-                avg.lerp_(now.detach(), 1.0 - d)
-            else:
+        """One multi-tensor lerp over the floating-point tensors (timm's ModelEmaV3 does the same): on a GPU,
+        hundreds of small kernels per step would cost as much as a small model's step."""
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
+        floats = [(avg, now.detach()) for avg, now in pairs if avg.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([avg for avg, _ in floats], [now for _, now in floats], 1.0 - self.decay_at(step))
+        for avg, now in pairs:
+            if not avg.is_floating_point():
                 avg.copy_(now)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

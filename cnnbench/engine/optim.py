@@ -47,13 +47,13 @@ def split_norm_bias(params: Iterable, model: nn.Module, scale: float, lr: float,
     ``scale``; without ``decay_norm_bias`` they and the other biases get no weight decay at all."""
     norm_ids = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
     bias_ids = {id(p) for n, p in model.named_parameters() if n.endswith("bias")}
+    exempt = set() if decay_norm_bias else bias_ids  # biases outside normalisation layers, undecayed
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in params]
     out = []
     for g in groups:
         tensors = list(g["params"])
         decay = g.get("weight_decay", weight_decay)
         norm = [p for p in tensors if id(p) in norm_ids]
-        exempt = set() if decay_norm_bias else bias_ids  # biases outside normalisation layers, undecayed
         bias = [p for p in tensors if id(p) in exempt and id(p) not in norm_ids]
         other = [p for p in tensors if id(p) not in norm_ids and id(p) not in exempt]
         if other:

@@ -230,9 +230,13 @@ class Trainer:
 
     # -- the whole run ---------------------------------------------------------------------------------------------
     @property
+    def planned_end(self) -> bool:
+        """Whether the planned epochs (or trainer.max_steps) are done."""
+        return self.state.epoch >= self.cfg.epochs or self.state.step >= self.total_steps
+
+    @property
     def finished(self) -> bool:
-        return (self.state.epoch >= self.cfg.epochs or self.state.step >= self.total_steps
-                or (self.early_stopping is not None and self.early_stopping.stopped))
+        return self.planned_end or (self.early_stopping is not None and self.early_stopping.stopped)
 
     def fit(self) -> TrainState:
         train = self.loaders["train"]
@@ -282,8 +286,7 @@ class Trainer:
                 state.best_val_acc, state.best_val_loss = metrics[f"{prefix}/acc"], metrics[f"{prefix}/loss"]
                 self.save("best.pt")
         if self.early_stopping is not None and self.early_stopping.monitor in metrics:
-            self.early_stopping.update(state.epoch, metrics,
-                                       last=state.epoch >= cfg.epochs or state.step >= self.total_steps)
+            self.early_stopping.update(state.epoch, metrics, last=self.planned_end)
         extra = {"train/time_s": state.train_time_s}  # (the HParams tab compares runs by these curves' last values)
         if state.best_val_acc is not None:
             extra["val/best_acc"] = state.best_val_acc
