@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,11 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     reporter.info(f"data: {cfg.data.name}, {dataset_summary(data)}")
     for note in data.notes:
         reporter.info(f"data: {note}")
+    if data.pipeline.name == "crop":
+        reporter.info(f"data: {data.pipeline.describe(cfg.data.augment.crop_scale, cfg.data.augment.crop_ratio)}")
+    elif cfg.data.resize_size or cfg.data.store_size:
+        reporter.info(f"data: {data.pipeline.describe()}; data.resize_size and store_size apply to data.pipeline=crop "
+                      f"(photos) only")
     model, notes = build_start_model(cfg, data.num_classes, data.channels, data.image_size, source)
     for note in notes:
         reporter.info(note)
@@ -92,7 +98,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     if pictures is not None:
         callbacks.append(pictures)
     payload = {"config": to_container(cfg),
-               "meta": {"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size}}
+               "meta": {"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size,
+                        "pipeline": dataclasses.asdict(data.pipeline)}}
     trainer = Trainer(t, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
                       checkpointer=Checkpointer(run_dir, payload, enabled=dist.is_main), callbacks=callbacks,
                       dist=dist, compiled=compiled)

@@ -37,7 +37,7 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
     per_class_acc = {name: m["recall"] for name, m in test["per_class"].items()}
     if run.pictures is not None and scored_step is not None:
-        run.pictures.log_test(scores, test["per_class"], run.data.test.take, state.step)
+        run.pictures.log_test(scores, test["per_class"], lambda i: run.loaders["test"].images(i).cpu(), state.step)
     results = {
         "status": "interrupted" if trainer.interrupted else "completed",
         "model": cfg.model.name,

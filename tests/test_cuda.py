@@ -70,6 +70,22 @@ def test_streamed_batches_come_from_pinned_memory(cifar_subset: Path, monkeypatc
     assert x.is_cuda and y.is_cuda and x.dtype == torch.float32 and x.shape[0] == 16
 
 
+def test_photo_crops_on_the_gpu(tmp_path: Path) -> None:
+    """The crop pipeline's batches made on the GPU: evaluation centre crops equal the CPU's, training crops are
+    the model's size."""
+    from test_crops import photo_tree, photos_cfg
+
+    from cnnbench.data import load_data, make_loaders
+
+    photo_tree(tmp_path, per_class=5)
+    cfg = photos_cfg(tmp_path, "data.image_size=32", "data.batch_size=4")
+    data = load_data(cfg)
+    on = {d: make_loaders(data, cfg, torch.device(d), seed=0, channels_last=False) for d in ("cpu", "cuda")}
+    assert torch.allclose(next(iter(on["cuda"]["val"]))[0].cpu(), next(iter(on["cpu"]["val"]))[0], atol=1e-5)
+    x, y = next(iter(on["cuda"]["train"]))
+    assert x.is_cuda and x.shape == (4, 3, 32, 32) and y.is_cuda
+
+
 def test_nccl_ddp_with_one_process(tmp_path: Path) -> None:
     env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",

@@ -43,8 +43,12 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
     from cnnbench.data.build import image_loader, normalization
     from cnnbench.data.folders import scan_folder
     from cnnbench.data.images import FileImageSet
+    from cnnbench.data.pipeline import from_meta
 
     cfg = OmegaConf.create(OmegaConf.to_container(trained.cfg.data, resolve=True))
+    pipeline = from_meta(trained.meta)
+    cfg.update({"pipeline": pipeline.name, "image_size": pipeline.image_size, "store_size": pipeline.store_size,
+                "resize_size": pipeline.resize_size, "interpolation": pipeline.interpolation})  # as trained
     for key, value in data_overrides.items():
         OmegaConf.update(cfg, key.removeprefix("data."), yaml.safe_load(value) if value else None)
     channels, size = trained.meta["channels"], trained.meta["image_size"]
@@ -56,18 +60,18 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
             raise CnnbenchError(f"folder={folder} has classes the run was not trained on: {', '.join(unknown[:5])}; "
                                 f"the run's classes: {', '.join(trained.class_names)}")
         index = torch.tensor([trained.class_names.index(c) for c in classes])
-        images = FileImageSet(paths, index[labels], channels, size)
+        images = FileImageSet(paths, index[labels], channels, pipeline.eval_resize)
         return image_loader(images, batch_size, device, mean, std, cfg.num_workers)
     data = load_data(cfg)
     images = getattr(data, split)
     if images is None:
         raise CnnbenchError(f"split={split}: the run's data has no {split} split (data.val_fraction=0); "
                             f"choose split=test or split=train")
-    if data.class_names != trained.class_names or data.image_size != size or data.channels != channels:
+    if data.class_names != trained.class_names or data.pipeline != pipeline or data.channels != channels:
         raise CnnbenchError(f"the data no longer matches the run: {data.num_classes} classes at {data.channels}x"
                             f"{data.image_size} px, the run was trained on {len(trained.class_names)} at "
-                            f"{channels}x{size}")
-    return image_loader(images, batch_size, device, mean, std, cfg.num_workers)
+                            f"{channels}x{size} (data.pipeline={pipeline.name})")
+    return image_loader(images, batch_size, device, mean, std, cfg.num_workers, pipeline=data.pipeline)
 
 
 def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, data_overrides: dict | None = None,

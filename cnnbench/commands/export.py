@@ -63,8 +63,12 @@ def export_model(model: torch.nn.Module, x: torch.Tensor, fmt: str, out: Path, d
 def card(trained: Trained, fmt: str, out: Path, x: torch.Tensor, parity: float, dynamic_batch: bool) -> dict:
     """What a user of the exported file needs to feed it, and where it came from."""
     from cnnbench.data.build import normalization
+    from cnnbench.data.pipeline import from_meta
 
     mean, std = normalization(trained.cfg.data, trained.meta["channels"])
+    p = from_meta(trained.meta)
+    resize = (f"shorter side resized to {p.resize_size} ({p.interpolation}), centre {p.image_size} x {p.image_size} "
+              f"crop (torchvision's Resize + CenterCrop)" if p.name == "crop" else "resized to size x size (bilinear)")
     try:
         results = json.loads((trained.run_dir / "results.json").read_text())
     except (OSError, ValueError):
@@ -72,8 +76,7 @@ def card(trained: Trained, fmt: str, out: Path, x: torch.Tensor, parity: float, 
     return {"file": out.name, "format": fmt, "model": trained.cfg.model.name, "classes": trained.class_names,
             "input": {"channels": trained.meta["channels"], "size": trained.meta["image_size"], "layout": "NCHW",
                       "dtype": "float32", "batch": "dynamic" if dynamic_batch else x.shape[0],
-                      "preprocessing": "RGB (or grey) decoded, resized to size x size (bilinear), divided by 255, "
-                                       "minus mean, divided by std",
+                      "preprocessing": f"RGB (or grey) decoded, {resize}, divided by 255, minus mean, divided by std",
                       "mean": mean, "std": std},
             "output": "logits (softmax gives class probabilities)",
             "source": {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "step": trained.step},

@@ -49,12 +49,13 @@ def predict_files(trained: Trained, files: list[Path], top_k: int, batch_size: i
     from rich.progress import Progress
 
     from cnnbench.data.build import normalization
+    from cnnbench.data.pipeline import from_meta
     from cnnbench.engine.runtime import resolve_device
 
     where = resolve_device(device)
     precision = trained.precision(where)
     model = trained.model.to(where)
-    channels, size = trained.meta["channels"], trained.meta["image_size"]
+    channels, resize = trained.meta["channels"], from_meta(trained.meta).eval_resize
     mean, std = (torch.tensor(v, device=where).view(1, -1, 1, 1) for v in normalization(trained.cfg.data, channels))
     names, k = trained.class_names, min(top_k, len(trained.class_names))
     rows: list[dict] = []
@@ -64,7 +65,7 @@ def predict_files(trained: Trained, files: list[Path], top_k: int, batch_size: i
             batch, images = files[start:start + batch_size], []
             for path in batch:
                 try:
-                    images.append(read_image(path, channels, size))
+                    images.append(read_image(path, channels, resize))
                     rows.append({"path": str(path), "predictions": [], "error": ""})
                 except (CnnbenchError, OSError) as e:
                     rows.append({"path": str(path), "predictions": [], "error": str(e)})

@@ -17,7 +17,8 @@ import torch
 from cnnbench.cli import error_boundary, key_values, positive_int
 from cnnbench.commands.trained import load_trained
 from cnnbench.data.build import normalization
-from cnnbench.data.decode import read_image
+from cnnbench.data.decode import Resize, read_image
+from cnnbench.data.pipeline import from_meta
 from cnnbench.errors import CnnbenchError
 from cnnbench.pictures import capture, denormalize, trace
 from cnnbench.pictures.cards import GRID_CHANNELS, feature_card
@@ -26,10 +27,10 @@ USAGE = ("usage: cnnbench-visualize run=<run dir or .pt> image=<image file> laye
          "[out=<png>]")
 
 
-def load_image(path: Path, channels: int, size: int, data_cfg) -> torch.Tensor:
-    """An image file as the normalised (1, C, size, size) batch the model was trained on."""
+def load_image(path: Path, channels: int, resize: Resize, data_cfg) -> torch.Tensor:
+    """An image file as the normalised (1, C, size, size) batch the model was evaluated on."""
     mean, std = normalization(data_cfg, channels)
-    x = read_image(path, channels, size)[None].float() / 255.0
+    x = read_image(path, channels, resize)[None].float() / 255.0
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
@@ -42,7 +43,7 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     layers = [n for n, m in model.named_modules() if n and not list(m.children())]
     if not layer:
         raise CnnbenchError(f"give layer=<name>; layers: {', '.join(layers)}")
-    x = load_image(image, meta["channels"], meta["image_size"], cfg.data)
+    x = load_image(image, meta["channels"], from_meta(meta).eval_resize, cfg.data)
     maps = capture(model, x, [layer])
     if layer not in maps:
         raise CnnbenchError(f"layer {layer!r} does not output feature maps (B, C, H, W); layers: {', '.join(layers)}")

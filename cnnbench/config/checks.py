@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.schema import AUTO_POLICIES, PAD_MODES
+from cnnbench.config.schema import AUTO_POLICIES, INTERPOLATIONS, PAD_MODES, PIPELINES
 from cnnbench.errors import CnnbenchError
 
 
@@ -62,7 +62,12 @@ def check_schema_keys(cfg: DictConfig) -> None:
 def check_augment(a: DictConfig, size: int | None) -> None:
     """Augmentation values against the image side ``size`` (when known): a crop padding or cutout as large as
     the image would blank or replace it (and reflect padding cannot exceed the image)."""
-    _require(a.crop_padding >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
+    _require((a.crop_padding or 0) >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
+    scale, ratio = list(a.crop_scale), list(a.crop_ratio)
+    _require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, f"data.augment.crop_scale must be [low, high] with "
+             f"0 < low <= high <= 1 (fractions of the image's area), got {scale}")
+    _require(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], f"data.augment.crop_ratio must be [low, high] with "
+             f"0 < low <= high (width / height), got {ratio}")
     _require(a.padding_mode in PAD_MODES, f"data.augment.padding_mode must be one of {', '.join(PAD_MODES)}, "
              f"got {a.padding_mode!r}")
     _require(a.auto is None or a.auto in AUTO_POLICIES, f"data.augment.auto must be null or one of "
@@ -76,7 +81,7 @@ def check_augment(a: DictConfig, size: int | None) -> None:
     for key in ("mix_prob", "mix_switch_prob"):
         _require(0 <= a[key] <= 1, f"data.augment.{key} must be in [0, 1], got {a[key]}")
     if size:
-        _require(a.crop_padding < size, f"data.augment.crop_padding={a.crop_padding} must be smaller than the "
+        _require((a.crop_padding or 0) < size, f"data.augment.crop_padding={a.crop_padding} must be smaller than the "
                  f"image side ({size})")
         _require(a.cutout < size, f"data.augment.cutout={a.cutout} must be smaller than the image side ({size}): "
                  f"a larger square blanks whole images")
@@ -148,6 +153,30 @@ def validate_transfer(tr: DictConfig, weights: str | None) -> None:
                  f"{tr.backbone_lr_scale!r}")
 
 
+def check_data(d: DictConfig) -> None:
+    """The ``data`` group's values."""
+    _require(d.batch_size > 0, f"data.batch_size must be a positive integer, got {d.batch_size}")
+    _require(d.eval_batch_size > 0, f"data.eval_batch_size must be a positive integer, got {d.eval_batch_size}")
+    _require(0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    _require(0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
+    _require(d.sampler in ("shuffle", "balanced"), f"data.sampler must be shuffle or balanced, got {d.sampler!r}")
+    _require(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
+    _require(d.image_size is None or d.image_size > 0, f"data.image_size must be positive, got {d.image_size}")
+    _require(len(d.mean) in (1, d.channels) and len(d.std) == len(d.mean),
+             f"data.mean and data.std need 1 or {d.channels} values each, got {list(d.mean)} and {list(d.std)}")
+    _require(all(v > 0 for v in d.std), f"data.std values must be positive, got {list(d.std)}")
+    for key in ("num_train", "num_test", "num_classes"):
+        _require(d[key] is None or d[key] > 0, f"data.{key} must be positive, got {d[key]}")
+    _require(d.max_memory_gb > 0 and d.num_workers >= 0, "data.max_memory_gb must be positive and "
+             "data.num_workers >= 0")
+    _require(d.pipeline in PIPELINES, f"data.pipeline must be one of {', '.join(PIPELINES)}, got {d.pipeline!r}")
+    _require(d.interpolation in INTERPOLATIONS, f"data.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+             f"got {d.interpolation!r}")
+    for key in ("store_size", "resize_size", "decode_workers"):
+        _require(d[key] is None or d[key] > 0, f"data.{key} must be positive (or null), got {d[key]}")
+    check_augment(d.augment, d.image_size)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values of a composed config; raise CnnbenchError naming the first bad one."""
     t, d, s = cfg.trainer, cfg.data, cfg.scheduler
@@ -175,21 +204,7 @@ def validate(cfg: DictConfig) -> None:
     check_device(t.device)
     _require(t.strategy in ("single", "ddp"), f"trainer.strategy must be single or ddp, got {t.strategy!r}")
 
-    _require(d.batch_size > 0, f"data.batch_size must be a positive integer, got {d.batch_size}")
-    _require(d.eval_batch_size > 0, f"data.eval_batch_size must be a positive integer, got {d.eval_batch_size}")
-    _require(0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
-    _require(0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
-    _require(d.sampler in ("shuffle", "balanced"), f"data.sampler must be shuffle or balanced, got {d.sampler!r}")
-    _require(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
-    _require(d.image_size is None or d.image_size > 0, f"data.image_size must be positive, got {d.image_size}")
-    _require(len(d.mean) in (1, d.channels) and len(d.std) == len(d.mean),
-             f"data.mean and data.std need 1 or {d.channels} values each, got {list(d.mean)} and {list(d.std)}")
-    _require(all(v > 0 for v in d.std), f"data.std values must be positive, got {list(d.std)}")
-    for key in ("num_train", "num_test", "num_classes"):
-        _require(d[key] is None or d[key] > 0, f"data.{key} must be positive, got {d[key]}")
-    _require(d.max_memory_gb > 0 and d.num_workers >= 0, "data.max_memory_gb must be positive and "
-             "data.num_workers >= 0")
-    check_augment(d.augment, d.image_size)
+    check_data(d)
 
     check_schema_keys(cfg)
     drop_path = cfg.model.get("drop_path")

@@ -18,13 +18,17 @@ from omegaconf import MISSING
 
 PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
 AUTO_POLICIES = ("trivialaugment", "randaugment")  # data.augment.auto (cnnbench.data.autoaugment)
+PIPELINES = ("auto", "pad", "crop")  # data.pipeline (cnnbench.data.pipeline)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # data.interpolation: torchvision's InterpolationMode values
 
 
 @dataclass
 class AugmentConfig:
     """``data.augment``: what the training loader does to each batch (``cnnbench.data.augment``)."""
 
-    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
+    crop_padding: int | None = 0  # RandomCrop(size, padding=crop_padding); 0 = off; null: 4 with data.pipeline=pad
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # pipeline crop: RandomResizedCrop's scale
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # and its ratio (width / height) range
     padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
     hflip: bool = False  # RandomHorizontalFlip(p=0.5)
     alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random
@@ -65,7 +69,12 @@ class DataConfig:
     root: str | None = None
     download: bool = False
     channels: int = MISSING
-    image_size: int | None = None  # square side; imagefolder: null keeps the size of the images
+    image_size: int | None = None  # the model's input side; null: the images' own (library sets, pad), 224 (crop)
+    pipeline: str = "auto"  # pad (CIFAR-style) | crop (photos: aspect kept) | auto (cnnbench/data/pipeline.py)
+    store_size: int | None = None  # crop: training photos' longer side as stored; null: 1.5 x image_size
+    resize_size: int | None = None  # crop: evaluation's Resize before CenterCrop(image_size); null: image_size / 0.875
+    interpolation: str = "bilinear"  # crop: bilinear | bicubic | nearest (model.weights: the weights' own)
+    decode_workers: int | None = None  # processes decoding image files; null: every core
     num_classes: int | None = None  # imagefolder: null takes it from the class folders
     class_names: list[str] | None = None
     mean: list[float] = field(default_factory=lambda: [0.5])

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import cnnbench.data.cache as cache
 from cnnbench.config.checks import check_augment
+from cnnbench.config.schema import AugmentConfig
 from cnnbench.data.folders import read_filelist, read_imagefolder
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.loader import DeviceLoader
+from cnnbench.data.pipeline import Pipeline, for_library
 from cnnbench.data.sources import READERS as LIBRARY_READERS
 from cnnbench.data.sources import RawSplits, per_class_split, random_split
 from cnnbench.data.stream import StreamLoader
@@ -26,12 +28,17 @@ class DataBundle:
     test: ImageSet | FileImageSet
     class_names: list[str]
     channels: int
-    image_size: int
+    pipeline: Pipeline
     notes: tuple[str, ...] = ()  # which split selects and which is reported, where the layout decides it
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        """The model's input side."""
+        return self.pipeline.image_size
 
 
 READERS = {**LIBRARY_READERS, "imagefolder": read_imagefolder, "filelist": read_filelist}
@@ -82,12 +89,12 @@ def _carve(images: ImageSet | FileImageSet, fraction: float, seed: int, per_clas
 def load_data(cfg: DictConfig) -> DataBundle:
     """Read, conform, subset and split the data set that ``cfg`` (the ``data`` group) describes."""
     raw = _read(cfg)
-    size = cfg.image_size or raw.train.shape[-1]
+    pipeline = raw.pipeline or for_library(cfg, raw.train.shape[-1])
 
     def conform(images: ImageSet | FileImageSet | None) -> ImageSet | FileImageSet | None:
-        if images is None or images.streamed:  # (streamed: decoded per batch at this size and channels)
+        if images is None or images.streamed or raw.pipeline:  # (users' files: decoded at their size, channels)
             return images
-        return ImageSet(_conform(images.images, cfg.channels, size), images.labels)
+        return ImageSet(_conform(images.images, cfg.channels, pipeline.image_size), images.labels)
 
     train, test, val = conform(raw.train), conform(raw.test), conform(raw.val)
     class_names = list(cfg.class_names) if cfg.class_names else raw.class_names
@@ -106,7 +113,7 @@ def load_data(cfg: DictConfig) -> DataBundle:
         test = test.subset(random_split(len(test), cfg.num_test / len(test), cfg.split_seed)[1])
     if val is None and cfg.val_fraction > 0:
         train, val = _carve(train, cfg.val_fraction, cfg.split_seed, raw.per_class, "val_fraction")
-    return DataBundle(train, val, test, class_names, cfg.channels, size, raw.notes)
+    return DataBundle(train, val, test, class_names, cfg.channels, pipeline, raw.notes)
 
 
 def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[float]]:
@@ -132,17 +139,17 @@ def make_loaders(
     """The train loader (augmented, shuffled by ``seed``; this process's shard of each batch) and val/test
     loaders (neither)."""
     mean, std = normalization(cfg, data.channels)
-    check_augment(cfg.augment, data.image_size)
+    augment = augment_for(cfg.augment, data.pipeline)
     if cfg.batch_size > len(data.train):
         raise CnnbenchError(f"data.batch_size={cfg.batch_size} is larger than the training split ({len(data.train)} "
                             f"images); lower data.batch_size")
 
     def loader(images: ImageSet | FileImageSet, batch_size: int, **kwargs) -> DeviceLoader:
         return image_loader(images, batch_size, device, mean, std, cfg.num_workers, channels_last=channels_last,
-                            **kwargs)
+                            pipeline=data.pipeline, **kwargs)
 
     try:
-        train = loader(data.train, cfg.batch_size, train=True, augment=cfg.augment, seed=seed, rank=rank,
+        train = loader(data.train, cfg.batch_size, train=True, augment=augment, seed=seed, rank=rank,
                        world_size=world_size, num_classes=data.num_classes, balanced=cfg.sampler == "balanced")
     except ValueError as e:
         raise CnnbenchError(f"{e}; lower data.batch_size") from None
@@ -152,6 +159,20 @@ def make_loaders(
         if images is not None:
             loaders[split] = loader(images, cfg.eval_batch_size)
     return loaders
+
+
+def augment_for(augment: DictConfig, pipeline: Pipeline) -> DictConfig:
+    """``data.augment`` checked against the pipeline, with ``crop_padding`` null resolved (pad: image_size / 8,
+    CIFAR's 4 px at 32; crop: 0, the random resized crop moves the image instead)."""
+    if augment.crop_padding is None:
+        augment = OmegaConf.merge(augment, {"crop_padding": pipeline.image_size // 8 if pipeline.name == "pad" else 0})
+    defaults = AugmentConfig()
+    if pipeline.name == "pad" and (list(augment.crop_scale), list(augment.crop_ratio)) != (
+            defaults.crop_scale, defaults.crop_ratio):
+        raise CnnbenchError("data.augment.crop_scale and crop_ratio shape the random resized crops of "
+                            "data.pipeline=crop; this run's pipeline is pad: set data.pipeline=crop or leave them")
+    check_augment(augment, pipeline.image_size)
+    return augment
 
 
 def dataset_summary(data: DataBundle) -> str:

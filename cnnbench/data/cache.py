@@ -1,13 +1,14 @@
 """An on-disk cache of decoded data sets, so a second run skips decoding (JPEGs take seconds, a cache read ms).
 
 The key covers what the images came from and how they were made: the data set, its root, every file under the
-root (path, size, modification time: an image replaced, added or removed anywhere makes a new key), the size,
-channels and decoding version. A cache file that cannot be read, or does not hold what a cache holds, is
-rebuilt, never trusted.
+root (path, size, modification time: an image replaced, added or removed anywhere makes a new key), the sizes
+and pipeline asked for, the channels and the decoding version. A cache file that cannot be read, or does not
+hold what a cache holds, is rebuilt, never trusted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import torch
 from cnnbench.data.decode import DECODE_VERSION
 from cnnbench.data.folders import walk_files
 from cnnbench.data.images import ImageSet
+from cnnbench.data.pipeline import Pipeline
 from cnnbench.data.sources import RawSplits
 from cnnbench.fileio import atomic_save
 
@@ -37,7 +39,8 @@ def files_fingerprint(root: Path) -> str:
 
 def cache_key(cfg) -> dict:
     """What decides the decoded images of the ``data`` config ``cfg``."""
-    key = {"name": cfg.name, "image_size": cfg.image_size, "channels": cfg.channels, "decode": DECODE_VERSION}
+    key = {"name": cfg.name, "channels": cfg.channels, "decode": DECODE_VERSION,
+           **{k: cfg[k] for k in ("image_size", "pipeline", "store_size", "resize_size", "interpolation")}}
     if cfg.root is not None:
         root = Path(cfg.root).expanduser().resolve()
         key.update(root=str(root), files=files_fingerprint(root) if root.is_dir() else None)
@@ -49,13 +52,14 @@ def cache_path(cache_dir: str, key: dict) -> Path:
     return Path(cache_dir).expanduser() / f"{key['name']}-{digest}.pt"
 
 
-def _images(pair) -> ImageSet | None:
-    if pair is None:
+def _images(stored) -> ImageSet | None:
+    if stored is None:
         return None
-    images, labels = pair
-    if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != (len(images),):
+    images, labels, sizes = stored
+    if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != (len(images),) or (
+            sizes is not None and sizes.shape != (len(images), 2)):
         raise ValueError("not a cached image set")
-    return ImageSet(images, labels)
+    return ImageSet(images, labels, sizes)
 
 
 def load(path: Path) -> RawSplits | None:
@@ -66,19 +70,21 @@ def load(path: Path) -> RawSplits | None:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         return RawSplits(_images(blob["train"]), _images(blob["test"]), list(blob["class_names"]),
                          val=_images(blob.get("val")), per_class=bool(blob.get("per_class", False)),
-                         notes=tuple(blob.get("notes", ())))
+                         notes=tuple(blob.get("notes", ())),
+                         pipeline=Pipeline(**blob["pipeline"]) if blob.get("pipeline") else None)
     except Exception:  # a stale, damaged or foreign file is rebuilt, never fatal
         return None
 
 
 def save(path: Path, splits: RawSplits) -> None:
     def pair(images: ImageSet | None):
-        return None if images is None else (images.images, images.labels)
+        return None if images is None else (images.images, images.labels, images.sizes)
 
     try:
         os.makedirs(path.parent, exist_ok=True)
         atomic_save({"train": pair(splits.train), "test": pair(splits.test), "val": pair(splits.val),
                      "class_names": splits.class_names, "per_class": splits.per_class,
-                     "notes": list(splits.notes)}, path)
+                     "notes": list(splits.notes),
+                     "pipeline": dataclasses.asdict(splits.pipeline) if splits.pipeline else None}, path)
     except OSError:
         pass  # a read-only cache location only costs speed

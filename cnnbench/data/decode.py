@@ -1,8 +1,16 @@
 """Decoding one image file into a uint8 tensor, as torchvision's ImageFolder loader would see it, with what
-photographs need beyond it: the EXIF orientation applied, and 16-bit images scaled to 8 bits (not clipped)."""
+photographs need beyond it: the EXIF orientation applied, and 16-bit images scaled to 8 bits (not clipped).
+
+A ``Resize`` says what size the decoded image is stored at, in one of three ways (``cnnbench.data.pipeline``
+chooses): ``square`` (CIFAR-style data: resized to a square, aspect not kept), ``fit`` (photos for training:
+the longer side to ``size``, aspect kept, at the top-left of a zero square canvas, so that a random crop can
+see the whole photo) and ``centre`` (photos for evaluation: torchvision's ``Resize(resize)`` then
+``CenterCrop(size)``, by torchvision's own functions, so the pixels are those of ``weights.transforms()``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +19,26 @@ import torch
 from cnnbench.errors import CnnbenchError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-DECODE_VERSION = 2  # part of every cache key: a change in decoding rebuilds the caches made before it
+DECODE_VERSION = 3  # part of every cache key: a change in decoding rebuilds the caches made before it
 EXIF_ORIENTATION = 0x0112
+TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit (and 32-bit integer) grey
+
+
+@dataclass(frozen=True)
+class Resize:
+    """How a decoded image becomes a stored size x size square (see the module docstring)."""
+
+    mode: str = "square"  # square | fit | centre
+    size: int | None = None  # the stored side; square with None keeps the image's width
+    resize: int | None = None  # centre: the shorter side before the centre crop
+    interpolation: str = "bilinear"
+
+
+def fit_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of an image scaled so that its longer side is ``size``, aspect kept."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def to_8bit(img):
@@ -31,20 +56,53 @@ def to_8bit(img):
     return img
 
 
-def read_image(path: str | Path, channels: int, size: int | None = None) -> torch.Tensor:
-    """One image file as uint8 (C, size, size): opened with Pillow, made upright and 8-bit (``to_8bit``),
-    converted like torchvision's ``ImageFolder`` loader does (palette and grey images to RGB), resized with
-    Pillow's bilinear filter (what ``transforms.Resize`` does to PIL images). ``size`` None keeps the image's
-    width. An unreadable file is a one-line error naming it."""
+def _resized(img, spec: Resize):
+    """The upright 8-bit Pillow image ``img`` at the size ``spec`` says (the canvas of ``fit`` not yet added)."""
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    mode = InterpolationMode(spec.interpolation)
+    if spec.mode == "centre":  # exactly torchvision's Resize(resize) + CenterCrop(size) on a PIL image
+        return TF.center_crop(TF.resize(img, [spec.resize], interpolation=mode), [spec.size, spec.size])
+    size = spec.size or img.width
+    shape = fit_shape(img.height, img.width, size) if spec.mode == "fit" else (size, size)
+    return img if (img.height, img.width) == shape else TF.resize(img, list(shape), interpolation=mode)
+
+
+def decode(path: str | Path, channels: int, spec: Resize) -> np.ndarray:
+    """One image file as a uint8 array (size, size, C) per ``spec`` (the content of a ``fit`` image at its
+    top-left, zeros around it). An unreadable file is a one-line error naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = to_8bit(img).convert("RGB" if channels == 3 else "L")
-            size = size or img.width
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
+            img = _resized(to_8bit(img).convert("RGB" if channels == 3 else "L"), spec)
+            array = np.array(img, dtype=np.uint8).reshape(img.height, img.width, channels)  # (a writable copy)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
         raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    if spec.mode == "fit":
+        canvas = np.zeros((spec.size, spec.size, channels), np.uint8)
+        canvas[:array.shape[0], :array.shape[1]] = array
+        return canvas
+    return array
+
+
+def probe(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file as decoded upright, from its header (the pixels are not read)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            turned = img.getexif().get(EXIF_ORIENTATION, 1) in TURNED
+            return (img.width, img.height) if turned else (img.height, img.width)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
+        raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
+
+
+def read_image(path: str | Path, channels: int, size: int | Resize | None = None) -> torch.Tensor:
+    """One image file as uint8 (C, size, size): opened with Pillow, made upright and 8-bit (``to_8bit``),
+    converted like torchvision's ``ImageFolder`` loader does (palette and grey images to RGB) and resized as
+    ``size`` says (an int: squashed to that square with Pillow's bilinear filter, as ``transforms.Resize((s, s))``
+    does; None keeps the image's width)."""
+    spec = size if isinstance(size, Resize) else Resize("square", size)
+    return torch.from_numpy(decode(path, channels, spec)).permute(2, 0, 1)

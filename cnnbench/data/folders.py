@@ -4,8 +4,9 @@ line), in one of three layouts, read into image sets.
 Layouts (folders ``train/``, ``val/``, ``test/``, or lists ``train.csv``, ``val.csv``, ``test.csv``):
 train + test (+ val: it selects the best checkpoint instead of a part of train), train + val (val is the
 reported split; a part of train selects), or train alone (the test and validation parts carved from it, class
-by class). The images are decoded into memory when they take at most ``data.max_memory_gb`` as uint8; larger
-sets stay files and are decoded per batch (``cnnbench.data.stream``).
+by class). Every file's size (from its header) decides the pipeline (``cnnbench.data.pipeline``). The images are
+decoded on all cores into memory when they take at most ``data.max_memory_gb`` as uint8; larger sets stay
+files and are decoded per batch (``cnnbench.data.stream``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from cnnbench.data.decode import IMAGE_EXTENSIONS, read_image
+from cnnbench.data.decode import IMAGE_EXTENSIONS, fit_shape
 from cnnbench.data.images import FileImageSet, ImageSet
+from cnnbench.data.parallel import decode_all, probe_all
+from cnnbench.data.pipeline import for_files
 from cnnbench.data.sources import RawSplits
 from cnnbench.errors import CnnbenchError
 
@@ -141,13 +144,23 @@ def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str]) -
     for split, (paths, _, _) in found.items():
         if not paths:
             raise CnnbenchError(f"data.root={cfg.root}: no images in {names[split]}")
-    size = cfg.image_size or read_image(found["train"][0][0], cfg.channels).shape[-1]  # null: the first image's
-    files = {split: FileImageSet(paths, labels, cfg.channels, size) for split, (paths, labels, _) in found.items()}
-    gigabytes = sum(len(f) for f in files.values()) * cfg.channels * size * size / 2**30
+    every = [p for paths, _, _ in found.values() for p in paths]
+    shapes = probe_all(every, cfg.decode_workers)  # (N, 2): the whole data set decides, never one file
+    pipeline = for_files(cfg, shapes)
+    shapes = dict(zip(found, shapes.split([len(found[s][0]) for s in found]), strict=True))
+    files = {}
+    for split, (paths, labels, _) in found.items():
+        spec = pipeline.train_resize if split == "train" else pipeline.eval_resize
+        sizes = None
+        if spec.mode == "fit":  # where each photo lies on its canvas
+            sizes = torch.tensor([fit_shape(h, w, spec.size) for h, w in shapes[split].tolist()])
+        files[split] = FileImageSet(paths, labels, cfg.channels, spec, sizes)
+    gigabytes = sum(len(f) * cfg.channels * f.spec.size ** 2 for f in files.values()) / 2**30
     if gigabytes <= cfg.max_memory_gb:
         # Decode everything now. A file that is not a readable image stops the run with its path: silently
         # training on fewer images would hide a broken data set.
-        files = {split: ImageSet(f.take(slice(None)), f.labels) for split, f in files.items()}
+        files = {split: ImageSet(decode_all(f.paths, f.channels, f.spec, cfg.decode_workers), f.labels, f.sizes)
+                 for split, f in files.items()}
     train = names["train"]
     if "test" in files:
         test, val = files["test"], files.get("val")
@@ -161,4 +174,4 @@ def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str]) -
         test = val = None
         notes = (f"{train} alone: data.test_fraction={cfg.test_fraction} of each class is the reported split and "
                  f"data.val_fraction={cfg.val_fraction} of the rest selects (fixed by data.split_seed)",)
-    return RawSplits(files["train"], test, found["train"][2], val=val, per_class=True, notes=notes)
+    return RawSplits(files["train"], test, found["train"][2], val=val, per_class=True, notes=notes, pipeline=pipeline)

@@ -13,8 +13,10 @@ import torch
 
 from cnnbench.config.schema import AugmentConfig
 from cnnbench.data.augment import Augmenter
+from cnnbench.data.crops import centre_boxes, crop_resize, resized_crop_boxes
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.mixing import Mixer
+from cnnbench.data.pipeline import Pipeline
 from cnnbench.data.sampler import BatchSampler
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images float (B, C, H, W) normalised, labels int64 (B,) or, mixed
@@ -40,8 +42,16 @@ class DeviceLoader:
         world_size: int = 1,
         num_classes: int | None = None,
         balanced: bool = False,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.data = data
+        self.pipeline = pipeline
+        # photo canvases (pipeline crop): each image's (height, width); cropped to the model's square per batch
+        self.sizes = None if data.sizes is None else data.sizes.to(device)
+        if self.sizes is not None and pipeline is None:
+            raise ValueError("images stored as canvases need their pipeline")
+        self.crop_scale = tuple(augment.crop_scale) if augment is not None else None
+        self.crop_ratio = tuple(augment.crop_ratio) if augment is not None else None
         self.num_classes = num_classes
         self.labels = data.labels.to(device)
         self.device, self.train, self.channels_last = device, train, channels_last
@@ -96,6 +106,7 @@ class DeviceLoader:
     def _finish(self, x: torch.Tensor, idx: torch.Tensor | slice, shard: bool = True) -> Batch:
         """Augment (training) the batch, keep this process's share of a global batch (``shard``), normalise."""
         y = self.labels[idx]
+        x = self.crop(x, idx)
         if self.augmenter is not None:
             x = self.augmenter(x, idx, self.epoch)
         if shard and self.world_size > 1:
@@ -107,9 +118,30 @@ class DeviceLoader:
             x, y = self.mixer(x, y)
         return x, y
 
+    def crop(self, x: torch.Tensor, idx: torch.Tensor | slice) -> torch.Tensor:
+        """Photo canvases (B, C, S, S) to the model's square: a random resized crop each when augmenting, the
+        evaluation centre crop otherwise. Images stored at the model's size pass as they are."""
+        if self.sizes is None:
+            return x
+        sizes, p = self.sizes[idx], self.pipeline
+        if self.augmenter is not None:
+            boxes = resized_crop_boxes(sizes, self.crop_scale, self.crop_ratio, self.generator)
+        else:
+            boxes = centre_boxes(sizes, p.image_size, p.resize_size)
+        return crop_resize(x, boxes, p.image_size, p.interpolation)
+
+    def images(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The images at ``index`` as the model sees them in evaluation: uint8 on the device, not normalised."""
+        x = self._images[index] if self._images is not None else self.data.take(index).to(self.device)
+        if self.sizes is None:
+            return x
+        p = self.pipeline
+        return crop_resize(x, centre_boxes(self.sizes[index], p.image_size, p.resize_size), p.image_size,
+                           p.interpolation)
+
     def head(self, n: int) -> torch.Tensor:
         """The first ``n`` images, normalised and not augmented (for data-dependent initialisation, pictures)."""
-        return self.normalize(self.data.take(slice(0, n)).to(self.device))
+        return self.normalize(self.images(slice(0, n)))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 -> float, (x / 255 - mean) / std, in the loader's memory format."""

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from cnnbench.data.images import FileImageSet, ImageSet
+from cnnbench.data.pipeline import Pipeline
 from cnnbench.errors import CnnbenchError
 
 
@@ -31,6 +32,7 @@ class RawSplits:
     val: ImageSet | FileImageSet | None = None
     per_class: bool = False
     notes: tuple[str, ...] = ()  # said on the console: which folder selects and which is reported
+    pipeline: Pipeline | None = None  # users' files: chosen from their sizes; None: the library's (pad)
 
 
 def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

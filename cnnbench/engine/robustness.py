@@ -36,7 +36,7 @@ def corruption_accuracy(model: nn.Module, loader: DeviceLoader, precision: Preci
             g = torch.Generator(device=loader.device).manual_seed(seed * 1000 + t * 10 + severity)
             correct = 0
             for start in range(0, n, batch_size):
-                x = loader.data.take(slice(start, min(start + batch_size, n))).to(loader.device).float() / 255
+                x = loader.images(slice(start, min(start + batch_size, n))).float() / 255
                 x = loader.normalize(corrupt(x, name, severity, g) * 255)
                 with precision.autocast():
                     preds = model(x).argmax(1)

@@ -16,8 +16,8 @@ from cnnbench.transfer.pretrained import load_weights, torchvision_state_dict
 
 
 def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | None:
-    """Set data.image_size/mean/std to those of the chosen torchvision weights (unless given on the command
-    line, ``explicit``); return what was set, for the console."""
+    """Set data.image_size/resize_size/interpolation/mean/std to those of the chosen torchvision weights (unless
+    given on the command line, ``explicit``); return what was set, for the console."""
     m = cfg.model
     if m.get("name") != "tv_model" or not m.get("weights") or cfg.transfer.get("checkpoint"):
         return None
@@ -26,7 +26,8 @@ def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | No
     mean, std = list(t.mean), list(t.std)
     if channels == 1:  # gray input feeds all three pretrained colour channels (see adapt_input_conv)
         mean, std = [sum(mean) / 3], [sum(std) / 3]
-    wanted = {"image_size": t.crop_size[0], "mean": mean, "std": std}
+    wanted = {"image_size": t.crop_size[0], "mean": mean, "std": std, "resize_size": t.resize_size[0],
+              "interpolation": t.interpolation.value}
     applied = {k: v for k, v in wanted.items() if f"data.{k}" not in explicit}
     for key, value in applied.items():
         cfg.data[key] = value
@@ -34,8 +35,8 @@ def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | No
         return None
     return (f"preprocessing of {m.arch} {m.weights}: "
             + ", ".join(f"{k}={[round(x, 3) for x in v] if isinstance(v, list) else v}" for k, v in applied.items())
-            + f" (torchvision resizes to {t.resize_size[0]} then crops {t.crop_size[0]}; cnnbench resizes to "
-              f"{t.crop_size[0]})")
+            + f" (torchvision resizes to {t.resize_size[0]} then crops {t.crop_size[0]}: so does data.pipeline=crop, "
+              f"for photos; data.pipeline=pad squashes to {t.crop_size[0]})")
 
 
 def load_source_checkpoint(cfg: DictConfig) -> dict | None:

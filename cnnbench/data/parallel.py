@@ -1,0 +1,68 @@
+"""Decoding many image files on all cores, with a progress bar and an estimate of the time left.
+
+Pillow holds Python's lock for much of a small image's work, so threads do not scale on thumbnails; the files
+are split into chunks decoded by a pool of forked processes (as torch's DataLoader workers are made), each
+returning one uint8 array per chunk. Small jobs, and ``workers=1``, stay in this process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import numpy as np
+import torch
+
+from cnnbench.data.decode import Resize, decode, probe
+
+IN_PROCESS_BELOW = 32  # files: fewer are decoded here (forking a pool costs about as much as 32 thumbnails)
+MAX_CHUNK = 256  # files per task at most: large enough to amortise each hand-off, small for a smooth progress bar
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _decode_chunk(paths: Sequence[str], channels: int, spec: Resize) -> np.ndarray:
+    return np.stack([decode(p, channels, spec) for p in paths])
+
+
+def _probe_chunk(paths: Sequence[str]) -> np.ndarray:
+    return np.array([probe(p) for p in paths], dtype=np.int64).reshape(-1, 2)
+
+
+def _run(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int | None, what: str) -> list[np.ndarray]:
+    """``chunk_fn(chunk, *args)`` over ``paths`` in chunks, in order, on ``workers`` processes."""
+    workers = workers or default_workers()
+    size = max(1, min(MAX_CHUNK, -(-len(paths) // (4 * workers))))  # at least 4 tasks per process: balanced ends
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    if workers == 1 or len(paths) < IN_PROCESS_BELOW:
+        return [chunk_fn(c, *args) for c in chunks]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    results: list[np.ndarray | None] = [None] * len(chunks)
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {pool.submit(chunk_fn, c, *args): i for i, c in enumerate(chunks)}  # (forked before the bar)
+        columns = (TextColumn(f"{what} {{task.total}} images on {workers} processes"), BarColumn(),
+                   MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task(what, total=len(paths))
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()  # a file's CnnbenchError arrives here, naming the file
+                bar.advance(task, len(chunks[i]))
+    return results  # type: ignore[return-value]
+
+
+def decode_all(paths: Sequence[str], channels: int, spec: Resize, workers: int | None = None) -> torch.Tensor:
+    """Every file of ``paths`` decoded per ``spec``: uint8 (N, C, size, size)."""
+    chunks = _run(_decode_chunk, list(paths), (channels, spec), workers, "decoding")
+    return torch.from_numpy(np.concatenate(chunks)).permute(0, 3, 1, 2).contiguous()
+
+
+def probe_all(paths: Sequence[str], workers: int | None = None) -> torch.Tensor:
+    """(height, width) of every file of ``paths`` as decoded upright, from the headers: int64 (N, 2)."""
+    return torch.from_numpy(np.concatenate(_run(_probe_chunk, list(paths), (), workers, "reading the sizes of")))
