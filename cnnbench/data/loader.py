@@ -106,7 +106,7 @@ class DeviceLoader:
     def _finish(self, x: torch.Tensor, idx: torch.Tensor | slice, shard: bool = True) -> Batch:
         """Augment (training) the batch, keep this process's share of a global batch (``shard``), normalise."""
         y = self.labels[idx]
-        x = self.crop(x, idx)
+        x = self.crop(x, idx, randomly=self.augmenter is not None)
         if self.augmenter is not None:
             x = self.augmenter(x, idx, self.epoch)
         if shard and self.world_size > 1:
@@ -118,13 +118,13 @@ class DeviceLoader:
             x, y = self.mixer(x, y)
         return x, y
 
-    def crop(self, x: torch.Tensor, idx: torch.Tensor | slice) -> torch.Tensor:
-        """Photo canvases (B, C, S, S) to the model's square: a random resized crop each when augmenting, the
-        evaluation centre crop otherwise. Images stored at the model's size pass as they are."""
+    def crop(self, x: torch.Tensor, idx: torch.Tensor | slice, randomly: bool) -> torch.Tensor:
+        """Photo canvases (B, C, S, S) of the images at ``idx`` to the model's square: a random resized crop
+        each (``randomly``) or the evaluation centre crop. Images stored at the model's size pass as they are."""
         if self.sizes is None:
             return x
         sizes, p = self.sizes[idx], self.pipeline
-        if self.augmenter is not None:
+        if randomly:
             boxes = resized_crop_boxes(sizes, self.crop_scale, self.crop_ratio, self.generator)
         else:
             boxes = centre_boxes(sizes, p.image_size, p.resize_size)
@@ -133,11 +133,7 @@ class DeviceLoader:
     def images(self, index: torch.Tensor | slice) -> torch.Tensor:
         """The images at ``index`` as the model sees them in evaluation: uint8 on the device, not normalised."""
         x = self._images[index] if self._images is not None else self.data.take(index).to(self.device)
-        if self.sizes is None:
-            return x
-        p = self.pipeline
-        return crop_resize(x, centre_boxes(self.sizes[index], p.image_size, p.resize_size), p.image_size,
-                           p.interpolation)
+        return self.crop(x, index, randomly=False)
 
     def head(self, n: int) -> torch.Tensor:
         """The first ``n`` images, normalised and not augmented (for data-dependent initialisation, pictures)."""
