@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,14 +75,35 @@ def test_sweep_jobs_take_one_gpu_each(monkeypatch) -> None:
     assert job_device(cuda, 3) == cuda
 
 
+SPIN = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"  # 1.5 s of one core
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 def test_a_competing_process_is_noticed() -> None:
+    """Another process (here not this one's child: its parent left without waiting) keeps a core busy."""
     probe = LoadProbe()
-    spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
-    spinner = subprocess.Popen([sys.executable, "-c", spin])
-    spinner.wait(timeout=120)
+    launcher = f"import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', {SPIN!r}]).pid)"
+    pid = int(subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, timeout=120).stdout)
+    ceiling = time.monotonic() + 120
+    while not _ended(pid) and time.monotonic() < ceiling:  # wait on the process itself
+        time.sleep(0.05)
     other = probe.competing()
     assert other is not None and other >= 0.5, other
     assert "warning: other processes keep" in describe((2, "2 cores"), probe)
+
+
+def test_this_runs_own_worker_processes_are_not_competition() -> None:
+    """Decoding workers (a process pool) and other children this run waits for are its own work."""
+    probe = LoadProbe()
+    subprocess.run([sys.executable, "-c", SPIN], timeout=120)
+    other = probe.competing()
+    assert other is not None and other < 0.5, other
 
 
 def test_run_reports_threads_and_mfu(tmp_path: Path) -> None:

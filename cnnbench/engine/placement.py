@@ -102,8 +102,10 @@ class LoadProbe:
             busy, total = _busy_jiffies(self.cpus)
         except OSError:
             return None
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        return busy, total, own.ru_utime + own.ru_stime, time.monotonic()
+        # this process and the children it waited for (decoding workers): its own work, not competition
+        own = sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                            resource.RUSAGE_CHILDREN)))
+        return busy, total, own, time.monotonic()
 
     def competing(self) -> float | None:
         """Cores kept busy by other processes since the probe started (None when unknown or too short)."""
