@@ -47,8 +47,7 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
 
     cfg = OmegaConf.create(OmegaConf.to_container(trained.cfg.data, resolve=True))
     pipeline = from_meta(trained.meta)
-    cfg.update({"pipeline": pipeline.name, "image_size": pipeline.image_size, "store_size": pipeline.store_size,
-                "resize_size": pipeline.resize_size, "interpolation": pipeline.interpolation})  # as trained
+    cfg.update(pipeline.config())  # as trained
     for key, value in data_overrides.items():
         OmegaConf.update(cfg, key.removeprefix("data."), yaml.safe_load(value) if value else None)
     channels, size = trained.meta["channels"], trained.meta["image_size"]

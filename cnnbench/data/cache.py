@@ -19,7 +19,7 @@ import torch
 from cnnbench.data.decode import DECODE_VERSION
 from cnnbench.data.folders import walk_files
 from cnnbench.data.images import ImageSet
-from cnnbench.data.pipeline import Pipeline
+from cnnbench.data.pipeline import CONFIG_KEYS, Pipeline
 from cnnbench.data.sources import RawSplits
 from cnnbench.fileio import atomic_save
 
@@ -40,7 +40,7 @@ def files_fingerprint(root: Path) -> str:
 def cache_key(cfg) -> dict:
     """What decides the decoded images of the ``data`` config ``cfg``."""
     key = {"name": cfg.name, "channels": cfg.channels, "decode": DECODE_VERSION,
-           **{k: cfg[k] for k in ("image_size", "pipeline", "store_size", "resize_size", "interpolation")}}
+           **{k: cfg[k] for k in CONFIG_KEYS}}
     if cfg.root is not None:
         root = Path(cfg.root).expanduser().resolve()
         key.update(root=str(root), files=files_fingerprint(root) if root.is_dir() else None)

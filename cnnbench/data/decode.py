@@ -10,6 +10,7 @@ see the whole photo) and ``centre`` (photos for evaluation: torchvision's ``Resi
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,17 +70,24 @@ def _resized(img, spec: Resize):
     return img if (img.height, img.width) == shape else TF.resize(img, list(shape), interpolation=mode)
 
 
-def decode(path: str | Path, channels: int, spec: Resize) -> np.ndarray:
-    """One image file as a uint8 array (size, size, C) per ``spec`` (the content of a ``fit`` image at its
-    top-left, zeros around it). An unreadable file is a one-line error naming it."""
+@contextmanager
+def _opened(path: str | Path):
+    """The Pillow image of ``path``; an unreadable file is a one-line error naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = _resized(to_8bit(img).convert("RGB" if channels == 3 else "L"), spec)
-            array = np.array(img, dtype=np.uint8).reshape(img.height, img.width, channels)  # (a writable copy)
+            yield img
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
         raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
+
+
+def decode(path: str | Path, channels: int, spec: Resize) -> np.ndarray:
+    """One image file as a uint8 array (size, size, C) per ``spec`` (the content of a ``fit`` image at its
+    top-left, zeros around it). An unreadable file is a one-line error naming it."""
+    with _opened(path) as img:
+        img = _resized(to_8bit(img).convert("RGB" if channels == 3 else "L"), spec)
+        array = np.array(img, dtype=np.uint8).reshape(img.height, img.width, channels)  # (a writable copy)
     if spec.mode == "fit":
         canvas = np.zeros((spec.size, spec.size, channels), np.uint8)
         canvas[:array.shape[0], :array.shape[1]] = array
@@ -89,14 +97,9 @@ def decode(path: str | Path, channels: int, spec: Resize) -> np.ndarray:
 
 def probe(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image file as decoded upright, from its header (the pixels are not read)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            turned = img.getexif().get(EXIF_ORIENTATION, 1) in TURNED
-            return (img.width, img.height) if turned else (img.height, img.width)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
-        raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None
+    with _opened(path) as img:
+        turned = img.getexif().get(EXIF_ORIENTATION, 1) in TURNED
+        return (img.width, img.height) if turned else (img.height, img.width)
 
 
 def read_image(path: str | Path, channels: int, size: int | Resize | None = None) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
@@ -34,35 +34,49 @@ def _probe_chunk(paths: Sequence[str]) -> np.ndarray:
     return np.array([probe(p) for p in paths], dtype=np.int64).reshape(-1, 2)
 
 
-def _run(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int | None, what: str) -> list[np.ndarray]:
-    """``chunk_fn(chunk, *args)`` over ``paths`` in chunks, in order, on ``workers`` processes."""
+def _chunks(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int | None, what: str
+            ) -> Iterator[tuple[int, np.ndarray]]:
+    """(first position, ``chunk_fn(chunk, *args)``) for chunks of ``paths``, as they finish, on ``workers``
+    processes."""
     workers = workers or default_workers()
     size = max(1, min(MAX_CHUNK, -(-len(paths) // (4 * workers))))  # at least 4 tasks per process: balanced ends
-    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    starts = range(0, len(paths), size)
     if workers == 1 or len(paths) < IN_PROCESS_BELOW:
-        return [chunk_fn(c, *args) for c in chunks]
+        yield from ((i, chunk_fn(paths[i:i + size], *args)) for i in starts)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    results: list[np.ndarray | None] = [None] * len(chunks)
-    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = {pool.submit(chunk_fn, c, *args): i for i, c in enumerate(chunks)}  # (forked before the bar)
+    with ProcessPoolExecutor(min(workers, len(starts)), mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {pool.submit(chunk_fn, paths[i:i + size], *args): i for i in starts}  # (forked before the bar)
         columns = (TextColumn(f"{what} {{task.total}} images on {workers} processes"), BarColumn(),
                    MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn())
         with Progress(*columns, transient=True) as bar:
             task = bar.add_task(what, total=len(paths))
             for future in as_completed(futures):
-                i = futures[future]
-                results[i] = future.result()  # a file's CnnbenchError arrives here, naming the file
-                bar.advance(task, len(chunks[i]))
-    return results  # type: ignore[return-value]
+                result = future.result()  # a file's CnnbenchError arrives here, naming the file
+                yield futures[future], result
+                bar.advance(task, len(result))
+
+
+def _gather(chunks: Iterator[tuple[int, np.ndarray]], n: int, arrange: Callable = lambda rows: rows
+            ) -> torch.Tensor:
+    """The chunks' rows, each chunk ``arrange``d, put in place in one tensor of ``n`` rows allocated once (no
+    concatenated copy: a data set near data.max_memory_gb must not need that much memory twice)."""
+    out = None
+    for start, rows in chunks:
+        rows = arrange(torch.from_numpy(rows))
+        if out is None:
+            out = torch.empty((n, *rows.shape[1:]), dtype=rows.dtype)
+        out[start:start + len(rows)] = rows
+    return out
 
 
 def decode_all(paths: Sequence[str], channels: int, spec: Resize, workers: int | None = None) -> torch.Tensor:
     """Every file of ``paths`` decoded per ``spec``: uint8 (N, C, size, size)."""
-    chunks = _run(_decode_chunk, list(paths), (channels, spec), workers, "decoding")
-    return torch.from_numpy(np.concatenate(chunks)).permute(0, 3, 1, 2).contiguous()
+    chunks = _chunks(_decode_chunk, list(paths), (channels, spec), workers, "decoding")
+    return _gather(chunks, len(paths), lambda rows: rows.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
 
 
 def probe_all(paths: Sequence[str], workers: int | None = None) -> torch.Tensor:
     """(height, width) of every file of ``paths`` as decoded upright, from the headers: int64 (N, 2)."""
-    return torch.from_numpy(np.concatenate(_run(_probe_chunk, list(paths), (), workers, "reading the sizes of")))
+    return _gather(_chunks(_probe_chunk, list(paths), (), workers, "reading the sizes of"), len(paths))

@@ -28,6 +28,7 @@ THUMBNAIL = 64  # auto: one square size up to this many pixels is CIFAR-like dat
 CROP_SIZE = 224  # crop with data.image_size null: torchvision's ImageNet crop
 CROP_PCT = 0.875  # resize_size = image_size / CROP_PCT (torchvision's 256 for 224)
 STORE_SCALE = 1.5  # store_size = image_size * STORE_SCALE: a typical random crop is then about image_size
+CONFIG_KEYS = ("pipeline", "image_size", "store_size", "resize_size", "interpolation")  # the data.* keys it resolves
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,16 @@ class Pipeline:
     store_size: int = 32  # crop: the training images' longer side as stored
     resize_size: int = 32  # crop: evaluation's shorter side before the centre crop
     interpolation: str = "bilinear"
+
+    @classmethod
+    def pad(cls, size: int, interpolation: str = "bilinear") -> Pipeline:
+        """The pad pipeline at ``size`` (it stores and evaluates at that size)."""
+        return cls("pad", size, size, size, interpolation)
+
+    def config(self) -> dict:
+        """The ``data.*`` values (CONFIG_KEYS) that resolve to this pipeline."""
+        return dict(zip(CONFIG_KEYS, (self.name, self.image_size, self.store_size, self.resize_size,
+                                      self.interpolation), strict=True))
 
     @property
     def train_resize(self) -> Resize:
@@ -65,12 +76,11 @@ def from_meta(meta: dict) -> Pipeline:
     """The pipeline a trained model's checkpoint ``meta`` records (runs before it recorded one: pad)."""
     if meta.get("pipeline"):
         return Pipeline(**meta["pipeline"])
-    size = meta["image_size"]
-    return Pipeline("pad", size, size, size)
+    return Pipeline.pad(meta["image_size"])
 
 
-def _crop(cfg: DictConfig, image_size: int | None) -> Pipeline:
-    size = image_size or CROP_SIZE
+def _crop(cfg: DictConfig) -> Pipeline:
+    size = cfg.image_size or CROP_SIZE
     return Pipeline("crop", size, cfg.store_size or round(size * STORE_SCALE),
                     cfg.resize_size or int(round(size / CROP_PCT, 6)), cfg.interpolation)
 
@@ -80,8 +90,7 @@ def for_library(cfg: DictConfig, native: int) -> Pipeline:
     if cfg.pipeline == "crop":
         raise CnnbenchError(f"data.pipeline=crop is for photos of any size (data=imagefolder or filelist); "
                             f"data={cfg.name} has {native} px images: use data.pipeline=pad or auto")
-    size = cfg.image_size or native
-    return Pipeline("pad", size, size, size, cfg.interpolation)
+    return Pipeline.pad(cfg.image_size or native, cfg.interpolation)
 
 
 def for_files(cfg: DictConfig, sizes: torch.Tensor) -> Pipeline:
@@ -90,11 +99,10 @@ def for_files(cfg: DictConfig, sizes: torch.Tensor) -> Pipeline:
     thumbnails = uniform and int(sizes[0, 0]) == int(sizes[0, 1]) <= THUMBNAIL
     name = cfg.pipeline if cfg.pipeline != "auto" else ("pad" if thumbnails else "crop")
     if name == "crop":
-        return _crop(cfg, cfg.image_size)
+        return _crop(cfg)
     if cfg.image_size is None and not uniform:
         lo, hi = sizes.min(0).values.tolist(), sizes.max(0).values.tolist()
         raise CnnbenchError(f"data.pipeline=pad squashes every image to one square, and these images differ in size "
                             f"({lo[1]}x{lo[0]} to {hi[1]}x{hi[0]} px): set data.image_size=N, or use "
                             f"data.pipeline=crop (aspect kept)")
-    size = cfg.image_size or int(sizes[0, 1])
-    return Pipeline("pad", size, size, size, cfg.interpolation)
+    return Pipeline.pad(cfg.image_size or int(sizes[0, 1]), cfg.interpolation)

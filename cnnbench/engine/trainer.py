@@ -278,11 +278,11 @@ class Trainer:
         self.reporter.end_epoch(state.epoch, cfg.epochs, metrics)
         state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
         if "val/acc" in metrics:  # keep the weights (trained, or their average) that validate best
-            weights, prefix = max((("raw", "val"), ("ema", "val_ema"))[:2 if "val_ema/acc" in metrics else 1],
-                                  key=lambda choice: self.score(metrics, choice[1]))
+            prefixes = ("val", "val_ema") if "val_ema/acc" in metrics else ("val",)
+            prefix = max(prefixes, key=lambda p: self.score(metrics, p))  # (a tie keeps the trained weights)
             score = self.score(metrics, prefix)
             if state.best_score is None or score > tuple(state.best_score):
-                state.best_score, state.best_weights = score, weights
+                state.best_score, state.best_weights = score, "ema" if prefix == "val_ema" else "raw"
                 state.best_val_acc, state.best_val_loss = metrics[f"{prefix}/acc"], metrics[f"{prefix}/loss"]
                 self.save("best.pt")
         if self.early_stopping is not None and self.early_stopping.monitor in metrics:
