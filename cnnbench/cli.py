@@ -1,16 +1,18 @@
 """What every console script shares: one error boundary and ``key=value`` arguments.
 
-A user's mistake (``CnnbenchError``, or a Hydra/OmegaConf config error) becomes ``error: <one line>`` on stderr
-and exit code 2; anything else is a bug and keeps its traceback.
+A user's mistake (``CnnbenchError``, a Hydra/OmegaConf config error, or a path that cannot be written)
+becomes ``error: <one line>`` on stderr and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from cnnbench.errors import CnnbenchError, one_line
+from cnnbench.errors import CnnbenchError, one_line, os_error_message
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -31,6 +33,11 @@ def error_boundary() -> Iterator[None]:
         fail(str(e))
     except (HydraException, OmegaConfBaseException) as e:
         fail(one_line(e))
+    except OSError as e:  # a path the user gave that cannot be written (a file in the way, no permission, full)
+        message = os_error_message(e)
+        if message is None:
+            raise
+        fail(message)
     except KeyboardInterrupt:  # Ctrl-C before training started (once it has, the trainer stops cleanly)
         fail("interrupted", code=130)
 
@@ -54,6 +61,43 @@ def key_values(argv: list[str], usage: str, keys: set[str], required: set[str] =
     if missing:
         fail(f"missing {missing[0]}=...; {usage}")
     return args
+
+
+def output_file(value: str, key: str, suffixes: tuple[str, ...], overwrite: bool = False) -> Path:
+    """``key=value`` as a file to write, checked before any work (so that nothing computed is lost): one of
+    ``suffixes``, not a folder, in a folder that exists or can be made and is writable, and not an existing file
+    unless ``overwrite``."""
+    path = Path(value).expanduser()
+    if path.is_dir() or value.endswith(("/", os.sep)):
+        fail(f"{key}={value} is a folder; give a file name ending in {' or '.join(suffixes)}")
+    if path.suffix.lower() not in suffixes:
+        fail(f"{key}={value} must end in {' or '.join(suffixes)}")
+    if path.exists() and not path.is_file():
+        fail(f"{key}={value} is not a regular file; give a new file name")
+    if path.exists() and not overwrite:
+        fail(f"{key}={value} exists; give a new file name or overwrite=true to replace it")
+    writable_folder(path.parent, f"{key}={value}")
+    return path
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """Fail in one line unless ``folder`` exists and is writable, or can be made (its nearest existing parent is
+    a writable folder)."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"{what}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"{what}: {existing} is not writable")
+
+
+def flag(args: dict[str, str], key: str, default: bool = False) -> bool:
+    """``args[key]`` as true or false; anything else is a one-line error."""
+    value = args.get(key, str(default)).lower()
+    if value not in ("true", "false"):
+        fail(f"{key} must be true or false, got {args[key]!r}")
+    return value == "true"
 
 
 def positive_int(args: dict[str, str], key: str, default: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class CnnbenchError(Exception):
     """A mistake in the user's input or environment, reported as a single line.
@@ -28,3 +30,19 @@ def one_line(error: BaseException) -> str:
                          + ", ".join(n.strip() for n in names if n.strip() and "search path" not in n.lower()
                                      and not n.strip().startswith("provider=")))
     return "; ".join(dict.fromkeys(parts)) or type(error).__name__
+
+
+USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EEXIST,
+                  errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
+
+
+def os_error_message(e: OSError) -> str | None:
+    """One line for a file-system failure a user can cause (permissions, read-only or full disk, a file where a
+    folder should be), else None."""
+    if e.errno not in USER_OS_ERRORS:
+        return None
+    where = f" {e.filename}" if e.filename else ""
+    hint = {errno.EEXIST: "a file stands where a folder is needed", errno.ENOTDIR: "a file stands in the path",
+            errno.EISDIR: "it is a folder, not a file", errno.ENOENT: "no such file or folder"}.get(
+        e.errno, "check the permissions and free space of the output directory")
+    return f"cannot write{where}: {e.strerror or e}; {hint}"

@@ -19,12 +19,38 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give: every file a run writes has the same mode
 
 
+TMP_SUFFIX = ".tmp"  # temporaries are ``.<name>.<writer's pid>.<random>.tmp`` in the destination's folder
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Remove the temporaries in ``folder`` whose writing process is gone (killed mid-write); those of live
+    writers stay. Returns how many were removed."""
+    removed = 0
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}") if Path(folder).is_dir() else ():
+        pid = tmp.name.rsplit(".", 3)[-3] if tmp.name.count(".") >= 4 else ""
+        if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write through a temporary file in the same folder, fsync, then rename over ``path``. The file gets the
     mode a plain ``open()`` would (0644 under the usual umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:

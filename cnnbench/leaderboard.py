@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -28,33 +26,60 @@ OPTIONAL = {"test_top5_acc": "top-5 %", "test_ece": "ECE %", "corruption_acc": "
 # some run has them (corruption accuracy: from eval.json, cnnbench-eval corruptions=true)
 
 
-def find_runs(paths: list[Path]) -> list[dict]:
-    """Every results.json under the given run or sweep directories (or the files themselves)."""
+def find_runs(paths: list[Path], skipped: list[str] | None = None) -> list[dict]:
+    """Every results.json under the given run or sweep directories (or the files themselves). A file that is not
+    a run's results (unreadable, not UTF-8, truncated, not an object, a metric that is not a number) is left out
+    and said in ``skipped`` as ``path: reason``."""
     runs = []
     for path in paths:
         files = [path] if path.is_file() else sorted(path.rglob("results.json"))
         for f in files:
-            try:
-                run = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError):
+            run, reason = _read_results(f)
+            if run is None:
+                if skipped is not None:
+                    skipped.append(f"{f}: {reason}")
                 continue
             run["run_dir"] = str(f.parent)
-            run.update(_eval_scores(f.parent / "eval.json", run))
+            run.update(_eval_scores(f.parent, run))
             runs.append(run)
     return runs
 
 
-def _eval_scores(path: Path, run: dict) -> dict:
-    """Top-5 and ECE from a run's eval.json (``cnnbench-eval``) when it scored the same split as the run."""
+def _read_results(path: Path) -> tuple[dict | None, str]:
     try:
-        scores = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    if scores.get("split") != "test" or scores.get("step") != run.get("scored_step"):
-        return {}
-    found = {f"test_{k}": scores[k] for k in ("top5_acc", "ece") if scores.get(k) is not None}
-    if scores.get("corruptions"):
-        found["corruption_acc"] = scores["corruptions"]["mean_corruption_acc"]
+        run = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        return None, f"unreadable ({e.strerror})"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        return None, f"not complete JSON ({e.msg} at line {e.lineno})"
+    if not isinstance(run, dict):
+        return None, f"a JSON {type(run).__name__}, not an object"
+    if not isinstance(run.get("status"), str):
+        return None, "no status"
+    for key in (*METRICS, "params", "macs"):
+        value = run.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return None, f"{key} is {value!r}, not a number"
+    return run, ""
+
+
+def _eval_scores(run_dir: Path, run: dict) -> dict:
+    """Top-5 and ECE (eval_test.json) and the mean corruption accuracy (eval_test_corruptions<N>.json) of
+    ``cnnbench-eval`` runs on the run's own test split and its scored checkpoint, with no data overrides."""
+    found = {}
+    for path in [run_dir / "eval_test.json", *sorted(run_dir.glob("eval_test_corruptions*.json"))]:
+        try:
+            scores = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(scores, dict) or scores.get("split") != "test" or scores.get("data_overrides") or \
+                scores.get("step") != run.get("scored_step"):
+            continue
+        found.update({f"test_{k}": scores[k] for k in ("top5_acc", "ece") if scores.get(k) is not None})
+        if isinstance(scores.get("corruptions"), dict):
+            found["corruption_acc"] = scores["corruptions"].get("mean_corruption_acc")
     return found
 
 
@@ -186,24 +211,17 @@ def print_table(board: Leaderboard, console: Console | None = None, title: str =
         console.print(f"[red]{f['status']}[/red] {f['run_dir']}: {f['error']}")
 
 
-def write_report(paths: list[Path], out_dir: Path | None = None, console: Console | None = None) -> Leaderboard:
-    """Build, print and write the leaderboard of the runs under ``paths`` into ``out_dir`` (default: the first)."""
+def write_report(paths: list[Path], out_dir: Path | None = None, console: Console | None = None,
+                 skipped: list[str] | None = None) -> Leaderboard:
+    """Build, print and write the leaderboard of the runs under ``paths`` into ``out_dir`` (default: the first);
+    nothing is written when there is no run. Files that are not runs' results are added to ``skipped``."""
     out_dir = out_dir or paths[0]
-    board = build_leaderboard(find_runs(paths))
+    board = build_leaderboard(find_runs(paths, skipped))
+    if board.total == 0:
+        return board
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(board, out_dir / "leaderboard.csv")
     (out_dir / "leaderboard.md").write_text(to_markdown(board))
     plot(board, out_dir)
     print_table(board, console)
     return board
-
-
-class LeaderboardCallback(Callback):
-    """Hydra callback: at the end of a multirun, write the sweep's leaderboard and remember its failures."""
-
-    failed: int = 0
-    total: int = 0
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        board = write_report([Path(config.hydra.sweep.dir)])
-        LeaderboardCallback.failed, LeaderboardCallback.total = len(board.failed), board.total

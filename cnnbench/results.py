@@ -16,6 +16,7 @@ from cnnbench.engine.runtime import Precision
 from cnnbench.engine.trainer import Trainer
 from cnnbench.fileio import atomic_write_json
 from cnnbench.overrides import parse_overrides
+from cnnbench.rundir import own
 from cnnbench.tracking import Reporter
 
 
@@ -68,6 +69,7 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         "test_per_class": test["per_class"],
         "history": state.history,
     }
+    own(run_dir, "results.json")
     atomic_write_json(results, run_dir / "results.json")
     reporter.hparams({**hparams(cfg, overrides), "params": run.params, "macs": run.macs}, HPARAMS_METRICS)
     reporter.summary(results)

@@ -6,16 +6,20 @@ A run directory holds ``.hydra/`` (the config, Hydra's config and the overrides 
 - One process owns it at a time: an OS lock (``flock``) on the directory itself, held for the whole run, so a
   second run into it stops at once, naming the holder (under DDP, rank 0 holds it). Taking the lock writes
   nothing.
-- A directory holding a completed or interrupted run (``results.json``, or a ``last.pt`` left by a killed run)
-  is only written again with ``trainer.resume=auto`` (continue it) or ``trainer.overwrite=true`` (which first
-  removes everything the old run wrote, so nothing of it can be picked up later). A refused run changes nothing.
+- cnnbench records every path it writes in a run directory, before writing it, in the manifest
+  ``.cnnbench-files`` (``own``). A run starts only in an empty directory or one with a manifest (a cnnbench run
+  directory); anything else is refused, so no run writes into, or counts as its own, a folder of other files.
+- A directory holding a completed or interrupted run (``results.json``, or a recorded ``last.pt`` left by a
+  killed run) is only written again with ``trainer.resume=auto`` (continue it) or ``trainer.overwrite=true``
+  (which first removes everything the old run recorded, and nothing else, so nothing of it can be picked up
+  later while files a user put there stay). A refused run changes nothing.
 - Nothing is written before the run has passed its checks: ``.hydra/`` is written when training starts, and a
   failure before that leaves an earlier run's files as they were.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import fcntl
 import json
 import os
@@ -24,9 +28,53 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench import fileio
 from cnnbench.errors import CnnbenchError
 
-RUN_FILES = (".hydra", "tensorboard", "checkpoints", "figures", "profile", "results.json")  # what a run writes
+MANIFEST = ".cnnbench-files"  # what cnnbench wrote in a run directory: one relative path a line, folders end in /
+
+
+def owned(run_dir: Path) -> list[str]:
+    """The paths (relative; a folder written whole ends in ``/``) that cnnbench recorded in ``run_dir``."""
+    try:
+        lines = (Path(run_dir) / MANIFEST).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return list(dict.fromkeys(line for line in lines if line and not line.startswith(("/", "../"))))
+
+
+def own(run_dir: Path, *paths: str | Path) -> None:
+    """Record ``paths`` (inside ``run_dir``, absolute or relative to it; a folder that is wholly cnnbench's as
+    ``name/``) as cnnbench's, before they are written: a kill between the record and the write leaves nothing
+    unrecorded."""
+    run_dir = Path(run_dir)
+    known = set(owned(run_dir))
+    new = []
+    for path in paths:
+        text = str(path)
+        rel = os.path.relpath(path, run_dir) if Path(path).is_absolute() else os.path.normpath(text)
+        rel += "/" if text.endswith("/") else ""
+        if rel not in known and not rel.startswith(".."):
+            known.add(rel)
+            new.append(rel)
+    if new:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / MANIFEST, "a") as f:
+            f.write("".join(f"{rel}\n" for rel in new))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory that cnnbench wrote (it holds the manifest)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def foreign_contents(run_dir: Path, limit: int = 3) -> list[str]:
+    """Up to ``limit`` entries of a directory without a manifest (so none of them is cnnbench's)."""
+    if not run_dir.is_dir() or is_run_dir(run_dir):
+        return []
+    return sorted(e.name + ("/" if e.is_dir() else "") for e in os.scandir(run_dir))[:limit]
 
 
 def earlier_results(run_dir: Path) -> dict | None:
@@ -41,8 +89,10 @@ def earlier_results(run_dir: Path) -> dict | None:
 def prior_status(run_dir: Path, results: dict | None) -> str | None:
     """What an earlier run left here (``results``: its results.json): completed, interrupted (also killed: a
     last.pt without results), failed, or None."""
-    status = results.get("status") if results else None
-    if status is None and (run_dir / "checkpoints" / "last.pt").is_file():
+    if not is_run_dir(run_dir):
+        return None
+    status = results.get("status") if results and "results.json" in owned(run_dir) else None
+    if status is None and "checkpoints/last.pt" in owned(run_dir) and (run_dir / "checkpoints" / "last.pt").is_file():
         return "interrupted"
     return status
 
@@ -64,11 +114,17 @@ class RunDirLock:
     """Hold an exclusive OS lock on a run directory (``with RunDirLock(path):``); released when the process ends,
     however it ends."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.fd = Path(path), None
+    def __init__(self, path: Path, key: str = "hydra.run.dir") -> None:
+        self.path, self.fd, self.key = Path(path), None, key
 
     def __enter__(self) -> RunDirLock:
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_dir():
+            raise CnnbenchError(f"{self.path} is a file, not a directory; choose another {self.key}")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise CnnbenchError(f"cannot make the directory {self.path}: a file stands in its path; choose "
+                                f"another {self.key}") from None
         self.fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -76,7 +132,7 @@ class RunDirLock:
             holder = _lock_holder(self.path)
             os.close(self.fd)
             raise CnnbenchError(f"{self.path} is in use by another cnnbench run ({holder}); wait for it to end or "
-                                f"choose another hydra.run.dir") from None
+                                f"choose another {self.key}") from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -85,7 +141,13 @@ class RunDirLock:
 
 def check_reuse(run_dir: Path, status: str | None, resume: str | None, overwrite: bool) -> None:
     """Refuse to start a run in a directory that holds a completed or interrupted one, unless it continues that
-    run (``trainer.resume=auto``) or replaces it (``trainer.overwrite=true``)."""
+    run (``trainer.resume=auto``) or replaces it (``trainer.overwrite=true``); refuse a directory of other
+    files (no manifest) whatever the options."""
+    foreign = foreign_contents(run_dir)
+    if foreign:
+        raise CnnbenchError(f"{run_dir} holds files that cnnbench did not write ({', '.join(foreign)}"
+                            f"{', ...' if len(foreign) >= 3 else ''}); a run needs an empty directory or a cnnbench "
+                            f"run directory: choose another hydra.run.dir")
     if status not in ("completed", "interrupted") or overwrite:
         return
     held = f"{run_dir} already holds a{'n' if status == 'interrupted' else ''} {status} run"
@@ -98,45 +160,40 @@ def check_reuse(run_dir: Path, status: str | None, resume: str | None, overwrite
                             f"or trainer.overwrite=true to replace it")
 
 
-def clear(run_dir: Path) -> None:
-    """Remove everything a run writes (trainer.overwrite=true), so nothing of the old run is picked up later."""
-    for name in RUN_FILES:
-        path = run_dir / name
-        if path.is_dir():
+def clear(run_dir: Path) -> list[str]:
+    """Remove what the old run recorded (trainer.overwrite=true), and folders that this leaves empty; files that
+    cnnbench did not write stay. Returns what stayed."""
+    removed_dirs = set()
+    for rel in owned(run_dir):
+        path = run_dir / rel
+        if rel.endswith("/") and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        elif path.exists():
+        elif path.is_file() or path.is_symlink():
             path.unlink()
+        removed_dirs.update(str(p) for p in Path(rel.rstrip("/")).parents if str(p) != ".")
+    for rel in sorted(removed_dirs, key=len, reverse=True):  # deepest first
+        with contextlib.suppress(OSError):
+            (run_dir / rel).rmdir()  # (only when empty)
+    fileio.atomic_write(run_dir / MANIFEST, lambda f: None)  # still a cnnbench run directory, owning nothing yet
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary files of atomic writes that a killed process left behind (``.<name>.<random>.tmp``)."""
-    for folder in (run_dir, run_dir / "checkpoints"):
-        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
-            tmp.unlink(missing_ok=True)
+    """Temporary files of atomic writes that a killed process left behind (``.<name>.<pid>.<random>.tmp``)."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / ".hydra"):
+        fileio.remove_stale_temporaries(folder)
 
 
 def write_hydra_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig | None, overrides: list[str]) -> None:
     """``.hydra/{config,hydra,overrides}.yaml`` of the run that now owns the directory (Hydra's own copy is off:
     it would be written before the run's checks, also for a refused run)."""
-    from cnnbench.fileio import atomic_write
-
     files = {"overrides.yaml": OmegaConf.to_yaml(overrides)}
     if hydra_cfg is not None:
         files["hydra.yaml"] = "hydra:\n" + "".join(f"  {line}\n" for line in OmegaConf.to_yaml(hydra_cfg).splitlines())
     files["config.yaml"] = OmegaConf.to_yaml(cfg, resolve=True)  # last: its appearance says training started
+    own(run_dir, *(f".hydra/{name}" for name in files))
     for name, text in files.items():
-        atomic_write(run_dir / ".hydra" / name, lambda f, text=text: f.write(text.encode()))
-
-
-USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO}
-
-
-def os_error_message(e: OSError) -> str | None:
-    """One line for a file-system failure a user can cause (permissions, read-only or full disk), else None."""
-    if e.errno not in USER_OS_ERRORS:
-        return None
-    where = f" {e.filename}" if e.filename else ""
-    return f"cannot write{where}: {e.strerror or e}; check the permissions and free space of the output directory"
+        fileio.atomic_write(run_dir / ".hydra" / name, lambda f, text=text: f.write(text.encode()))
 
 
 def same_job(prior: dict, overrides: list[str]) -> bool:

@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.syntax import Syntax
 from rich.table import Table
 
+from cnnbench.rundir import own
+
 
 class Reporter:
     """Console (rich) and TensorBoard output of one run. Quiet and line-based when not on a terminal."""
@@ -21,7 +23,8 @@ class Reporter:
                  run_name: str = "run") -> None:
         self.console = Console(highlight=False, soft_wrap=True, quiet=quiet)
         self.live = progress and self.console.is_terminal
-        self.tensorboard, self.log_dir = tensorboard, tensorboard_dir(run_dir, run_name)
+        self.run_dir = Path(run_dir)
+        self.tensorboard, self.log_dir = tensorboard, tensorboard_dir(self.run_dir, run_name)
         self._writer = None
         self._progress: Progress | None = None
         self._task = None
@@ -33,6 +36,7 @@ class Reporter:
         if self._writer is None and self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
+            own(self.run_dir, f"{self.log_dir.relative_to(self.run_dir)}/")
             self._writer = SummaryWriter(log_dir=str(self.log_dir))
         return self._writer
 

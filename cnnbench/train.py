@@ -24,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench import rundir
 from cnnbench.cli import error_boundary, fail
 from cnnbench.config import register_configs, validate
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, os_error_message
 from cnnbench.fileio import atomic_copy, atomic_write_json
-from cnnbench.leaderboard import LeaderboardCallback
 from cnnbench.overrides import hydra_overrides, parse_overrides
+from cnnbench.sweep import SweepCallback, record_job
 from cnnbench.tracking import Reporter, run_name
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
     started_at, overrides, t = time.time(), hydra_overrides(), cfg.trainer
     # Every rewrite of the config happens here, before anything is built or recorded: the pretrained weights'
     # preprocessing (then every value is checked), and transfer.checkpoint's model config, which becomes this run's.
+    absolute_paths(cfg)
     preprocessing = apply_weights_preprocessing(cfg, set(parse_overrides(overrides)))
     validate(cfg)
     source = load_source_checkpoint(cfg)
@@ -93,6 +94,18 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
         distributed.shutdown()
 
 
+PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "trainer.resume")
+
+
+def absolute_paths(cfg: DictConfig) -> None:
+    """The paths a run reads, made absolute before they are recorded: a command that reads the run later, from
+    another working directory, finds the same files."""
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str) and value and value != "auto":
+            OmegaConf.update(cfg, key, os.path.abspath(os.path.expanduser(value)))
+
+
 def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, class_names: list[str]
            ) -> Path | None:
     """Continue the checkpoint that ``trainer.resume`` names, exactly where it stopped; return the best
@@ -123,6 +136,7 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
         with rundir.RunDirLock(run_dir) if owner else contextlib.nullcontext():
             return _job(cfg, run_dir, multirun, owner)
     except CnnbenchError as e:  # the directory is another run's, or holds one: touch nothing
+        record_job("refused", str(e))
         return _report(str(e), multirun)
 
 
@@ -142,6 +156,7 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
     status = rundir.prior_status(run_dir, prior) if owner else None
     if status == "completed" and multirun and cfg.sweep.skip_completed and rundir.same_job(prior, overrides):
         print(f"skipping {run_dir}: completed before ({' '.join(overrides)})")
+        record_job("skipped")
         return objective(prior)
     if multirun and cfg.sweep.skip_completed and status == "interrupted" and not cfg.trainer.resume:
         print(f"resuming {run_dir}: interrupted before ({' '.join(overrides)})")
@@ -153,7 +168,10 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
         """Training starts: the directory becomes this run's (old run removed when overwriting)."""
         if owner:
             if status is not None and cfg.trainer.overwrite:
-                rundir.clear(run_dir)
+                kept = rundir.clear(run_dir)
+                if kept:
+                    print(f"overwrite: removed the earlier run's files; kept {len(kept)} that cnnbench did not "
+                          f"write ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''})")
             rundir.remove_stale_temporaries(run_dir)
             rundir.write_hydra_files(run_dir, cfg, HydraConfig.get(), overrides)
         started.append(True)
@@ -162,7 +180,7 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
         results = run(cfg, run_dir, on_start=on_start)
     except Exception as e:
         # In a sweep, one failing job (bad value, out of memory, NaN) is recorded and the others still run.
-        os_message = rundir.os_error_message(e) if isinstance(e, OSError) else None
+        os_message = os_error_message(e) if isinstance(e, OSError) else None
         user_error = isinstance(e, CnnbenchError) or os_message is not None
         if not (user_error or multirun):
             raise  # a bug: keep the traceback
@@ -170,13 +188,16 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         if owner and (status in (None, "failed") or started):  # an earlier run's results stay until training starts
             with contextlib.suppress(OSError):
+                rundir.own(run_dir, "results.json")
                 atomic_write_json({"status": "failed", "error": message, "model": cfg.model.get("name"),
                                    "data": cfg.data.name, "overrides": overrides,
                                    "elapsed_s": time.time() - started_at}, run_dir / "results.json")
+        record_job("failed", message)
         _report(message, multirun)
         if not user_error:
             traceback.print_exc()
         return None
+    record_job(results["status"])
     if results["status"] == "interrupted":
         sys.exit(130)
     return objective(results)
@@ -189,9 +210,9 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     with error_boundary():
         _hydra_entry()
-    if LeaderboardCallback.failed:
-        fail(f"{LeaderboardCallback.failed} of {LeaderboardCallback.total} sweep jobs failed "
-             f"(see leaderboard.md in the sweep directory)", code=1)
+    if SweepCallback.failed:
+        fail(f"{SweepCallback.failed} of {SweepCallback.total} sweep jobs failed or were refused "
+             f"(see leaderboard.md in the sweep directory and the errors above)", code=1)
 
 
 if __name__ == "__main__":

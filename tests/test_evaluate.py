@@ -64,7 +64,7 @@ def trained_run(tmp_path_factory) -> Path:
 def test_eval_reproduces_the_runs_test_score(trained_run: Path, capsys) -> None:
     main([f"run={trained_run}"])
     printed = capsys.readouterr().out
-    result = json.loads((trained_run / "eval.json").read_text())
+    result = json.loads((trained_run / "eval_test.json").read_text())
     recorded = json.loads((trained_run / "results.json").read_text())
     assert result["acc"] == pytest.approx(recorded["test_acc"]) and result["nll"] == pytest.approx(
         recorded["test_loss"], rel=1e-4)
@@ -139,9 +139,11 @@ def test_predict_rows_in_path_order_with_errors_as_rows(trained_run: Path, tmp_p
         where = folder / "nested" if i % 2 else folder
         Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize((32, 32)).save(where / f"d{i}.png")
     (folder / "broken.png").write_bytes(b"not an image")
-    predict([f"run={trained_run}", f"images={folder}", "top_k=3", f"out={tmp_path / 'p.csv'}"])
-    printed = capsys.readouterr().out
+    with pytest.raises(SystemExit) as code:  # a part of the work failed: exit 1, with the count
+        predict([f"run={trained_run}", f"images={folder}", "top_k=3", f"out={tmp_path / 'p.csv'}"])
+    printed, err = capsys.readouterr()
     assert "6 images in" in printed and "1 unreadable" in printed
+    assert code.value.code == 1 and "1 of 6 images could not be read" in err
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
@@ -154,7 +156,8 @@ def test_predict_rows_in_path_order_with_errors_as_rows(trained_run: Path, tmp_p
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6 and not r["error"]
         top = visualize(trained_run, Path(r["path"]), "features.0", tmp_path / "v.png", top_k=1)[1][0]
         assert r["class_1"] == top[0] and float(r["prob_1"]) == pytest.approx(top[1] / 100, abs=2e-2)
-    predict([f"run={trained_run}", f"images={folder}/*.png", f"out={tmp_path / 'p.json'}"])
+    with pytest.raises(SystemExit):
+        predict([f"run={trained_run}", f"images={folder}/*.png", f"out={tmp_path / 'p.json'}"])
     rows = json.loads((tmp_path / "p.json").read_text())
     assert len(rows) == 4 and len(rows[1]["predictions"]) == 5
 
@@ -184,5 +187,5 @@ def test_eval_under_corruptions_against_a_baseline(trained_run: Path, tmp_path: 
     severe = sum(v[4] for v in c["accuracy"].values())
     assert severe < mild  # severity 5 hurts more than severity 1, summed over the types
     assert set(c["not_generated"]) == {"frost"}
-    assert (trained_run / "figures" / "eval_test_corruptions.png").is_file()
+    assert (tmp_path / "c_corruptions.png").is_file()  # (figures go beside out=)
     assert "mean corruption accuracy" in capsys.readouterr().out

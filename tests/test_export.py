@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import compose_config, run_cli
 
-from cnnbench.commands.export import export_run, main
+from cnnbench.commands.export import FILES, export_run, main
 from cnnbench.config import to_container
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_from_config
@@ -26,9 +26,9 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("fmt", ["torchscript", "exported_program", "onnx"])
 def test_export_writes_model_and_card_with_parity(trained_run: Path, fmt: str, capsys) -> None:
-    main([f"run={trained_run}", f"format={fmt}"])
+    main([f"run={trained_run}", f"format={fmt}", "overwrite=true"])
     printed = capsys.readouterr().out
-    card = json.loads((trained_run / "export" / "model.json").read_text())
+    card = json.loads((trained_run / "export" / f"{FILES[fmt]}.json").read_text())
     assert (trained_run / "export" / card["file"]).is_file() and card["format"] == fmt
     assert card["classes"] == [str(i) for i in range(10)] and card["input"]["size"] == 32
     assert card["input"]["channels"] == 1 and len(card["input"]["mean"]) == 1 and card["input"]["batch"] == "dynamic"
@@ -39,7 +39,7 @@ def test_export_writes_model_and_card_with_parity(trained_run: Path, fmt: str, c
 
 def test_static_batch_and_refusals(trained_run: Path, tmp_path: Path, capsys) -> None:
     card = export_run(trained_run, "torchscript", tmp_path / "m.pt", dynamic_batch=False, images=4)
-    assert card["input"]["batch"] == 4 and (tmp_path / "model.json").is_file()
+    assert card["input"]["batch"] == 4 and (tmp_path / "m.pt.json").is_file()
     with pytest.raises(CnnbenchError, match="choose onnx, torchscript, exported_program"):
         export_run(trained_run, "tflite")
     with pytest.raises(SystemExit) as code:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,9 +96,8 @@ def test_resuming_another_run_into_a_completed_directory_is_refused(cli, complet
 
 def test_an_interrupted_run_directory_is_protected_like_a_completed_one(cli, completed: Path, tmp_path: Path
                                                                          ) -> None:
-    killed = tmp_path / "killed" / "checkpoints"
-    killed.mkdir(parents=True)
-    (killed / "last.pt").write_bytes((completed / "checkpoints" / "last.pt").read_bytes())  # no results.json
+    shutil.copytree(completed, tmp_path / "killed")
+    (tmp_path / "killed" / "results.json").unlink()  # killed before it finished: a last.pt, no results.json
     before = snapshot(tmp_path / "killed")
     proc = cli(*SHORT, "hydra.run.dir=killed", cwd=tmp_path)
     assert proc.returncode == 2 and "interrupted run" in proc.stderr and "trainer.resume=auto" in proc.stderr
@@ -154,11 +154,11 @@ def test_ctrl_c_in_the_first_epoch_is_interrupted_and_resumable(cli, tmp_path: P
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == ckpt["step"] + 5
 
 
-def test_stale_temporary_files_of_killed_writes_are_removed(cli, tmp_path: Path) -> None:
-    stale = tmp_path / "run" / "checkpoints" / ".last.pt.abc123.tmp"
-    stale.parent.mkdir(parents=True)
+def test_stale_temporary_files_of_killed_writes_are_removed(cli, completed: Path, tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = completed / "checkpoints" / f".last.pt.{dead.stdout.strip()}.abc123.tmp"  # its writer is gone
     stale.write_bytes(b"x" * 1000)
-    assert cli(*SHORT, "hydra.run.dir=run", cwd=tmp_path).returncode == 0
+    assert cli(*SHORT, "hydra.run.dir=run", "trainer.resume=auto", "trainer.epochs=2", cwd=tmp_path).returncode == 0
     assert not stale.exists() and not list((tmp_path / "run").rglob("*.tmp"))
 
 

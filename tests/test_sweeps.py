@@ -129,8 +129,10 @@ def test_leaderboard_shows_calibration_and_mfu_when_runs_have_them(tmp_path: Pat
             "status": "completed", "model": model, "params": 10, "macs": 1000, "best_val_acc": 90.0 + i,
             "test_acc": 89.0, "train_time_s": 1.0, "train_images_per_s": 100.0, "mfu": 0.25, "scored_step": 7,
             "overrides": [f"model={model}", f"trainer.seed={i}"], **({"test_ece": ece} if ece else {})}))
-    (tmp_path / "2" / "eval.json").write_text(json.dumps({"split": "test", "step": 7, "ece": 9.0, "top5_acc": 99.5,
-                                                           "corruptions": {"mean_corruption_acc": 61.5}}))
+    (tmp_path / "2" / "eval_test.json").write_text(json.dumps({"split": "test", "step": 7, "ece": 9.0,
+                                                                "top5_acc": 99.5}))
+    (tmp_path / "2" / "eval_test_corruptions64.json").write_text(json.dumps({
+        "split": "test", "step": 7, "corruptions": {"mean_corruption_acc": 61.5}}))
     board = build_leaderboard(find_runs([tmp_path]))
     header = to_markdown(board).splitlines()[0]
     assert "ECE %" in header and "top-5 %" in header and "MFU %" in header and "corruption acc %" in header
@@ -138,7 +140,8 @@ def test_leaderboard_shows_calibration_and_mfu_when_runs_have_them(tmp_path: Pat
 
     assert (tmp_path / "corruption_acc_vs_params.png") in plot(board, tmp_path)
     rows = {r["model"]: r for r in board.rows}
-    assert rows["lenet5"]["test_ece"] == 4.0 and rows["vgg11"]["test_ece"] == 9.0  # eval.json of the same step
+    assert rows["lenet5"]["test_ece"] == 4.0 and rows["vgg11"]["test_ece"] == 9.0  # eval_test.json of the same step
     assert rows["lenet5"]["mfu"] == 0.25
-    (tmp_path / "2" / "eval.json").write_text(json.dumps({"split": "val", "step": 7, "ece": 1.0}))
+    (tmp_path / "2" / "eval_test.json").write_text(json.dumps({"split": "test", "step": 6, "ece": 1.0}))
+    (tmp_path / "2" / "eval_test_corruptions64.json").unlink()
     assert {r["model"]: r for r in build_leaderboard(find_runs([tmp_path])).rows}["vgg11"]["test_ece"] is None

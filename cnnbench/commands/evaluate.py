@@ -1,46 +1,101 @@
 """``cnnbench-eval run=<run dir | .pt> [split=test|val|train | folder=<class folders>] [data.<key>=...] [tta=N]
-[batch_size=N] [device=auto] [out=<json>]``: score a trained run again, with calibration.
+[batch_size=N] [device=auto] [out=<json> [overwrite=true]]``: score a trained run again, with calibration.
 
 Rebuilds the model and the preprocessing from the run's checkpoint (same size, channels, normalisation) and
-scores a split of its data (``data.<key>=value`` changes the run's data config first, e.g. ``data.root=``) or
-another folder of class folders with the run's class names. Prints a table and writes ``eval.json`` (next to the
-run, or ``out=``) with top-1, top-5, loss, balanced accuracy, macro-F1, per-class precision/recall/F1, the
-confusion matrix and calibration: expected calibration error over 15 equal-width bins (ECE), negative
-log-likelihood (NLL, the loss) and Brier score; PNGs of the confusion matrix and the reliability diagram go to
-``<run dir>/figures/eval_<split>_*.png``.
+scores a split of its data (data.<key>=value changes the run's data config first, e.g. data.root=; a key the
+data config does not have is refused) or another folder of class folders with the run's class names. Prints a
+table and writes one result file per setting, so no evaluation replaces another: eval_<split>.json in the run
+directory (eval_folder-<name>_<hash>.json for a folder; _tta<N>, _corruptions<N> and a hash of data overrides
+added to the name when they are used), or out=. It holds top-1, top-5, loss, balanced accuracy, macro-F1,
+per-class precision/recall/F1, the confusion matrix, the data overrides used, and calibration: expected
+calibration error over 15 equal-width bins (ECE), negative log-likelihood (NLL, the loss) and Brier score. PNGs
+of the confusion matrix and the reliability diagram go to <run dir>/figures/eval_<setting>_*.png (beside out=
+when given). A checkpoint outside a run directory needs out=: nothing is written beside it.
 
-``corruptions=true`` also scores the first ``corruption_images`` (default 1000) images under 14 of CIFAR-10-C's
+corruptions=true also scores the first ``corruption_images`` (default 1000) images under 14 of CIFAR-10-C's
 15 common corruptions at severities 1-5, generated batched from the clean images with the published parameters
 (frost is not: it needs six photographs of frost): accuracy per type and severity, the
 mean corruption accuracy, a plot of accuracy against severity, and with ``baseline=<run dir>`` the corruption
 error relative to that run's on the same corrupted images (mCE-style).
+
+Data is read through the local cache (CNNBENCH_CACHE, default ~/.cache/cnnbench), never a cache folder recorded
+in the checkpoint.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
+import re
 import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from omegaconf import OmegaConf
 
-from cnnbench.cli import error_boundary, fail, key_values, positive_int
+from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
 from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.errors import CnnbenchError
+from cnnbench.rundir import own
 
 USAGE = ("usage: cnnbench-eval run=<run dir or .pt> [split=test|val|train] [folder=<class folders>] "
-         "[data.<key>=<value> ...] [tta=0|1|2] [batch_size=N] [device=auto] [out=<eval.json>] "
+         "[data.<key>=<value> ...] [tta=0|1|2] [batch_size=N] [device=auto] [out=<eval.json> [overwrite=true]] "
          "[corruptions=true [corruption_images=1000] [baseline=<run dir>]]")
-KEYS = {"run", "split", "folder", "tta", "batch_size", "device", "out", "corruptions", "corruption_images", "baseline"}
+KEYS = {"run", "split", "folder", "tta", "batch_size", "device", "out", "overwrite", "corruptions",
+        "corruption_images", "baseline"}
 
 
-def eval_loader(trained: Trained, split: str, folder: Path | None, data_overrides: dict[str, str], batch_size: int,
+def parse_data_overrides(pairs: dict[str, str], data_cfg) -> dict:
+    """``data.<key>=<text>`` arguments as values, each key checked against the run's data config (a misspelt key
+    is refused, with the closest keys, as training refuses it) and each value parsed as YAML."""
+    import yaml
+
+    keys = [k for k, _ in _flat(OmegaConf.to_container(data_cfg, resolve=True))]
+    values = {}
+    for key, text in pairs.items():
+        name = key.removeprefix("data.")
+        if name not in keys:
+            close = difflib.get_close_matches(name, keys, n=3)
+            raise CnnbenchError(f"{key}: the data config has no such key"
+                                + (f"; did you mean {', '.join('data.' + c for c in close)}?" if close else ""))
+        try:
+            values[key] = yaml.safe_load(text) if text else None
+        except yaml.YAMLError as e:
+            raise CnnbenchError(f"{key}={text}: not a value ({str(e).splitlines()[0]})") from None
+    return values
+
+
+def _flat(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        yield f"{prefix}{key}", value
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+
+
+def setting_tag(split: str, folder: Path | None, tta: int, run_tta: int, corruptions: int, overrides: dict) -> str:
+    """The name of one evaluation setting: the split (or folder), then what differs from the run's own scoring."""
+    parts = ["folder-" + re.sub(r"[^\w.-]", "_", folder.resolve().name) if folder is not None else split]
+    if tta != run_tta:
+        parts.append(f"tta{tta}")
+    if corruptions:
+        parts.append(f"corruptions{corruptions}")
+    if folder is not None or overrides:
+        where = json.dumps([str(folder.resolve()) if folder is not None else None, sorted(overrides.items())],
+                           default=str)
+        parts.append(hashlib.sha1(where.encode()).hexdigest()[:8])
+    return "_".join(parts)
+
+
+def eval_loader(trained: Trained, split: str, folder: Path | None, data_overrides: dict, batch_size: int,
                 device: torch.device):
-    """The run's preprocessing over the chosen images, unshuffled and unaugmented."""
+    """The run's preprocessing over the chosen images, unshuffled and unaugmented (``data_overrides``: parsed
+    values by ``data.<key>``)."""
+    from cnnbench.config.schema import DataConfig
     from cnnbench.data import load_data
     from cnnbench.data.build import image_loader, normalization
+    from cnnbench.data.cache import local_cache_dir
     from cnnbench.data.folders import scan_folder
     from cnnbench.data.images import FileImageSet
     from cnnbench.data.pipeline import from_meta
@@ -48,11 +103,16 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
     cfg = OmegaConf.create(OmegaConf.to_container(trained.cfg.data, resolve=True))
     pipeline = from_meta(trained.meta)
     cfg.update(pipeline.config())  # as trained
+    cfg.cache_dir = local_cache_dir() if cfg.cache_dir else None  # this machine's cache, not the recorded one
     for key, value in data_overrides.items():
-        OmegaConf.update(cfg, key.removeprefix("data."), yaml.safe_load(value) if value else None)
+        OmegaConf.update(cfg, key.removeprefix("data."), value)
+    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)  # (the types training checks)
     channels, size = trained.meta["channels"], trained.meta["image_size"]
     mean, std = normalization(cfg, channels)
     if folder is not None:
+        if not folder.is_dir():
+            raise CnnbenchError(f"folder={folder} {'is not a folder' if folder.exists() else 'does not exist'}; "
+                                f"give a folder of class folders")
         paths, labels, classes = scan_folder(folder)
         unknown = sorted(set(classes) - set(trained.class_names))
         if unknown:
@@ -76,7 +136,8 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
 def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, data_overrides: dict | None = None,
                  tta: int | None = None, batch_size: int | None = None, device: str = "auto",
                  out: Path | None = None, corruptions: int = 0, baseline: Path | None = None) -> dict:
-    """Score ``run`` and write eval.json and its figures; return what was written."""
+    """Score ``run`` and write this setting's result file and its figures; return what was written
+    (``data_overrides``: ``data.<key>`` to its text, as on the command line)."""
     from cnnbench.engine.calibration import reliability
     from cnnbench.engine.evaluate import confusion_matrix, metrics, predict
     from cnnbench.engine.runtime import resolve_device
@@ -87,11 +148,16 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
     if split not in ("test", "val", "train"):
         raise CnnbenchError(f"split={split}: choose test, val or train")
     trained = load_trained(run)
+    data_overrides = parse_data_overrides(data_overrides or {}, trained.cfg.data)
     where = resolve_device(device)
     precision = trained.precision(where)
-    loader = eval_loader(trained, split, folder, data_overrides or {},
-                         batch_size or trained.cfg.data.batch_size, where)
-    tta = trained.cfg.trainer.tta if tta is None else tta
+    run_tta = trained.cfg.trainer.tta
+    tta = run_tta if tta is None else tta
+    tag = setting_tag(split, folder, tta, run_tta, corruptions, data_overrides)
+    in_run = out is None
+    out = trained.output(out, f"eval_{tag}.json")
+    base = trained.run_dir / "figures" / f"eval_{tag}" if in_run else out.parent / out.stem  # figures: base_*.png
+    loader = eval_loader(trained, split, folder, data_overrides, batch_size or trained.cfg.data.batch_size, where)
     start = time.perf_counter()
     scores = predict(trained.model.to(where), loader, precision, tta)
     seconds = time.perf_counter() - start
@@ -102,22 +168,25 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
     what = str(folder) if folder is not None else split
     result = {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "step": trained.step,
               "model": trained.cfg.model.name, "images": len(scores.labels), "split": what, "tta": tta,
-              "device": str(where), "precision": precision.name, "seconds": seconds, **result,
-              "confusion_matrix": cm.tolist(), "class_names": names,
+              "data_overrides": data_overrides, "device": str(where), "precision": precision.name,
+              "seconds": seconds, **result, "confusion_matrix": cm.tolist(), "class_names": names,
               "reliability": [vars(b) for b in bins]}
+    written = {"confusion": Path(f"{base}_confusion_matrix.png"), "reliability": Path(f"{base}_reliability.png")}
+    if corruptions:
+        written["corruptions"] = Path(f"{base}_corruptions.png")
+    if in_run:
+        own(trained.run_dir, out, *written.values())
+    replaced = out.is_file()
     if corruptions:
         result["corruptions"] = robustness(trained, loader, precision, corruptions, baseline, result["acc"],
-                                           trained.run_dir / "figures" / f"eval_{split}_corruptions.png")
-    out = out or trained.run_dir / "eval.json"
+                                           written["corruptions"])
     atomic_write_json(result, out)
-    figures = trained.run_dir / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    tag = "folder" if folder is not None else split
-    figure_image(confusion_figure(cm, names)).save(figures / f"eval_{tag}_confusion_matrix.png")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    figure_image(confusion_figure(cm, names)).save(written["confusion"])
     title = f"{trained.cfg.model.name} on {what} ({len(scores.labels)} images)"
-    figure_image(reliability_figure(bins, result["ece"] / 100, title)).save(figures / f"eval_{tag}_reliability.png")
-    result["written"] = [str(out), str(figures / f"eval_{tag}_confusion_matrix.png"),
-                         str(figures / f"eval_{tag}_reliability.png")]
+    figure_image(reliability_figure(bins, result["ece"] / 100, title)).save(written["reliability"])
+    result["written"] = [str(out), *map(str, written.values())]
+    result["replaced"] = replaced  # (the same setting scored again)
     return result
 
 
@@ -179,18 +248,17 @@ def main(argv: list[str] | None = None) -> None:
     if "tta" in args and tta is None:
         fail(f"tta must be 0, 1 or 2, got {args['tta']!r}")
     batch_size = positive_int(args, "batch_size", 0) if "batch_size" in args else None
-    if args.get("corruptions", "false").lower() not in ("true", "false"):
-        fail(f"corruptions must be true or false, got {args['corruptions']!r}")
-    images = positive_int(args, "corruption_images", 1000) if args.get("corruptions", "").lower() == "true" else 0
+    images = positive_int(args, "corruption_images", 1000) if flag(args, "corruptions") else 0
+    out = output_file(args["out"], "out", (".json",), flag(args, "overwrite")) if "out" in args else None
     with error_boundary():
         result = evaluate_run(Path(args["run"]), args.get("split", "test"),
-                              Path(args["folder"]) if "folder" in args else None,
-                              dict(a.split("=", 1) for a in data_args), tta, batch_size, args.get("device", "auto"),
-                              Path(args["out"]) if "out" in args else None, images,
+                              Path(args["folder"]).expanduser() if "folder" in args else None,
+                              dict(a.split("=", 1) for a in data_args), tta,
+                              batch_size, args.get("device", "auto"), out, images,
                               Path(args["baseline"]) if "baseline" in args else None)
     print_table(result)
-    for path in result["written"]:
-        print(f"wrote {path}")
+    for i, path in enumerate(result["written"]):
+        print(f"{'replaced' if i == 0 and result['replaced'] else 'wrote'} {path}")
 
 
 if __name__ == "__main__":

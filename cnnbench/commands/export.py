@@ -1,31 +1,36 @@
 """``cnnbench-export run=<run dir | .pt> format=onnx|torchscript|exported_program [out=<file>]
-[dynamic_batch=true] [images=8]``: take a trained model out of cnnbench, checked.
+[overwrite=true] [dynamic_batch=true] [images=8]``: take a trained model out of cnnbench, checked.
 
-Writes the model (``model.onnx``, ``model.torchscript.pt`` or ``model.pt2`` in ``<run dir>/export/``, or
-``out=``) and beside it a ``model.json`` card: classes, input channels and size, mean/std, how images are resized,
-the source run and its metrics. Then runs the exported model on real images of the run's test split next to
-PyTorch (fp32, CPU) and prints the largest absolute difference of the logits; above 1e-4 the export fails. ONNX
-needs ``pip install 'cnnbench[export]'`` (onnx, onnxscript, onnxruntime; included in ``dev``). PyTorch deprecates
-TorchScript; ``exported_program`` (``torch.export``) is its successor.
+Writes the model (model.onnx, model.torchscript.pt or model.pt2 in <run dir>/export/, or out=) and beside it
+its card, named after it (model.onnx.json): the files that make the model, classes, input channels and size,
+mean/std, how images are resized, the source run and its metrics. Then runs the exported model on real images
+of the run's test split next to PyTorch (fp32, CPU) and prints the largest absolute difference of the logits;
+above 1e-4 the export fails. An existing model file or card is never replaced unless overwrite=true; a
+checkpoint outside a run directory needs out=. The ONNX file is self-contained (weights inside) up to ONNX's
+2 GB limit; a larger model keeps its weights in <file>.data beside it, and the card lists both. ONNX needs
+pip install 'cnnbench[export]' (onnx, onnxscript, onnxruntime; included in dev). PyTorch deprecates
+TorchScript; exported_program (torch.export) is its successor.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from cnnbench.cli import error_boundary, fail, key_values, positive_int
+from cnnbench.cli import error_boundary, flag, key_values, output_file, positive_int
 from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_write_json
+from cnnbench.rundir import own
 
 USAGE = ("usage: cnnbench-export run=<run dir or .pt> format=onnx|torchscript|exported_program [out=<file>] "
-         "[dynamic_batch=true|false] [images=8]")
+         "[overwrite=true] [dynamic_batch=true|false] [images=8]")
 FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "exported_program": "model.pt2"}
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts"), "exported_program": (".pt2",)}
 TOLERANCE = 1e-4
+ONNX_LIMIT = 2 * 1024**3  # protobuf's limit: weights above it go to an external data file
 
 
 def real_images(trained: Trained, count: int) -> torch.Tensor:
@@ -54,8 +59,9 @@ def export_model(model: torch.nn.Module, x: torch.Tensor, fmt: str, out: Path, d
     except ImportError:
         raise CnnbenchError("format=onnx needs onnx, onnxscript and onnxruntime: pip install 'cnnbench[export]'"
                             ) from None
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     torch.onnx.export(model, (x,), str(out), input_names=["x"], output_names=["logits"], dynamo=True,
-                      dynamic_shapes=shapes, verbose=False)
+                      dynamic_shapes=shapes, verbose=False, external_data=weight_bytes >= ONNX_LIMIT)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     return lambda batch: torch.from_numpy(session.run(None, {"x": batch.numpy()})[0])
 
@@ -69,11 +75,10 @@ def card(trained: Trained, fmt: str, out: Path, x: torch.Tensor, parity: float, 
     p = from_meta(trained.meta)
     resize = (f"shorter side resized to {p.resize_size} ({p.interpolation}), centre {p.image_size} x {p.image_size} "
               f"crop (torchvision's Resize + CenterCrop)" if p.name == "crop" else "resized to size x size (bilinear)")
-    try:
-        results = json.loads((trained.run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        results = {}
-    return {"file": out.name, "format": fmt, "model": trained.cfg.model.name, "classes": trained.class_names,
+    results = trained.results()
+    files = [out.name] + ([f"{out.name}.data"] if (out.parent / f"{out.name}.data").is_file() else [])
+    return {"file": out.name, "files": files, "format": fmt, "model": trained.cfg.model.name,
+            "classes": trained.class_names,
             "input": {"channels": trained.meta["channels"], "size": trained.meta["image_size"], "layout": "NCHW",
                       "dtype": "float32", "batch": "dynamic" if dynamic_batch else x.shape[0],
                       "preprocessing": f"RGB (or grey) decoded, {resize}, divided by 255, minus mean, divided by std",
@@ -85,16 +90,32 @@ def card(trained: Trained, fmt: str, out: Path, x: torch.Tensor, parity: float, 
             "parity": {"images": x.shape[0], "max_abs_logit_diff": parity, "tolerance": TOLERANCE}}
 
 
-def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool = True, images: int = 8) -> dict:
+def card_path(model_file: Path) -> Path:
+    """The card of an exported file: named after it, so that exports in one folder keep their own cards."""
+    return model_file.with_name(f"{model_file.name}.json")
+
+
+def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool = True, images: int = 8,
+               overwrite: bool = False) -> dict:
     """Export, check parity on real images, write the card; return the card."""
     if fmt not in FILES:
         raise CnnbenchError(f"format={fmt}: choose {', '.join(FILES)}")
     trained = load_trained(run)
+    in_run = out is None
+    out = trained.output(out, f"export/{FILES[fmt]}")
+    if out.suffix.lower() not in SUFFIXES[fmt]:
+        raise CnnbenchError(f"out={out}: a {fmt} file ends in {' or '.join(SUFFIXES[fmt])}")
+    taken = [p for p in (out, card_path(out)) if p.exists()]
+    if taken and not overwrite:
+        raise CnnbenchError(f"{taken[0]} exists; give another out= or overwrite=true to replace it")
+    if in_run:
+        own(trained.run_dir, out, card_path(out), f"{out}.data")
     model = trained.model.float().cpu().eval()
     x = real_images(trained, images)
-    out = out or trained.run_dir / "export" / FILES[fmt]
+    # A dynamic batch needs an example of at least 2 (torch.export specialises a size-1 dimension).
+    example = x[:2] if len(x) >= 2 else torch.cat([x, x])
     try:
-        run_exported = export_model(model, x[:2] if dynamic_batch and len(x) > 2 else x, fmt, out, dynamic_batch)
+        run_exported = export_model(model, example if dynamic_batch else x, fmt, out, dynamic_batch)
     except CnnbenchError:
         raise
     except Exception as e:  # the exporter's own refusal (an unsupported op): one line with its reason
@@ -103,7 +124,7 @@ def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool
     with torch.no_grad():
         parity = (run_exported(x) - model(x)).abs().max().item()
     info = card(trained, fmt, out, x, parity, dynamic_batch)
-    atomic_write_json(info, out.parent / "model.json")
+    atomic_write_json(info, card_path(out))
     if not parity <= TOLERANCE:
         raise CnnbenchError(f"{out} differs from PyTorch by {parity:.2e} on {len(x)} test images "
                             f"(tolerance {TOLERANCE:g})")
@@ -113,18 +134,17 @@ def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-export``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = key_values(argv, USAGE, keys={"run", "format", "out", "dynamic_batch", "images"},
+    args = key_values(argv, USAGE, keys={"run", "format", "out", "overwrite", "dynamic_batch", "images"},
                       required={"run", "format"}, doc=__doc__)
-    dynamic = args.get("dynamic_batch", "true").lower()
-    if dynamic not in ("true", "false"):
-        fail(f"dynamic_batch must be true or false, got {dynamic!r}")
+    dynamic, overwrite = flag(args, "dynamic_batch", True), flag(args, "overwrite")
     images = positive_int(args, "images", 8)
+    suffixes = SUFFIXES.get(args["format"], tuple(s for group in SUFFIXES.values() for s in group))
+    out = output_file(args["out"], "out", suffixes, overwrite) if "out" in args else None
     with error_boundary():
-        info = export_run(Path(args["run"]), args["format"], Path(args["out"]) if "out" in args else None,
-                          dynamic == "true", images)
+        info = export_run(Path(args["run"]), args["format"], out, dynamic, images, overwrite)
     parity = info["parity"]
-    print(f"wrote {info['file']} ({info['format']}) and model.json in "
-          f"{Path(args['out']).parent if 'out' in args else Path(info['source']['run']) / 'export'}")
+    folder = out.parent if out is not None else Path(info["source"]["run"]) / "export"
+    print(f"wrote {' + '.join(info['files'])} ({info['format']}) and its card {info['file']}.json in {folder}")
     print(f"parity on {parity['images']} test images: max |logit difference| {parity['max_abs_logit_diff']:.2e} "
           f"(tolerance {parity['tolerance']:g})")
 

@@ -1,16 +1,19 @@
-"""``cnnbench-predict run=<run dir | .pt> images=<file | folder | glob> [top_k=5] [out=<preds.csv | .json>]
-[batch_size=64] [device=auto]``: class probabilities for image files.
+"""``cnnbench-predict run=<run dir | .pt> images=<file | folder | glob> [top_k=5] [out=<preds.csv | .json>
+[overwrite=true]] [batch_size=64] [device=auto]``: class probabilities for image files.
 
 Each image is preprocessed as the run's evaluation data (channels, size, normalisation), in batches, with a
 progress bar; one row per image, in path order: the top-k classes with their probabilities. A file that cannot be
 read becomes a row with its error, not a stop. The rows are printed (the first 50) and written to ``out=`` (CSV:
 ``path, class_1, prob_1, ..., error``; JSON: a list of ``{path, predictions: [{class, prob}], error}``).
+``out=`` is checked before any image is read (a known suffix, a writable folder, not an existing file unless
+``overwrite=true``) and written atomically, so no prediction is computed only to be lost.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import sys
 import time
@@ -18,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.cli import error_boundary, fail, key_values, positive_int
+from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
 from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.data.decode import IMAGE_EXTENSIONS, read_image
 from cnnbench.errors import CnnbenchError
+from cnnbench.fileio import atomic_write
 
 USAGE = ("usage: cnnbench-predict run=<run dir or .pt> images=<file | folder | glob> [top_k=5] "
-         "[out=<preds.csv | preds.json>] [batch_size=64] [device=auto]")
+         "[out=<preds.csv | preds.json> [overwrite=true]] [batch_size=64] [device=auto]")
 SHOWN = 50
 
 
@@ -82,27 +86,27 @@ def predict_files(trained: Trained, files: list[Path], top_k: int, batch_size: i
 
 
 def write_rows(rows: list[dict], out: Path, top_k: int) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """The rows as CSV or JSON (by ``out``'s suffix), written atomically."""
     if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(rows, indent=1) + "\n")
-        return
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
+        text = json.dumps(rows, indent=1) + "\n"
+    else:
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
         writer.writerow(["path", *(f"{c}_{i}" for i in range(1, top_k + 1) for c in ("class", "prob")), "error"])
         for r in rows:
             cells = [v for p in r["predictions"] for v in (p["class"], f"{p['prob']:.6f}")]
             writer.writerow([r["path"], *cells, *[""] * (2 * top_k - len(cells)), r["error"]])
+        text = buffer.getvalue()
+    atomic_write(out, lambda f: f.write(text.encode()))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-predict``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = key_values(argv, USAGE, keys={"run", "images", "top_k", "out", "batch_size", "device"},
+    args = key_values(argv, USAGE, keys={"run", "images", "top_k", "out", "overwrite", "batch_size", "device"},
                       required={"run", "images"}, doc=__doc__)
     top_k, batch_size = positive_int(args, "top_k", 5), positive_int(args, "batch_size", 64)
-    out = Path(args["out"]) if "out" in args else None
-    if out is not None and out.suffix.lower() not in (".csv", ".json"):
-        fail(f"out={out} must end in .csv or .json")
+    out = output_file(args["out"], "out", (".csv", ".json"), flag(args, "overwrite")) if "out" in args else None
     with error_boundary():
         trained = load_trained(Path(args["run"]))
         files = image_files(args["images"])
@@ -121,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     if out is not None:
         write_rows(rows, out, min(top_k, len(trained.class_names)))
         print(f"wrote {out}")
+    if failed:
+        fail(f"{failed} of {len(rows)} images could not be read (their rows say why)", code=1)
 
 
 if __name__ == "__main__":

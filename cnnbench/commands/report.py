@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from cnnbench.cli import error_boundary, fail
+from cnnbench.cli import error_boundary, fail, writable_folder
 from cnnbench.leaderboard import write_report
 
 
@@ -18,10 +19,20 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(d) for d in args.dirs if not d.exists()]
     if missing:
         fail(f"{', '.join(missing)} does not exist")
+    out = args.out or (args.dirs[0] if args.dirs[0].is_dir() else args.dirs[0].parent)
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; give a folder for the leaderboard files")
+    writable_folder(out, f"--out {out}")
+    skipped: list[str] = []
     with error_boundary():
-        board = write_report(args.dirs, args.out)
+        board = write_report(args.dirs, out, skipped=skipped)
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
     if board.total == 0:
-        fail(f"no results.json under {', '.join(map(str, args.dirs))}")
+        fail(f"no readable results.json under {', '.join(map(str, args.dirs))}; nothing written")
+    if skipped:
+        fail(f"{len(skipped)} results.json file(s) could not be read (listed above); the leaderboard in {out} has "
+             f"the other {board.total}", code=1)
 
 
 if __name__ == "__main__":

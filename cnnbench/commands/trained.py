@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from cnnbench import rundir
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.runtime import Precision, resolve_precision
 from cnnbench.errors import CnnbenchError
@@ -18,7 +18,7 @@ from cnnbench.errors import CnnbenchError
 @dataclass
 class Trained:
     checkpoint: Path
-    run_dir: Path
+    run_dir: Path | None  # the cnnbench run directory holding the checkpoint; None for a checkpoint elsewhere
     cfg: DictConfig  # the run's composed config, as recorded in its checkpoint
     meta: dict  # class_names, channels, image_size
     model: nn.Module  # in eval mode, on the CPU, with the checkpoint's weights
@@ -33,34 +33,72 @@ class Trained:
         name = self.cfg.trainer.precision
         return resolve_precision("auto" if name == "fp16" and device.type != "cuda" else name, device)
 
+    def output(self, out: Path | None, default: str) -> Path:
+        """Where a command writes: ``out``, else ``default`` inside the run directory (recorded there as
+        cnnbench's). A checkpoint outside a run directory has no place of its own: ``out=`` is required, and
+        nothing is ever written beside such a checkpoint unasked."""
+        if out is not None:
+            return out
+        if self.run_dir is None:
+            raise CnnbenchError(f"{self.checkpoint} is not inside a cnnbench run directory; give out=<file> for "
+                                f"what this command writes")
+        return self.run_dir / default
+
+    def results(self) -> dict:
+        """The run's results.json (empty for a checkpoint outside a run directory, or when unreadable)."""
+        if self.run_dir is None:
+            return {}
+        return rundir.earlier_results(self.run_dir) or {}
+
 
 def load_trained(run: Path) -> Trained:
     """The best checkpoint of a run directory (or the given ``.pt``) with its model rebuilt. A missing path, a
-    run that failed or never saved a checkpoint, or a file cnnbench did not write is a one-line error."""
-    from cnnbench.models import build_from_config
-
+    run that failed or never saved a checkpoint, a file cnnbench did not write, or a checkpoint whose recorded
+    config does not fit its weights is a one-line error."""
     run = Path(run).expanduser()
     if not run.exists():
         raise CnnbenchError(f"run={run}: no such run directory or checkpoint")
-    ckpt_path = run if run.is_file() else run / "checkpoints" / "best.pt"
-    run_dir = ckpt_path.parent.parent if run.is_file() else run
-    if not ckpt_path.is_file():
-        status = _status(run_dir)
-        said = f" (its results.json says {status})" if status else ""
-        raise CnnbenchError(f"{run_dir} has no checkpoints/best.pt{said}; give a run directory that cnnbench "
-                            "trained, or a checkpoint file")
+    if run.is_dir():
+        ckpt_path, run_dir = run / "checkpoints" / "best.pt", run
+        if not ckpt_path.is_file():
+            status = (rundir.earlier_results(run) or {}).get("status")
+            said = f" (its results.json says {status})" if status else ""
+            raise CnnbenchError(f"{run} has no checkpoints/best.pt{said}; give a run directory that cnnbench "
+                                "trained, or a checkpoint file")
+    elif run.is_file():
+        ckpt_path = run
+        run_dir = run.parent.parent if run.parent.name == "checkpoints" and rundir.is_run_dir(run.parent.parent) \
+            else None
+    else:
+        raise CnnbenchError(f"run={run} is not a regular file or a folder; give a run directory or a checkpoint")
     ckpt = load_checkpoint(ckpt_path)
-    if not ckpt.get("config") or not ckpt.get("meta") or "model" not in ckpt:
+    if not ckpt.get("config") or not ckpt.get("meta"):
         raise CnnbenchError(f"{ckpt_path} has no config or input description (not written by this cnnbench); "
                             f"give a run directory or a checkpoint that cnnbench wrote")
-    cfg, meta = OmegaConf.create(ckpt["config"]), ckpt["meta"]
-    model = build_from_config(cfg.model, len(meta["class_names"]), meta["channels"], meta["image_size"])
+    try:
+        return _rebuild(ckpt, ckpt_path, run_dir)
+    except CnnbenchError:
+        raise
+    except Exception as e:  # a foreign or edited file: any shape of wrongness, said in one line
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CnnbenchError(f"{ckpt_path}: its recorded config does not fit its weights or is malformed "
+                            f"({type(e).__name__}: {first}); give a checkpoint that cnnbench wrote, unchanged"
+                            ) from None
+
+
+def _rebuild(ckpt: dict, ckpt_path: Path, run_dir: Path | None) -> Trained:
+    from cnnbench.data.pipeline import from_meta
+    from cnnbench.models import build_from_config
+
+    cfg, meta = OmegaConf.create(ckpt["config"]), dict(ckpt["meta"])
+    names = meta["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise TypeError("meta.class_names is not a list of names")
+    meta["channels"], meta["image_size"] = int(meta["channels"]), int(meta["image_size"])
+    from_meta(meta)  # (the input description must make a pipeline)
+    for key in ("model.name", "trainer.precision", "trainer.tta", "data.batch_size", "data.mean", "data.std"):
+        if OmegaConf.select(cfg, key, default=None) is None:  # (keys the commands read)
+            raise KeyError(f"the config has no {key}")
+    model = build_from_config(cfg.model, len(names), meta["channels"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
     return Trained(ckpt_path, run_dir, cfg, meta, model.eval(), ckpt.get("step"))
-
-
-def _status(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "results.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None

@@ -1,7 +1,8 @@
 """``cnnbench-visualize run=<run dir> image=<image file> layer=<module name>``: one image's feature maps.
 
 Loads the run's best checkpoint, preprocesses the image as the run's data was (channels, size, mean/std), and
-writes a captioned PNG (``out=<file>``, default ``<run dir>/figures/visualize_<layer>_<image>.png``): the input
+writes a captioned PNG (``out=<file>``, default ``<run dir>/figures/visualize_<layer>_<image>.png``; a checkpoint
+outside a run directory needs ``out=``; an existing ``out=`` is replaced only with ``overwrite=true``): the input
 as the model saw it, the first 16 maps of the layer as a 4x4 grid, the layer's kind and output shape, and the
 model's top-k classes (``top_k=3``), which are also printed. Without ``layer=``, or with a wrong one, it lists
 the layers.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.cli import error_boundary, key_values, positive_int
+from cnnbench.cli import error_boundary, flag, key_values, output_file, positive_int
 from cnnbench.commands.trained import load_trained
 from cnnbench.data.build import normalization
 from cnnbench.data.decode import Resize, read_image
@@ -22,9 +23,10 @@ from cnnbench.data.pipeline import from_meta
 from cnnbench.errors import CnnbenchError
 from cnnbench.pictures import capture, denormalize, trace
 from cnnbench.pictures.cards import GRID_CHANNELS, feature_card
+from cnnbench.rundir import own
 
 USAGE = ("usage: cnnbench-visualize run=<run dir or .pt> image=<image file> layer=<module name> [top_k=3] "
-         "[out=<png>]")
+         "[out=<png> [overwrite=true]]")
 
 
 def load_image(path: Path, channels: int, resize: Resize, data_cfg) -> torch.Tensor:
@@ -52,7 +54,10 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
         probs = model(x).float().softmax(1)[0]
     values, indices = probs.topk(min(top_k, len(names)))
     top = [(names[i], 100.0 * p) for p, i in zip(values.tolist(), indices.tolist(), strict=True)]
-    out = out or trained.run_dir / "figures" / f"visualize_{layer}_{image.stem}.png"
+    in_run = out is None
+    out = trained.output(out, f"figures/visualize_{layer}_{image.stem}.png")
+    if in_run:
+        own(trained.run_dir, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     seen = denormalize(x, *normalization(cfg.data, meta["channels"]))[0]
     layer_info = trace(model, x)[layer]
@@ -68,12 +73,12 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-visualize``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = key_values(argv, USAGE, keys={"run", "image", "layer", "out", "top_k"}, required={"run", "image"},
-                      doc=__doc__)
+    args = key_values(argv, USAGE, keys={"run", "image", "layer", "out", "overwrite", "top_k"},
+                      required={"run", "image"}, doc=__doc__)
     top_k = positive_int(args, "top_k", 3)
+    out = output_file(args["out"], "out", (".png", ".jpg", ".jpeg"), flag(args, "overwrite")) if "out" in args else None
     with error_boundary():
-        out, top = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"),
-                             Path(args["out"]) if "out" in args else None, top_k)
+        out, top = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"), out, top_k)
     print(f"wrote {out}")
     for name, p in top:
         print(f"  {p:5.1f}%  {name}")

@@ -103,6 +103,7 @@ def load_data(cfg: DictConfig) -> DataBundle:
     if len(class_names) != len(raw.class_names):
         raise CnnbenchError(f"data.class_names has {len(class_names)} names but {cfg.name} has "
                             f"{len(raw.class_names)} classes")
+    check_classes(raw, cfg)
 
     if test is None:  # a train/ folder alone: the reported part is carved from it first
         train, test = _carve(train, cfg.test_fraction, cfg.split_seed + 1, raw.per_class, "test_fraction")
@@ -114,6 +115,20 @@ def load_data(cfg: DictConfig) -> DataBundle:
     if val is None and cfg.val_fraction > 0:
         train, val = _carve(train, cfg.val_fraction, cfg.split_seed, raw.per_class, "val_fraction")
     return DataBundle(train, val, test, class_names, cfg.channels, pipeline, raw.notes)
+
+
+def check_classes(raw: RawSplits, cfg: DictConfig) -> None:
+    """Refuse class sets a classifier cannot learn: fewer than two classes, or a class without training images
+    (it could never be predicted, and every score of it would be 0)."""
+    where = f"data.root={cfg.root}" if cfg.root else f"data={cfg.name}"
+    if len(raw.class_names) < 2:
+        raise CnnbenchError(f"{where} has {len(raw.class_names)} class ({', '.join(raw.class_names)}); a classifier "
+                            f"needs at least 2 classes (one folder, or one label, per class)")
+    counts = torch.bincount(raw.train.labels, minlength=len(raw.class_names))
+    empty = [name for name, n in zip(raw.class_names, counts.tolist(), strict=True) if n == 0]
+    if empty and raw.per_class:  # (users' folders; a library set's classes are its own)
+        raise CnnbenchError(f"{where}: class {', '.join(empty[:5])} has no training images; add images to it or "
+                            f"remove its folder")
 
 
 def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[float]]:

@@ -1,9 +1,10 @@
 """An on-disk cache of decoded data sets, so a second run skips decoding (JPEGs take seconds, a cache read ms).
 
 The key covers what the images came from and how they were made: the data set, its root, every file under the
-root (path, size, modification time: an image replaced, added or removed anywhere makes a new key), the sizes
-and pipeline asked for, the channels and the decoding version. A cache file that cannot be read, or does not
-hold what a cache holds, is rebuilt, never trusted.
+root and every file a list names, wherever it lives (path, size, modification time: an image replaced, added or
+removed anywhere makes a new key), the sizes and pipeline asked for, the channels and the decoding version. A
+cache file that cannot be read, or does not hold what a cache holds, is rebuilt, never trusted. A run killed
+while writing the cache leaves a temporary file that the next run removes.
 """
 
 from __future__ import annotations
@@ -21,13 +22,21 @@ from cnnbench.data.folders import walk_files
 from cnnbench.data.images import ImageSet
 from cnnbench.data.pipeline import CONFIG_KEYS, Pipeline
 from cnnbench.data.sources import RawSplits
-from cnnbench.fileio import atomic_save
+from cnnbench.fileio import atomic_save, remove_stale_temporaries
+
+DEFAULT_DIR = "~/.cache/cnnbench"  # (conf/data/*.yaml: ${oc.env:CNNBENCH_CACHE,'~/.cache/cnnbench'})
 
 
-def files_fingerprint(root: Path) -> str:
-    """A digest of every file under ``root``: its path, size and modification time (links followed once)."""
+def local_cache_dir() -> str:
+    """This machine's cache folder: ``CNNBENCH_CACHE``, else ~/.cache/cnnbench (what the data configs say)."""
+    return os.environ.get("CNNBENCH_CACHE") or DEFAULT_DIR
+
+
+def files_fingerprint(root: Path, paths: list[str] | None = None) -> str:
+    """A digest of files: their paths (relative to ``root``), sizes and modification times; ``paths`` default to
+    every file under ``root`` (links followed once)."""
     digest = hashlib.sha1()
-    for path in walk_files(root):
+    for path in walk_files(root) if paths is None else paths:
         try:
             st = os.stat(path)
         except OSError:  # a dangling link: part of the key as such
@@ -37,6 +46,13 @@ def files_fingerprint(root: Path) -> str:
     return digest.hexdigest()
 
 
+def listed_files(root: Path) -> list[str]:
+    """Every image that the split lists under ``root`` name (data=filelist), wherever it lives."""
+    from cnnbench.data.folders import list_files, read_list
+
+    return sorted({path for lst in list_files(root).values() for path, _ in read_list(lst)})
+
+
 def cache_key(cfg) -> dict:
     """What decides the decoded images of the ``data`` config ``cfg``."""
     key = {"name": cfg.name, "channels": cfg.channels, "decode": DECODE_VERSION,
@@ -44,6 +60,8 @@ def cache_key(cfg) -> dict:
     if cfg.root is not None:
         root = Path(cfg.root).expanduser().resolve()
         key.update(root=str(root), files=files_fingerprint(root) if root.is_dir() else None)
+        if cfg.name == "filelist" and root.is_dir():  # lists may name images outside the root (../, absolute)
+            key["listed"] = files_fingerprint(root, listed_files(root))
     return key
 
 
@@ -82,6 +100,7 @@ def save(path: Path, splits: RawSplits) -> None:
 
     try:
         os.makedirs(path.parent, exist_ok=True)
+        remove_stale_temporaries(path.parent)  # (partial files of runs killed while writing)
         atomic_save({"train": pair(splits.train), "test": pair(splits.test), "val": pair(splits.val),
                      "class_names": splits.class_names, "per_class": splits.per_class,
                      "notes": list(splits.notes),

@@ -10,6 +10,7 @@ see the whole photo) and ``centre`` (photos for evaluation: torchvision's ``Resi
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ def _opened(path: str | Path):
     """The Pillow image of ``path``; an unreadable file is a one-line error naming it."""
     from PIL import Image, UnidentifiedImageError
 
+    if not os.path.isfile(path):  # (a FIFO or device would block the read for ever)
+        what = "not a regular file" if os.path.exists(path) else "no such file"
+        raise CnnbenchError(f"cannot decode image {path}: {what}; give an image file")
     try:
         with Image.open(path) as img:
             yield img

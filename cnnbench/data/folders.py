@@ -12,6 +12,7 @@ files and are decoded per batch (``cnnbench.data.stream``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from pathlib import Path
 
@@ -49,10 +50,12 @@ def walk_files(folder: Path, skip: set[str] | None = None) -> list[str]:
     return sorted(found)
 
 
-def scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
+def scan_folder(folder: Path, skipped: list[str] | None = None) -> tuple[list[str], torch.Tensor, list[str]]:
     """The image files of an ImageFolder-style tree (one sub-folder per class, images at any depth below it),
     their labels and the classes, as torchvision's ``ImageFolder`` finds them, except that symbolic links are
-    followed at most once (``walk_files``): a file reached twice counts once, under the first class."""
+    followed at most once (``walk_files``): a file reached twice counts once, under the first class. Names with
+    an image suffix that are not regular files (a FIFO, a device: reading one would block) are left out and
+    appended to ``skipped``."""
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise CnnbenchError(f"{folder}: no class folders; expected one sub-folder per class holding images")
@@ -62,7 +65,13 @@ def scan_folder(folder: Path) -> tuple[list[str], torch.Tensor, list[str]]:
         own = os.path.realpath(folder / name)
         for path in walk_files(folder / name, skip=class_dirs - {own}):
             real = os.path.realpath(path)
-            if path.lower().endswith(IMAGE_EXTENSIONS) and real not in seen:
+            if not path.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            if not os.path.isfile(path):
+                if skipped is not None:
+                    skipped.append(path)
+                continue
+            if real not in seen:
                 seen.add(real)
                 paths.append(path)
                 labels.append(label)
@@ -84,21 +93,22 @@ def read_imagefolder(cfg: DictConfig) -> RawSplits:
     if not (root / "train").is_dir():
         raise CnnbenchError(f"data.root={cfg.root} must hold a train/ folder of class folders (and optionally "
                             f"test/ and val/)")
-    found = {split: scan_folder(root / split) for split in SPLITS if (root / split).is_dir()}
+    skipped: list[str] = []
+    found = {split: scan_folder(root / split, skipped) for split in SPLITS if (root / split).is_dir()}
     for split, (_, _, classes) in found.items():
         if classes != found["train"][2]:
             raise CnnbenchError(f"class folders differ between {root / 'train'} and {root / split}: "
                                 f"{found['train'][2]} vs {classes}")
-    return _layout(cfg, found, {split: f"{split}/" for split in found})
+    notes = (f"skipped {len(skipped)} name(s) with an image suffix that are not regular files (FIFOs, devices), "
+             f"e.g. {skipped[0]}",) if skipped else ()
+    return _layout(cfg, found, {split: f"{split}/" for split in found}, notes)
 
 
 def read_filelist(cfg: DictConfig) -> RawSplits:
     """``data.root`` holding ``train.csv`` (and ``val.csv``, ``test.csv``; or .tsv, .txt): one image per line,
     ``path,label`` (a header line ``path,label`` is skipped), paths relative to the list's folder."""
     root = _root(cfg, "train.csv (and test.csv or val.csv)")
-    lists = {split: next((root / f"{split}{suffix}" for suffix in LIST_SUFFIXES if (root / f"{split}{suffix}")
-                          .is_file()), None) for split in SPLITS}
-    lists = {split: path for split, path in lists.items() if path is not None}
+    lists = list_files(root)
     if "train" not in lists:
         raise CnnbenchError(f"data.root={cfg.root} must hold train.csv (or .tsv, .txt: path,label per line) and "
                             f"optionally test.csv and val.csv")
@@ -115,30 +125,42 @@ def read_filelist(cfg: DictConfig) -> RawSplits:
     return _layout(cfg, found, {split: path.name for split, path in lists.items()})
 
 
+def list_files(root: Path) -> dict[str, Path]:
+    """The list file of each split that ``root`` holds (``train.csv`` or .tsv or .txt, and so on)."""
+    lists = {split: next((root / f"{split}{suffix}" for suffix in LIST_SUFFIXES if (root / f"{split}{suffix}")
+                          .is_file()), None) for split in SPLITS}
+    return {split: path for split, path in lists.items() if path is not None}
+
+
 def read_list(path: Path) -> list[tuple[str, str]]:
     """The (image path, label) rows of a list file; each path made absolute and checked to exist."""
     delimiter = LIST_SUFFIXES[path.suffix]
     rows = []
-    with open(path, newline="") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            sep = delimiter or ("\t" if "\t" in line else ",")
-            fields = [x.strip() for x in next(csv.reader([line], delimiter=sep))]
-            if number == 1 and [x.lower() for x in fields[:2]] == ["path", "label"]:
-                continue
-            if len(fields) != 2 or not all(fields):
-                raise CnnbenchError(f"{path} line {number}: expected path{sep}label, got {line.strip()!r}")
-            image = Path(fields[0]) if Path(fields[0]).is_absolute() else path.parent / fields[0]
-            if not image.is_file():
-                raise CnnbenchError(f"{path} line {number}: no file {image}")
-            rows.append((str(image), fields[1]))
+    try:
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()  # (the byte-order mark spreadsheets write)
+    except UnicodeDecodeError as e:
+        raise CnnbenchError(f"{path} is not UTF-8 text (byte {e.start}); save the list as UTF-8") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        sep = delimiter or ("\t" if "\t" in line else ",")
+        fields = [x.strip() for x in next(csv.reader([line], delimiter=sep))]
+        if number == 1 and [x.lower() for x in fields[:2]] == ["path", "label"]:
+            continue
+        if len(fields) != 2 or not all(fields):
+            raise CnnbenchError(f"{path} line {number}: expected path{sep}label, got {line.strip()!r}")
+        image = Path(fields[0]) if Path(fields[0]).is_absolute() else path.parent / fields[0]
+        if not image.is_file():
+            what = "not a regular file:" if image.exists() else "no file"
+            raise CnnbenchError(f"{path} line {number}: {what} {image}")
+        rows.append((str(image), fields[1]))
     if not rows:
         raise CnnbenchError(f"{path}: no images listed")
     return rows
 
 
-def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str]) -> RawSplits:
+def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str], notes: tuple[str, ...] = ()
+            ) -> RawSplits:
     """Image sets for the splits ``found`` (named ``names`` on the console), and which selects and which is
     reported."""
     for split, (paths, _, _) in found.items():
@@ -164,14 +186,45 @@ def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str]) -
     train = names["train"]
     if "test" in files:
         test, val = files["test"], files.get("val")
-        notes = (f"{names['test']} is the reported split; {names['val'] if val else 'data.val_fraction of ' + train}"
+        notes += (f"{names['test']} is the reported split; {names['val'] if val else 'data.val_fraction of ' + train}"
                  f" selects the best checkpoint",)
     elif "val" in files:
         test, val = files["val"], None
-        notes = (f"no test split: {names['val']} is the reported (test) split, never used to select; "
+        notes += (f"no test split: {names['val']} is the reported (test) split, never used to select; "
                  f"data.val_fraction of {train} selects the best checkpoint",)
     else:
         test = val = None
-        notes = (f"{train} alone: data.test_fraction={cfg.test_fraction} of each class is the reported split and "
+        notes += (f"{train} alone: data.test_fraction={cfg.test_fraction} of each class is the reported split and "
                  f"data.val_fraction={cfg.val_fraction} of the rest selects (fixed by data.split_seed)",)
+    notes += tuple(overlap_warnings(found, names))
     return RawSplits(files["train"], test, found["train"][2], val=val, per_class=True, notes=notes, pipeline=pipeline)
+
+
+def overlap_warnings(found: dict[str, Scanned], names: dict[str, str]) -> list[str]:
+    """A warning for each held-out split whose images are also training images: the same file (by real path) or
+    the same bytes (files of equal size compared by digest, so only likely twins are read)."""
+    train = found["train"][0]
+    real = {os.path.realpath(p) for p in train}
+    by_size: dict[int, list[str]] = {}
+    for p in train:
+        by_size.setdefault(os.path.getsize(p), []).append(p)
+    digests: dict[str, str] = {}
+
+    def digest(path: str) -> str:
+        if path not in digests:
+            digests[path] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        return digests[path]
+
+    warnings = []
+    for split in ("val", "test"):
+        same_file = same_bytes = 0
+        for p in found.get(split, ([], None, None))[0]:
+            if os.path.realpath(p) in real:
+                same_file += 1
+            elif any(digest(p) == digest(t) for t in by_size.get(os.path.getsize(p), ())):
+                same_bytes += 1
+        if same_file or same_bytes:
+            warnings.append(f"warning: {same_file + same_bytes} of {len(found[split][0])} images in {names[split]} "
+                            f"are also training images ({same_file} the same file, {same_bytes} the same bytes): "
+                            f"its scores overstate how well the model generalises")
+    return warnings

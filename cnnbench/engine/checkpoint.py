@@ -9,6 +9,7 @@ import torch
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_save
+from cnnbench.rundir import own
 
 
 def load_checkpoint(path: Path | str) -> dict:
@@ -48,4 +49,5 @@ class Checkpointer:
             raise CnnbenchError(f"the weights became non-finite by step {state.get('step')} ({bad}); not saved, the "
                                 f"last good checkpoint stays; lower optimizer.lr, set trainer.grad_clip, or use "
                                 f"trainer.precision=fp32")
+        own(self.dir.parent, f"checkpoints/{name}")
         atomic_save({**state, **self.payload}, self.dir / name)

@@ -4,7 +4,8 @@ After each epoch the monitored value (``val/acc``, ``val/loss``, ``val_ema/*`` o
 must rise, losses fall) is compared with the best so far: a change of more than ``min_delta`` in the right
 direction is an improvement; ``patience`` epochs in a row without one stop the run. The run then ends as a
 completed one (tested on its best checkpoint), and ``results.json`` says when and why. The state is part of
-every checkpoint, so a resumed run counts on from where it was, and a run that stopped stays stopped.
+every checkpoint, so a resumed run counts on from where it was, and a run that stopped stays stopped; resumed
+with other settings, the new settings are applied to the run's history (``resume``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,23 @@ class EarlyStopping:
     def summary(self) -> dict:
         """For results.json: the settings, the best value and its epoch, and whether and when it stopped."""
         return {**asdict(self), "stopped": self.stopped}
+
+    def resume(self, saved: dict | None, history: list[dict], epochs: int) -> str | None:
+        """Take the saved state when the settings are the same; otherwise the state these settings give over the
+        run's ``history`` (its epochs' metrics; ``epochs``: the planned number), so that a stop and its message
+        always match the history. Returns what to say when the settings changed."""
+        settings = {"monitor": self.monitor, "patience": self.patience, "min_delta": self.min_delta}
+        if saved is not None and all(saved.get(k) == v for k, v in settings.items()):
+            self.load_state_dict(saved)
+            return None
+        for entry in history:
+            if self.monitor in entry:
+                self.update(entry["epoch"], entry, last=entry["epoch"] >= epochs)
+        if saved is None:
+            return None
+        changed = ", ".join(f"{k} {saved.get(k)} -> {v}" for k, v in settings.items() if saved.get(k) != v)
+        now = f"stops after epoch {self.stopped_epoch}" if self.stopped else "has not stopped: training goes on"
+        return f"early stopping settings changed ({changed}): over the run's {len(history)} epochs the run {now}"
 
     def state_dict(self) -> dict:
         return asdict(self)

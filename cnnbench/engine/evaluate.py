@@ -83,8 +83,10 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 def metrics(scores: Scores, class_names: list[str]) -> dict:
     """Loss, top-1 and top-5 accuracy, balanced accuracy, macro-F1 and per-class precision / recall / F1, in
-    percent. A class with no images (or no predictions) counts 0 where it divides by zero, as scikit-learn's
-    ``zero_division=0``; balanced accuracy averages recall over the classes that have images."""
+    percent. The macro averages follow scikit-learn: balanced accuracy averages recall over the classes that
+    occur in the labels (``balanced_accuracy_score``), macro-F1 averages F1 over the classes that occur in the
+    labels or the predictions (``f1_score(average="macro")``); a class absent from both is in neither. A
+    class's precision or recall that divides by zero counts 0 (``zero_division=0``)."""
     cm = confusion_matrix(scores.preds, scores.labels, len(class_names)).double()
     hits, true, predicted = cm.diag(), cm.sum(1), cm.sum(0)
     recall = hits / true.clamp_min(1)
@@ -94,7 +96,7 @@ def metrics(scores: Scores, class_names: list[str]) -> dict:
         "loss": scores.loss,
         "acc": accuracy(scores.preds, scores.labels),
         "balanced_acc": 100.0 * recall[true > 0].mean().item(),
-        "macro_f1": 100.0 * f1.mean().item(),
+        "macro_f1": 100.0 * f1[(true > 0) | (predicted > 0)].mean().item(),
         "per_class": {name: {"precision": 100.0 * precision[i].item(), "recall": 100.0 * recall[i].item(),
                              "f1": 100.0 * f1[i].item(), "images": int(true[i].item())}
                       for i, name in enumerate(class_names)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -86,6 +87,16 @@ class Schedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state)
+
+    def fast_forward(self, steps: int, epochs: int) -> None:
+        """Step a freshly built schedule to where a run of ``steps`` optimizer steps (``epochs`` epochs) is: what
+        resuming with a changed plan does, so that the schedule follows the new plan from there."""
+        units = steps if self.per_step else epochs
+        last = getattr(self.scheduler, "total_steps", None)  # (one-cycle refuses a step past its end)
+        with warnings.catch_warnings():  # ("scheduler stepped before optimizer": deliberate here)
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(min(units, last - 1) if last else units):
+                self.scheduler.step()
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int, total_steps: int

@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from cnnbench.engine.callbacks import Callback
+from cnnbench.rundir import own
 from cnnbench.tracking import Reporter
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Profile(Callback):
             profiler.stop()  # (writes now if the run ended inside the active steps)
 
     def _write(self, prof: profile) -> None:
+        own(self.out_dir.parent, f"{self.out_dir.name}/")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(self.out_dir / "trace.json"))
         table = prof.key_averages().table(sort_by=self.sort_by, row_limit=ROWS)

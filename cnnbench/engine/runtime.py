@@ -15,9 +15,19 @@ from cnnbench.errors import CnnbenchError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU."""
+    """``auto`` picks CUDA, then MPS, then CPU; a device this machine does not have is a one-line error."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise CnnbenchError(f"device={name} is not a device name; choose auto, cpu, cuda, cuda:<n> or mps"
+                                ) from None
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+        if not available.get(device.type, True) or (
+                device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()):
+            raise CnnbenchError(f"device={name}: this machine has no such device (found: "
+                                f"{', '.join(k for k, v in available.items() if v)}); choose auto or cpu")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():

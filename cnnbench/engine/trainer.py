@@ -328,6 +328,7 @@ class Trainer:
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
             "batch_in_epoch": self.batches_done if mid_epoch else 0,
             "history": s.history,
+            "planned_steps": self.total_steps,
             "train_time_s": s.train_time_s,
             "images_seen": s.images_seen,
             # the loader as of the start of the epoch in progress (= now, between epochs)
@@ -345,10 +346,23 @@ class Trainer:
 
     def restore(self, ckpt: dict) -> None:
         """Continue exactly where ``ckpt`` left off: weights, optimizer, schedule, counters, random streams and
-        the callbacks' states."""
+        the callbacks' states. A changed plan (trainer.epochs or max_steps) rescales the schedule to it; changed
+        early-stopping settings are applied to the run's history."""
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.schedule.load_state_dict(ckpt["scheduler"])
+        planned = ckpt.get("planned_steps", self.total_steps)
+        if planned == self.total_steps:
+            self.schedule.load_state_dict(ckpt["scheduler"])
+        else:  # the schedule of a run planned this long, at the step reached (timm's way on a longer resume)
+            for group, hyper in zip(self.optimizer.param_groups, fresh, strict=True):
+                group.update(hyper)
+            self.schedule.fast_forward(ckpt["step"], ckpt["epoch"])
+            where = "past its new end: nothing more to train" if ckpt["step"] >= self.total_steps else (
+                f"the learning rate follows the new plan from step {ckpt['step']} "
+                f"(now {self.optimizer.param_groups[0]['lr']:.3g})")
+            self.reporter.info(f"the plan changed from {planned} to {self.total_steps} optimizer steps "
+                               f"(trainer.epochs / max_steps): {where}")
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         s = self.state
@@ -359,9 +373,11 @@ class Trainer:
             None if s.best_val_acc is None else (s.best_val_acc, -s.best_val_loss))  # (older checkpoints)
         if self.ema is not None:  # (a checkpoint without an average starts one from the restored weights)
             self.ema.load_state_dict(ckpt.get("ema") or ckpt["model"])
-        if self.early_stopping is not None:
-            self.early_stopping.load_state_dict(ckpt.get("early_stopping"))
         s.history = list(ckpt.get("history", []))
+        if self.early_stopping is not None:
+            note = self.early_stopping.resume(ckpt.get("early_stopping"), s.history, self.cfg.epochs)
+            if note:
+                self.reporter.info(note)
         s.train_time_s, s.images_seen = ckpt.get("train_time_s", 0.0), ckpt.get("images_seen", 0)
         torch.set_rng_state(ckpt["rng"]["torch"])
         set_host_rng_state(ckpt["rng"])

@@ -17,6 +17,7 @@ from cnnbench.engine.evaluate import Scores, confusion_matrix
 from cnnbench.pictures.cards import GRID_CHANNELS, feature_card, figure_image, filters_card, inputs_card
 from cnnbench.pictures.charts import confusion_figure, mistakes_figure, per_class_figure
 from cnnbench.pictures.layers import capture, default_feature_layers, tags, trace
+from cnnbench.rundir import own
 from cnnbench.tracking import Reporter
 
 if TYPE_CHECKING:
@@ -78,8 +79,10 @@ class Pictures(Callback):
     def _write(self, tag: str, image: Image.Image, step: int) -> None:
         self.reporter.image(tag, image, step)
         if self.fig_dir is not None:
+            path = self.fig_dir / f"{tag.replace('/', '_').replace(' ', '_')}.png"
+            own(self.fig_dir.parent, path)
             self.fig_dir.mkdir(parents=True, exist_ok=True)
-            image.save(self.fig_dir / f"{tag.replace('/', '_').replace(' ', '_')}.png")
+            image.save(path)
 
     def log_images(self, step: int, epoch: int) -> None:
         """The input images, the first one's feature maps in every chosen layer, the first-layer filters."""

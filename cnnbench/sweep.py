@@ -1,0 +1,114 @@
+"""A sweep (``cnnbench -m``) as a whole: its directory held by one sweep at a time, each job's outcome recorded,
+and the leaderboard and exit status of the jobs this sweep ran.
+
+- A sweep starts only in an empty directory, or continues the sweep in it: the same overrides with
+  ``sweep.skip_completed=true``. Another sweep's directory, or a folder of other files, is refused before any job
+  runs (``multirun.yaml`` and the runs stay as they were), and so is a directory another sweep is running in.
+- Every job writes its outcome (completed, skipped, failed, refused, interrupted) to
+  ``<sweep dir>/.cnnbench-sweep/jobs/<job number>.json``, also when it was refused before it could touch its run
+  directory; at the end the command exits 1 when any job did not complete, and says how many.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench import fileio
+from cnnbench.cli import fail
+from cnnbench.errors import CnnbenchError
+from cnnbench.rundir import RunDirLock
+
+MARKER = ".cnnbench-sweep"  # <sweep dir>/.cnnbench-sweep/{sweep.json, jobs/<n>.json}
+DONE = ("completed", "skipped")
+
+
+def _task(overrides: list[str]) -> list[str]:
+    """A sweep's defining overrides (sweep.* switches aside)."""
+    return [o for o in overrides if not o.startswith("sweep.")]
+
+
+def check_sweep_dir(sweep_dir: Path, overrides: list[str], skip_completed: bool) -> None:
+    """Refuse a directory that holds another sweep, or other files, unless this sweep continues it."""
+    if not sweep_dir.is_dir() or not any(sweep_dir.iterdir()):
+        return
+    record = sweep_dir / MARKER / "sweep.json"
+    if not record.is_file():
+        names = sorted(e.name for e in sweep_dir.iterdir())[:3]
+        raise CnnbenchError(f"hydra.sweep.dir={sweep_dir} holds files that are not a cnnbench sweep "
+                            f"({', '.join(names)}); choose an empty or new hydra.sweep.dir")
+    try:
+        earlier = json.loads(record.read_text()).get("overrides", [])
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if not skip_completed or earlier is None or _task(earlier) != _task(overrides):
+        said = " ".join(earlier) if earlier is not None else "unreadable"
+        raise CnnbenchError(f"hydra.sweep.dir={sweep_dir} already holds a sweep ({said}); choose another "
+                            f"hydra.sweep.dir, or continue that sweep with the same overrides and "
+                            f"sweep.skip_completed=true")
+
+
+def record_job(status: str, error: str | None = None) -> None:
+    """This job's outcome, in its sweep's record (nothing outside a multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    jobs = Path(hc.sweep.dir) / MARKER / "jobs"
+    fileio.atomic_write_json({"status": status, "error": error, "run_dir": hc.runtime.output_dir,
+                              "overrides": list(hc.overrides.task)}, jobs / f"{hc.job.num}.json")
+
+
+def job_outcomes(sweep_dir: Path) -> list[dict]:
+    """The outcomes that this sweep's jobs recorded."""
+    outcomes = []
+    for path in sorted((sweep_dir / MARKER / "jobs").glob("*.json")):
+        try:
+            outcomes.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            outcomes.append({"status": "failed", "error": f"{path.name}: unreadable outcome"})
+    return outcomes
+
+
+class SweepCallback(Callback):
+    """Hydra callback: hold and check the sweep directory before the jobs, then write the leaderboard and count
+    the jobs that did not complete."""
+
+    failed: int = 0
+    total: int = 0
+    _lock: RunDirLock | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+        try:
+            lock = RunDirLock(sweep_dir, key="hydra.sweep.dir")
+            lock.__enter__()  # held until the sweep ends (the process's end releases it in any case)
+            SweepCallback._lock = lock
+            check_sweep_dir(sweep_dir, overrides, bool(OmegaConf.select(config, "sweep.skip_completed")))
+        except CnnbenchError as e:
+            fail(str(e))  # (an exit: Hydra turns a callback's exceptions into warnings and goes on)
+        shutil.rmtree(sweep_dir / MARKER / "jobs", ignore_errors=True)  # outcomes of this sweep's jobs only
+        fileio.atomic_write_json({"overrides": overrides}, sweep_dir / MARKER / "sweep.json")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from cnnbench.leaderboard import write_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        outcomes = job_outcomes(sweep_dir)
+        write_report([sweep_dir])
+        SweepCallback.total = len(outcomes)
+        SweepCallback.failed = sum(1 for o in outcomes if o.get("status") not in DONE)
+        if SweepCallback._lock is not None:
+            SweepCallback._lock.__exit__()
+            SweepCallback._lock = None
