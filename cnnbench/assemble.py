@@ -13,12 +13,14 @@ from torch import nn
 from cnnbench.anatomy import count_macs
 from cnnbench.config import to_container
 from cnnbench.data import DataBundle, dataset_summary, load_data, make_loaders
+from cnnbench.data.build import batch_note
 from cnnbench.data.loader import DeviceLoader
 from cnnbench.engine.callbacks import Callback, ModelHooks
 from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo
 from cnnbench.engine.lookahead import Lookahead
 from cnnbench.engine.optim import build_optimizer, build_schedule
+from cnnbench.engine.placement import LoadWatch
 from cnnbench.engine.profile import Profile
 from cnnbench.engine.runtime import Precision, has_conv
 from cnnbench.engine.trainer import Trainer, planned_steps, steps_per_epoch
@@ -67,7 +69,7 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     elif cfg.data.resize_size or cfg.data.store_size:
         reporter.info(f"data: {data.pipeline.describe()}; data.resize_size and store_size apply to data.pipeline=crop "
                       f"(photos) only")
-    model, notes = build_start_model(cfg, data.num_classes, data.channels, data.image_size, source)
+    model, notes = build_start_model(cfg, data.num_classes, data.channels, data.image_size, source, data.class_names)
     for note in notes:
         reporter.info(note)
     model, channels_last = place_model(model, t, device)
@@ -79,8 +81,9 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
 
     loaders = make_loaders(data, cfg.data, device, seed=t.seed, channels_last=channels_last, rank=dist.rank,
                            world_size=dist.world_size)
+    reporter.info(f"data: {batch_note(cfg.data, loaders['train'], len(data.train))}")
     if dist.world_size > 1:
-        reporter.info(f"data parallel: {dist.world_size} processes x batch {cfg.data.batch_size}")
+        reporter.info(f"data parallel: {dist.world_size} processes x batch {loaders['train'].sampler.batch_size}")
     plan = TransferPlan(model, cfg.transfer) if cfg.transfer.strategy != "scratch" else None
     optimizer = build_optimizer(cfg.optimizer, plan.param_groups(cfg.optimizer.lr) if plan else model.parameters(),
                                 model)
@@ -92,6 +95,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
         callbacks.append(ModelHooks(model, init=cfg.transfer.strategy == "scratch"))
     if t.lookahead_every:
         callbacks.append(Lookahead(model, t.lookahead_every, t.lookahead_decay))
+    if device.type == "cpu" and dist.world_size == 1:
+        callbacks.append(LoadWatch(reporter))
     if t.profile and dist.is_main:
         callbacks.append(Profile(run_dir / "profile", reporter, device))
     pictures = _pictures(cfg, run_dir, model, data, loaders["test"], reporter) if dist.is_main else None

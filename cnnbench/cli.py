@@ -48,7 +48,7 @@ def key_values(argv: list[str], usage: str, keys: set[str], required: set[str] =
 
     An unknown key, a bare word or a missing required key is one line naming it, with the usage."""
     if any(a in ("-h", "--help") for a in argv):
-        print(usage + (f"\n\n{doc.strip()}" if doc else ""))
+        print(usage + (f"\n\n{doc.strip()}" if doc else "").replace("``", ""))  # (plain text, not reST)
         sys.exit(0)
     bare = [a for a in argv if "=" not in a]
     if bare:

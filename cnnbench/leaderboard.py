@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -91,6 +92,23 @@ class Leaderboard:
     total: int = 0
 
 
+GROUP_VALUES = {"model": "model.name", "data": "data.name", "optimizer": "optimizer._target_",
+                "scheduler": "scheduler.name", "transfer": "transfer.strategy"}
+
+
+def config_value(run: dict, key: str) -> str:
+    """A run's value of ``key`` when its command line did not set it: from its results, else from the config it
+    recorded (``.hydra/config.yaml``); "-" when neither has it (a digits run has no data.root)."""
+    if key in ("model", "data") and run.get(key):
+        return str(run[key])
+    try:
+        cfg = OmegaConf.load(Path(run["run_dir"]) / ".hydra" / "config.yaml")
+        value = OmegaConf.select(cfg, GROUP_VALUES.get(key, key), default=None)
+    except Exception:  # (no or unreadable config: the report goes on)
+        return "-"
+    return "-" if value is None else str(value).rsplit(".", 1)[-1] if key == "optimizer" else str(value)
+
+
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None]
     if not values:
@@ -106,7 +124,7 @@ def build_leaderboard(runs: list[dict]) -> Leaderboard:
     board = Leaderboard(keys=swept or ["model"], total=len(runs))
     groups: dict[tuple, list[dict]] = {}
     for run, p in zip(runs, parsed, strict=True):
-        label = tuple(p.get(k, "") for k in swept) if swept else (run.get("model", "?"),)
+        label = tuple(p[k] if k in p else config_value(run, k) for k in swept) if swept else (run.get("model", "?"),)
         if run.get("status") != "completed":
             board.failed.append({**dict(zip(board.keys, label, strict=True)), "status": run.get("status"),
                                  "error": run.get("error", ""), "run_dir": run["run_dir"]})
@@ -115,6 +133,8 @@ def build_leaderboard(runs: list[dict]) -> Leaderboard:
     for label, group in groups.items():
         row: dict[str, Any] = dict(zip(board.keys, label, strict=True))
         row["seeds"] = len(group)
+        row["label"] = group[0].get("run_name") if len(group) == 1 and group[0].get("run_name") else ", ".join(
+            f"{k}={v}" for k, v in zip(board.keys, label, strict=True) if v != "-") or group[0].get("model", "?")
         row["params"] = group[0].get("params")
         row["macs"] = group[0].get("macs")
         for metric in METRICS:
@@ -178,11 +198,11 @@ def plot(board: Leaderboard, out_dir: Path) -> list[Path]:
             ("params", "parameters", "acc_vs_params.png", True, "test_acc"),
             ("train_time_s", "training time (s)", "acc_vs_time.png", False, "test_acc"),
             ("params", "parameters", "corruption_acc_vs_params.png", True, "corruption_acc")):
-        points = [(r[x_key], r[y_key], r.get(f"{y_key}_std") or 0, "/".join(str(r[k]) for k in board.keys))
+        points = [(r[x_key], r[y_key], r.get(f"{y_key}_std") or 0, r["label"])
                   for r in board.rows if r.get(x_key) and r.get(y_key) is not None]
         if not points:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        fig, ax = plt.subplots(figsize=(min(14.0, 7 + 0.25 * len(points)), 5), dpi=110)
         for x, y, err, label in points:
             ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -202,8 +222,8 @@ def print_table(board: Leaderboard, console: Console | None = None, title: str =
     console = console or Console(width=None if Console().is_terminal else 160)
     header, lines = _display_rows(board)
     table = Table(title=f"{title}: sorted by validation accuracy")
-    for h in header:
-        table.add_column(h, justify="left" if h in board.keys else "right")
+    for h in header:  # (never narrower than its header: a cut "data…" says nothing)
+        table.add_column(h, justify="left" if h in board.keys else "right", min_width=len(h))
     for line in lines:
         table.add_row(*line)
     console.print(table)

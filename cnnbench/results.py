@@ -71,7 +71,10 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
     }
     own(run_dir, "results.json")
     atomic_write_json(results, run_dir / "results.json")
-    reporter.hparams({**hparams(cfg, overrides), "params": run.params, "macs": run.macs}, HPARAMS_METRICS)
+    train = run.loaders["train"]
+    columns = hparams(cfg, overrides, train.sampler.batch_size, run.data.image_size, info.get("swept"))
+    reporter.hparams({**columns, "params": run.params, "macs": run.macs}, HPARAMS_METRICS,
+                     shown=[*SHOWN, *(k for k in columns if k in (info.get("swept") or ()))])
     reporter.summary(results)
     _notes(trainer, scored_weights, run_dir, reporter)
     return results
@@ -103,21 +106,26 @@ def speed(run: Run, precision: Precision, device: str, processes: int) -> dict:
 # the scalars HParams compares runs by (their last values): all are curves or results the run logs anyway
 HPARAMS_METRICS = ["test/acc", "test/loss", "val/best_acc", "val/acc", "train/loss", "train/images_per_s",
                    "train/time_s"]
+SHOWN = ("model", "data", "optimizer.lr", "data.batch_size", "trainer.epochs")  # HParams columns ticked at first
 GROUPS = ("model", "data", "optimizer", "scheduler", "transfer", "trainer", "experiment")
 
 
-def hparams(cfg: DictConfig, overrides: list[str]) -> dict[str, str | int | float | bool]:
-    """What TensorBoard's HParams tab compares: the main choices plus every command-line override, under its
-    config key, with the config's value and type (3 as a number: as strings "10" would sort before "3")."""
+def hparams(cfg: DictConfig, overrides: list[str], batch_size: int, image_size: int,
+            swept: list[str] | None = None) -> dict[str, str | int | float | bool]:
+    """What TensorBoard's HParams tab compares: the same columns for every run, each with a value (the batch
+    size and image size as trained), the whole command line as one text column, and in a sweep the keys it varies,
+    with the config's value and type (3 as a number: as strings "10" would sort before "3")."""
     values: dict[str, str | int | float | bool] = {
         "model": cfg.model.name, "data": cfg.data.name, "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-        "optimizer.lr": cfg.optimizer.lr, "data.batch_size": cfg.data.batch_size, "trainer.epochs": cfg.trainer.epochs,
-        "scheduler": cfg.scheduler.name, "transfer": cfg.transfer.strategy, "trainer.seed": cfg.trainer.seed,
+        "optimizer.lr": cfg.optimizer.lr, "data.batch_size": batch_size, "trainer.epochs": cfg.trainer.epochs,
+        "data.image_size": image_size, "scheduler": cfg.scheduler.name, "transfer": cfg.transfer.strategy,
+        "trainer.seed": cfg.trainer.seed,
+        "overrides": " ".join(o for o in overrides if not o.startswith(("hydra.", "logger."))) or "(defaults)",
     }
-    for key, text in parse_overrides(overrides).items():
-        if key in GROUPS or key in values:
+    for key in swept or []:
+        if key in GROUPS or key in values or key.startswith(("hydra.", "logger.", "sweep.")):
             continue
-        value = OmegaConf.select(cfg, key, default=text)
+        value = OmegaConf.select(cfg, key, default=parse_overrides(overrides).get(key))
         values[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return values
 

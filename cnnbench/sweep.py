@@ -53,6 +53,24 @@ def check_sweep_dir(sweep_dir: Path, overrides: list[str], skip_completed: bool)
                             f"sweep.skip_completed=true")
 
 
+def swept_keys(job_overrides: list[str]) -> list[str] | None:
+    """The keys this job's sweep varies: those whose value here differs from the sweep's command line (``a=1,2``
+    gives ``a=1``) or that only the sweeper sets (Optuna's parameters); None outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return None
+        record = Path(HydraConfig.get().sweep.dir) / MARKER / "sweep.json"
+        sweep = json.loads(record.read_text())["overrides"]
+    except (ValueError, OSError, KeyError, TypeError):
+        return None
+    given = dict(o.lstrip("+~").partition("=")[::2] for o in sweep)
+    job = dict(o.lstrip("+~").partition("=")[::2] for o in job_overrides)
+    return [k for k, v in job.items() if given.get(k) != v]
+
+
 def record_job(status: str, error: str | None = None) -> None:
     """This job's outcome, in its sweep's record (nothing outside a multirun)."""
     from hydra.core.hydra_config import HydraConfig

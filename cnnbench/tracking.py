@@ -5,6 +5,7 @@ Named ``tracking`` rather than ``logging`` so it does not shadow the standard li
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -49,8 +50,8 @@ class Reporter:
     def info(self, message: str) -> None:
         self.console.print(message)
 
-    def print_config(self, yaml_text: str) -> None:
-        self.console.rule("config")
+    def print_config(self, yaml_text: str, title: str = "config") -> None:
+        self.console.rule(title)
         self.console.print(Syntax(yaml_text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
         self.console.rule()
 
@@ -60,14 +61,22 @@ class Reporter:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
 
-    def hparams(self, hparams: dict, metrics: list[str]) -> None:
+    def hparams(self, hparams: dict, metrics: list[str], shown: list[str] = ()) -> None:
         """Record the run for TensorBoard's HParams tab. ``metrics`` name scalar tags this run writes (HParams
         shows their last values); unlike ``SummaryWriter.add_hparams``, no second copy of them is written as
-        one-point ``hparam/*`` charts."""
+        one-point ``hparam/*`` charts. ``shown``: the columns ticked when the tab opens (TensorBoard ticks the
+        first five of those its experiment marks as differing, by name; they are marked so)."""
         if self.writer is not None:
+            from tensorboard.plugins.hparams import plugin_data_pb2
             from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-            for summary in hparams_summary(hparams, dict.fromkeys(metrics, 0.0)):
+            experiment, *sessions = hparams_summary(hparams, dict.fromkeys(metrics, 0.0))
+            value = experiment.value[0]
+            data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+            for info in data.experiment.hparam_infos:
+                info.differs = info.name in shown
+            value.metadata.plugin_data.content = data.SerializeToString()
+            for summary in (experiment, *sessions):
                 self.writer.file_writer.add_summary(summary)
 
     def image(self, tag: str, image, step: int) -> None:
@@ -117,7 +126,7 @@ class Reporter:
             ("train time", f"{results['train_time_s']:.1f} s"),
             ("throughput", f"{results['train_images_per_s']:,.0f} img/s"),
             ("compute", f"{results['train_tflops']:.3g} TFLOP/s = {100 * results['mfu']:.1f}% MFU "
-                        f"of {results['peak_tflops']:.3g}" if "mfu" in results else "-"),
+                        f"(of a {results['peak_tflops']:.3g} TFLOP/s peak)" if "mfu" in results else "-"),
             ("device / precision", f"{results['device']} / {results['precision']}"),
             ("machine", results.get("machine", "-")),
             ("run dir", results["run_dir"]),
@@ -133,12 +142,29 @@ class Reporter:
             self._writer.close()
 
 
-def run_name(model: str, overrides: dict[str, str]) -> str:
-    """What TensorBoard lists a run as: the model, then the overrides (those that change the result; not the
-    model, resume or logging ones), as a folder name: ``vgg11_bn,optimizer.lr=0.05,trainer.epochs=2``."""
-    skip = ("model", "trainer.resume", "hydra.", "logger.", "sweep.")
-    parts = [model, *(f"{k}={v}" for k, v in overrides.items() if not k.startswith(skip))]
-    return re.sub(r"[^\w.,=+-]", "_", ",".join(parts))[:120]
+NAME_LIMIT = 60  # characters: what TensorBoard's run lists show without cutting
+UNNAMED = ("model", "trainer.resume", "trainer.overwrite", "hydra.", "logger.", "sweep.")  # never in a name
+
+
+def run_name(model: str, overrides: dict[str, str], keys: list[str] | None = None) -> str:
+    """What TensorBoard lists a run as: the model, then the overrides ``keys`` (default: every override that
+    changes the result; in a sweep, those the sweep varies) as ``key=value``, with each key shortened to its last
+    part where that is unambiguous and each path to its last component: ``resnet18,lr=0.05,root=photos``. At
+    most ``NAME_LIMIT`` characters: a longer name keeps its start and ends in a digest of the whole, so names
+    stay distinct."""
+    keys = [k for k in (overrides if keys is None else keys) if k in overrides and not k.startswith(UNNAMED)]
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    parts = [model]
+    for key, short in zip(keys, last, strict=True):
+        value = overrides[key]
+        if "/" in value.rstrip("/"):
+            value = Path(value.rstrip("/")).name
+        parts.append(f"{short if last.count(short) == 1 else key}={value}")
+    name = re.sub(r"[^\w.,=+-]", "_", ",".join(parts))
+    if len(name) <= NAME_LIMIT:
+        return name
+    digest = hashlib.sha1(",".join([model, *(f"{k}={overrides[k]}" for k in keys)]).encode()).hexdigest()[:8]
+    return f"{name[:NAME_LIMIT - 10]}~{digest}"
 
 
 def tensorboard_dir(run_dir: Path, name: str) -> Path:

@@ -27,7 +27,7 @@ from cnnbench.config import register_configs, validate
 from cnnbench.errors import CnnbenchError, os_error_message
 from cnnbench.fileio import atomic_copy, atomic_write_json
 from cnnbench.overrides import hydra_overrides, parse_overrides
-from cnnbench.sweep import SweepCallback, record_job
+from cnnbench.sweep import SweepCallback, record_job, swept_keys
 from cnnbench.tracking import Reporter, run_name
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
     from cnnbench.transfer.build import apply_weights_preprocessing, load_source_checkpoint
 
     started_at, overrides, t = time.time(), hydra_overrides(), cfg.trainer
+    swept = swept_keys(overrides)
     # Every rewrite of the config happens here, before anything is built or recorded: the pretrained weights'
     # preprocessing (then every value is checked), and transfer.checkpoint's model config, which becomes this run's.
     absolute_paths(cfg)
@@ -66,10 +67,11 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
         precision = resolve_precision(t.precision, device)
         seed_everything(t.seed, t.deterministic)
         with Reporter(run_dir, tensorboard=cfg.logger.tensorboard and dist.is_main, progress=cfg.logger.progress,
-                      quiet=not dist.is_main, run_name=run_name(cfg.model.name, parse_overrides(overrides))
+                      quiet=not dist.is_main, run_name=run_name(cfg.model.name, parse_overrides(overrides), swept)
                       ) as reporter:
-            if cfg.logger.print_config:
-                reporter.print_config(OmegaConf.to_yaml(cfg, resolve=True))
+            shown = cfg.logger.print_config.lower()
+            if shown != "false":
+                reporter.print_config(*config_text(cfg, full=shown in ("full", "true")))
             if preprocessing:
                 reporter.info(preprocessing)
             built = build_run(cfg, run_dir, device, precision, dist, reporter, source)
@@ -88,10 +90,36 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
                 return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": dist.rank,
                         "best_val_acc": None}
             info = {"device": str(device), "processes": dist.world_size, "threads": threads[0],
-                    "started_at": started_at}
+                    "started_at": started_at, "run_name": reporter.log_dir.name, "swept": swept}
             return test_and_record(cfg, built, run_dir, precision, reporter, overrides, info)
     finally:
         distributed.shutdown()
+
+
+def config_text(cfg: DictConfig, full: bool) -> tuple[str, str]:
+    """The config to print and its title: all of it, or only what differs from ``cnnbench`` without arguments
+    (the whole config is in ``.hydra/config.yaml`` either way)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    ours = OmegaConf.to_container(cfg, resolve=True)
+    if full or not GlobalHydra.instance().is_initialized():
+        return OmegaConf.to_yaml(ours), "config"
+    default = OmegaConf.to_container(compose(config_name="config"), resolve=True)
+
+    def differ(a: dict, b: dict) -> dict:
+        out = {}
+        for key, value in a.items():
+            if isinstance(value, dict) and isinstance(b.get(key), dict):
+                if sub := differ(value, b[key]):
+                    out[key] = sub
+            elif key not in b or b[key] != value:
+                out[key] = value
+        return out
+
+    changed = differ(ours, default)
+    title = "config: what differs from the defaults (all: logger.print_config=full)"
+    return (OmegaConf.to_yaml(changed) if changed else "{}  # the defaults\n"), title
 
 
 PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "trainer.resume")

@@ -60,6 +60,14 @@ def start_tensorboard(logdir: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("tensorboard did not answer within 2 minutes")
 
 
+def widen_run_list(page, width: str = "38%") -> None:
+    """Widen the run list, as a reader does by dragging its edge to see whole run names (TensorBoard opens it at
+    20% of the window)."""
+    page.evaluate(f"""() => {{ for (const nav of document.querySelectorAll('nav.sidebar')) {{
+        nav.style.width = '{width}'; }} window.dispatchEvent(new Event('resize')); }}""")
+    time.sleep(1)
+
+
 def screenshots(url: str, out: Path, chromium: str) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -76,6 +84,7 @@ def screenshots(url: str, out: Path, chromium: str) -> list[Path]:
             if close.count() and close.first.is_visible():  # (Time Series opens with its settings pane)
                 close.first.click()
                 time.sleep(1)
+            widen_run_list(page)
             path = out / f"{name}.png"
             page.screenshot(path=str(path))
             written.append(path)

@@ -168,7 +168,8 @@ def test_pretrained_weights_get_exactly_their_transforms(tmp_path: Path) -> None
 def test_training_batches_are_crops_at_the_model_size(tmp_path: Path) -> None:
     photo_tree(tmp_path)
     cfg = photos_cfg(tmp_path, "data.image_size=32", "data.batch_size=4", "data.augment.crop_scale=[1.0,1.0]",
-                     "data.augment.crop_ratio=[1.0,1.0]", "data.augment.hflip=false", "data.val_fraction=0")
+                     "data.augment.crop_ratio=[1.0,1.0]", "data.augment.hflip=false", "data.val_fraction=0",
+                     "data.min_steps_per_epoch=0")
     data = load_data(cfg)
     train = make_loaders(data, cfg, torch.device("cpu"), seed=0, channels_last=False)["train"]
     start = train.generator.get_state()

@@ -89,12 +89,16 @@ def test_loader_normalises_like_torchvision() -> None:
     torch.testing.assert_close(torch.cat([b[0] for b in batches]), ref, atol=1e-5, rtol=1e-5)
 
 
-def test_train_loader_shuffles_reproducibly_and_drops_the_partial_batch() -> None:
+def test_train_loader_shuffles_reproducibly_and_keeps_a_partial_batch_only_when_it_matters() -> None:
     data = ImageSet(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10))
     make = lambda seed: DeviceLoader(data, 4, torch.device("cpu"), [0.5], [0.5], train=True, seed=seed)  # noqa: E731
     first = [y.tolist() for _, y in make(0)]
-    assert len(first) == 2 and first == [y.tolist() for _, y in make(0)]
+    assert len(first) == 3 and first == [y.tolist() for _, y in make(0)]  # 4 + 4 + 2: a fifth of the set, kept
+    assert sorted(sum(first, [])) == list(range(10))
     assert first != [y.tolist() for _, y in make(1)]
+    many = ImageSet(torch.zeros(401, 1, 4, 4, dtype=torch.uint8), torch.arange(401))
+    batches = [len(y) for _, y in DeviceLoader(many, 4, torch.device("cpu"), [0.5], [0.5], train=True)]
+    assert batches == [4] * 100  # one image left over: dropped (BatchNorm cannot use a batch of one)
 
 
 def test_alternating_flip_mirrors_each_image_in_every_other_epoch() -> None:

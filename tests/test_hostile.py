@@ -96,6 +96,7 @@ def test_a_folder_of_other_files_is_refused_and_overwrite_deletes_only_what_cnnb
     assert json.loads((run / "results.json").read_text())["seed"] == 1
 
 
+@pytest.mark.slow  # (three sweeps in subprocesses)
 def test_a_sweep_into_a_folder_holding_another_sweep_is_refused_and_failures_exit_non_zero(tmp_path) -> None:
     """#2: another sweep's folder is refused before any job (multirun.yaml and runs untouched); a refused job makes
     the command exit 1 with the count."""

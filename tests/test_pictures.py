@@ -46,10 +46,9 @@ def decode(event_image) -> np.ndarray:
 
 
 def test_run_is_named_after_model_and_overrides(visual_run: Path) -> None:
-    assert tensorboard_run(visual_run).name == ("small_resnet,trainer.epochs=5,data.num_train=120,data.batch_size=32,"
-                                                "optimizer.lr=0.05")
-    assert run_name("vgg11_bn", {"model": "vgg11_bn", "trainer.resume": "true", "data.root": "/a b/c"}) == \
-        "vgg11_bn,data.root=_a_b_c"
+    assert tensorboard_run(visual_run).name == "small_resnet,epochs=5,num_train=120,batch_size=32,lr=0.05"
+    assert run_name("vgg11_bn", {"model": "vgg11_bn", "trainer.resume": "true", "data.root": "/a b/c d"}) == \
+        "vgg11_bn,root=c_d"
 
 
 def test_feature_map_tags_in_network_order_with_kind_and_shape(events: EventAccumulator) -> None:
@@ -97,7 +96,8 @@ def test_hparams_are_typed_and_name_metrics_the_run_logs(visual_run: Path, event
     start = found["_hparams_/session_start_info"].session_start_info.hparams
     assert start["trainer.epochs"].WhichOneof("kind") == "number_value" and start["trainer.epochs"].number_value == 5
     assert start["optimizer.lr"].number_value == pytest.approx(0.05)
-    assert start["data.num_train"].number_value == 120 and start["model"].string_value == "small_resnet"
+    assert start["model"].string_value == "small_resnet" and "data.num_train=120" in start["overrides"].string_value
+    assert start["data.batch_size"].number_value == 14  # as trained: 108 images capped to 8 steps an epoch
     assert start["params"].number_value > 1e6 and start["macs"].number_value > 1e6
     assert "epochs" not in start and "lr" not in start  # each value once, under its config key
     metrics = {m.name.tag for m in found["_hparams_/experiment"].experiment.metric_infos}
@@ -219,8 +219,9 @@ def test_visualize_cli(visual_run: Path, tmp_path: Path, capsys) -> None:
     assert img.width > 4 * 64 and (pixels[4:30] < 100).mean() > 0.005  # maps grid plus the input, titled
     with pytest.raises(SystemExit) as code:
         main([*args, "layer=nope"])
-    err = capsys.readouterr().err
-    assert code.value.code == 2 and "no layer named 'nope'" in err and "stages.0.1.conv1" in err
+    out, err = capsys.readouterr()
+    assert code.value.code == 2 and "no layer named 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert "stages.0.1.conv1" in out and "stages.0.1 " in out  # the blocks and layers, listed
     assert len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit) as code:
         main([*args, "layer=stages.0.1", "top_k=0"])

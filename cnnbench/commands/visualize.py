@@ -5,7 +5,7 @@ writes a captioned PNG (``out=<file>``, default ``<run dir>/figures/visualize_<l
 outside a run directory needs ``out=``; an existing ``out=`` is replaced only with ``overwrite=true``): the input
 as the model saw it, the first 16 maps of the layer as a 4x4 grid, the layer's kind and output shape, and the
 model's top-k classes (``top_k=3``), which are also printed. Without ``layer=``, or with a wrong one, it lists
-the layers.
+every block and layer that outputs feature maps, in network order, with its kind and output shape.
 """
 
 from __future__ import annotations
@@ -36,19 +36,30 @@ def load_image(path: Path, channels: int, resize: Resize, data_cfg) -> torch.Ten
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
+def layer_table(traced: dict) -> str:
+    """The blocks and layers that output feature maps, in network order: name, kind and output shape."""
+    width = max(len(name) for name in traced) + 2
+    rows = [f"{'layer':<{width}}{'kind':<12}output (C x H x W)"]
+    rows += [f"{name:<{width}}{info.kind:<12}{'x'.join(map(str, info.shape))}"
+             for name, info in sorted(traced.items(), key=lambda item: item[1].order)]
+    return "\n".join(rows)
+
+
 def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None, top_k: int = 3
               ) -> tuple[Path, list[tuple[str, float]]]:
     """Write the feature-map card of ``layer`` for ``image``; return the PNG path and the top-k classes with
     their probabilities."""
     trained = load_trained(run)
     cfg, meta, model, names = trained.cfg, trained.meta, trained.model, trained.class_names
-    layers = [n for n, m in model.named_modules() if n and not list(m.children())]
-    if not layer:
-        raise CnnbenchError(f"give layer=<name>; layers: {', '.join(layers)}")
     x = load_image(image, meta["channels"], from_meta(meta).eval_resize, cfg.data)
+    traced = trace(model, x)
+    if not layer or layer not in traced:
+        print(layer_table(traced))
+        known = dict(model.named_modules())
+        raise CnnbenchError("give layer=<name>, one of the blocks and layers listed above" if not layer else
+                            f"no layer named {layer!r}; give one listed above" if layer not in known else
+                            f"layer {layer!r} does not output feature maps (B, C, H, W); give one listed above")
     maps = capture(model, x, [layer])
-    if layer not in maps:
-        raise CnnbenchError(f"layer {layer!r} does not output feature maps (B, C, H, W); layers: {', '.join(layers)}")
     model.eval()
     with torch.no_grad():
         probs = model(x).float().softmax(1)[0]
@@ -60,7 +71,7 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
         own(trained.run_dir, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     seen = denormalize(x, *normalization(cfg.data, meta["channels"]))[0]
-    layer_info = trace(model, x)[layer]
+    layer_info = traced[layer]
     predicted = ", ".join(f"{name} {p:.1f}%" for name, p in top)
     card = feature_card(maps[layer][0], seen, f"{layer_info.label()} of {image.name}", [
         f"first {min(GRID_CHANNELS, layer_info.shape[0])} of {layer_info.shape[0]} channels, each scaled to its "

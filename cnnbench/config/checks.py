@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.config.schema import AUTO_POLICIES, INTERPOLATIONS, PAD_MODES, PIPELINES
 from cnnbench.errors import CnnbenchError
 
+PRINT_CONFIG = ("diff", "full", "true", "false")  # (true: full; a bool on the command line arrives as text)
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
@@ -156,6 +157,8 @@ def validate_transfer(tr: DictConfig, weights: str | None) -> None:
 def check_data(d: DictConfig) -> None:
     """The ``data`` group's values."""
     _require(d.batch_size > 0, f"data.batch_size must be a positive integer, got {d.batch_size}")
+    _require(d.min_steps_per_epoch >= 0, f"data.min_steps_per_epoch must be 0 (off) or more, got "
+                                          f"{d.min_steps_per_epoch}")
     _require(d.eval_batch_size > 0, f"data.eval_batch_size must be a positive integer, got {d.eval_batch_size}")
     _require(0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
     _require(0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
@@ -196,6 +199,8 @@ def validate(cfg: DictConfig) -> None:
     _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
     _require(t.threads is None or t.threads > 0, f"trainer.threads must be >= 1 (or null: the cores / processes), "
              f"got {t.threads}")
+    _require(cfg.logger.print_config.lower() in PRINT_CONFIG, f"logger.print_config must be diff, full or false, "
+                                                              f"got {cfg.logger.print_config}")
     _require(cfg.logger.snapshots >= 0, f"logger.snapshots must be >= 0, got {cfg.logger.snapshots}")
     _require(cfg.logger.num_samples > 0, f"logger.num_samples must be positive, got {cfg.logger.num_samples}")
     _require(t.checkpoint_every > 0, f"trainer.checkpoint_every must be positive, got {t.checkpoint_every}")

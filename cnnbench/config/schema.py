@@ -80,6 +80,7 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     batch_size: int = 128
+    min_steps_per_epoch: int = 8  # a small training set caps batch_size so an epoch has this many steps; 0 = off
     eval_batch_size: int = 512
     val_fraction: float = 0.1  # held out from train to select the best checkpoint (imagefolder: per class)
     test_fraction: float = 0.2  # imagefolder with a train/ folder alone: held out per class as the test split
@@ -139,7 +140,7 @@ class TrainerConfig:
 class LoggerConfig:
     tensorboard: bool = True
     progress: bool = True  # rich progress bars on a terminal (plain lines otherwise)
-    print_config: bool = True
+    print_config: str = "diff"  # diff (what differs from `cnnbench` alone) | full | false
     snapshots: int = 4  # epochs with feature-map and filter images, spread over the run (first, last and
     # between; every epoch of a shorter run); 0 = none
     feature_layers: list[str] | None = None  # module names; null = first activation + last block of each stage

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -155,7 +156,8 @@ def make_loaders(
     loaders (neither)."""
     mean, std = normalization(cfg, data.channels)
     augment = augment_for(cfg.augment, data.pipeline)
-    if cfg.batch_size > len(data.train):
+    batch_size = train_batch_size(cfg, len(data.train), world_size)
+    if batch_size > len(data.train):
         raise CnnbenchError(f"data.batch_size={cfg.batch_size} is larger than the training split ({len(data.train)} "
                             f"images); lower data.batch_size")
 
@@ -164,7 +166,7 @@ def make_loaders(
                             pipeline=data.pipeline, **kwargs)
 
     try:
-        train = loader(data.train, cfg.batch_size, train=True, augment=augment, seed=seed, rank=rank,
+        train = loader(data.train, batch_size, train=True, augment=augment, seed=seed, rank=rank,
                        world_size=world_size, num_classes=data.num_classes, balanced=cfg.sampler == "balanced")
     except ValueError as e:
         raise CnnbenchError(f"{e}; lower data.batch_size") from None
@@ -174,6 +176,26 @@ def make_loaders(
         if images is not None:
             loaders[split] = loader(images, cfg.eval_batch_size)
     return loaders
+
+
+def train_batch_size(cfg: DictConfig, images: int, world_size: int = 1) -> int:
+    """``data.batch_size``, capped on a small training set so that an epoch has ``data.min_steps_per_epoch``
+    optimizer steps: 221 photos at the default 128 would otherwise train one step per epoch."""
+    steps = cfg.min_steps_per_epoch
+    if not steps or images >= steps * cfg.batch_size * world_size:
+        return cfg.batch_size
+    return max(2, math.ceil(images / (steps * world_size)))
+
+
+def batch_note(cfg: DictConfig, loader: DeviceLoader, images: int) -> str:
+    """The console line on training batches: size (and the cap, when it applied), steps and images per epoch."""
+    size = loader.sampler.batch_size
+    capped = (f" (data.batch_size={cfg.batch_size} capped so that an epoch has {cfg.min_steps_per_epoch} steps; "
+              f"data.min_steps_per_epoch=0 keeps it)" if size < cfg.batch_size else "")
+    used = "every image" if loader.num_images * loader.sampler.global_batch // size >= images else (
+        f"{loader.num_images * loader.sampler.global_batch // size} of {images} images (the last partial batch "
+        f"is dropped)")
+    return f"training batches of {size}{capped}: {len(loader)} steps per epoch, {used} per epoch"
 
 
 def augment_for(augment: DictConfig, pipeline: Pipeline) -> DictConfig:

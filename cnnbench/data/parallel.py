@@ -44,13 +44,16 @@ def _chunks(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int 
     if workers == 1 or len(paths) < IN_PROCESS_BELOW:
         yield from ((i, chunk_fn(paths[i:i + size], *args)) for i in starts)
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with ProcessPoolExecutor(min(workers, len(starts)), mp_context=multiprocessing.get_context("fork")) as pool:
         futures = {pool.submit(chunk_fn, paths[i:i + size], *args): i for i in starts}  # (forked before the bar)
         columns = (TextColumn(f"{what} {{task.total}} images on {workers} processes"), BarColumn(),
                    MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        with Progress(*columns, transient=True) as bar:
+        console = Console()
+        with Progress(*columns, transient=True, console=console, disable=not console.is_terminal) as bar:  # (off
+            # a terminal, a transient bar would leave a blank line)
             task = bar.add_task(what, total=len(paths))
             for future in as_completed(futures):
                 result = future.result()  # a file's CnnbenchError arrives here, naming the file

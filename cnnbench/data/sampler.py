@@ -6,13 +6,17 @@ from collections.abc import Iterator
 
 import torch
 
+KEEP_SHARE = 0.02  # a last partial training batch holding this share of the images or more is kept
+
 
 class BatchSampler:
     """Index batches over ``n`` images.
 
     Data parallel: every process draws the same global batch of ``world_size x batch_size`` images (same seed,
     same draws) and keeps its own slice (``shard``), so N processes see what one would at N x B. Training drops
-    the last partial batch (BatchNorm cannot use a batch of one); evaluation keeps every image.
+    the last partial batch when it is a small share of the data (under ``KEEP_SHARE``) or a single image
+    (BatchNorm cannot use a batch of one), and always under data parallelism (equal shards); otherwise, on small
+    data sets, it keeps it, so every image is seen every epoch. Evaluation keeps every image.
 
     ``weights`` (one per image): draw each epoch's n positions with replacement in proportion to them instead of
     a permutation (class-balanced sampling: weight 1 / the image's class size).
@@ -24,7 +28,9 @@ class BatchSampler:
         self.weights = weights
         self.global_batch = batch_size * world_size
         self.shard = slice(rank * batch_size, (rank + 1) * batch_size)  # this process's part of a global batch
-        self.drop_last = shuffle and n >= self.global_batch
+        rest = n % self.global_batch
+        keep = world_size == 1 and rest >= 2 and rest >= KEEP_SHARE * n
+        self.drop_last = shuffle and n >= self.global_batch and not keep
         if world_size > 1 and not self.drop_last:
             raise ValueError(f"{n} training images are fewer than one global batch ({world_size} x {batch_size})")
 

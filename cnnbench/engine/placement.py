@@ -14,8 +14,15 @@ import resource
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+from cnnbench.engine.callbacks import Callback
+
+if TYPE_CHECKING:
+    from cnnbench.engine.trainer import Trainer
+    from cnnbench.tracking import Reporter
 
 
 def cores() -> int:
@@ -115,6 +122,32 @@ class LoadProbe:
         busy, total = end[0] - self.start[0], end[1] - self.start[1]
         own = (end[2] - self.start[2]) / (end[3] - self.start[3])
         return max(0.0, busy / total * len(self.cpus) - own)
+
+
+class LoadWatch(Callback):
+    """Watches the whole run, epoch by epoch: when other processes kept this run's cores busy during an epoch
+    (evaluation included), a warning says how busy and how much slower that epoch trained than the fastest one so
+    far; such an epoch's timings do not compare."""
+
+    def __init__(self, reporter: Reporter, threshold: float = 0.5) -> None:
+        self.reporter, self.threshold = reporter, threshold
+        self.probe: LoadProbe | None = None
+        self.fastest: float | None = None
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self.probe = LoadProbe()
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        other = self.probe.competing() if self.probe is not None else None
+        speed = metrics.get("train/images_per_s")
+        if other is not None and other >= self.threshold:
+            slower = (f"; it trained at {speed:,.0f} images/s, {self.fastest / speed:.1f}x slower than the fastest "
+                      f"epoch so far ({self.fastest:,.0f} images/s)" if speed and self.fastest and
+                      speed < self.fastest else "")
+            self.reporter.info(f"[yellow]warning: during epoch {epoch} other processes kept {other:.1f} of "
+                               f"{len(self.probe.cpus)} cores busy{slower}: its timings do not compare[/yellow]")
+        if speed:
+            self.fastest = max(self.fastest or 0.0, speed)
 
 
 def describe(threads: tuple[int, str], load: LoadProbe | None) -> str:

@@ -56,9 +56,10 @@ def load_source_checkpoint(cfg: DictConfig) -> dict | None:
 
 
 def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_size: int,
-                      source: dict | None = None) -> tuple[nn.Module, list[str]]:
+                      source: dict | None = None, class_names: list[str] | None = None) -> tuple[nn.Module, list[str]]:
     """The model to train and console notes: from scratch, from torchvision's weights (``model.weights``) or
-    from ``source``, the checkpoint ``load_source_checkpoint`` read."""
+    from ``source``, the checkpoint ``load_source_checkpoint`` read. A source trained on the same classes
+    (``class_names``, in the same order) keeps its trained classifier head."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if cfg.transfer.strategy == "scratch":  # (validate() made sure no pretrained weights were asked for)
         return build_from_config(model_cfg, num_classes, channels, image_size), []
@@ -72,5 +73,9 @@ def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_si
     model = build_from_config(model_cfg, source_classes, source_channels, image_size)
     load_weights(model, state, description)
     notes = [f"pretrained weights: {description} ({model_cfg['name']})"]
-    notes += set_input_channels(model, channels) + replace_heads(model, num_classes)
+    notes += set_input_channels(model, channels)
+    if source is not None and class_names is not None and list(source["meta"]["class_names"]) == list(class_names):
+        notes.append(f"classifier head kept: {description} was trained on the same {num_classes} classes")
+    else:
+        notes += replace_heads(model, num_classes)
     return model, notes
