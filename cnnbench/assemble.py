@@ -25,7 +25,9 @@ from cnnbench.engine.profile import Profile
 from cnnbench.engine.runtime import Precision, has_conv
 from cnnbench.engine.trainer import Trainer, planned_steps, steps_per_epoch
 from cnnbench.models.hooks import TrainingHooks
+from cnnbench.overrides import hydra_overrides
 from cnnbench.pictures import Pictures, snapshot_epochs
+from cnnbench.provenance import record
 from cnnbench.tracking import Reporter
 from cnnbench.transfer.build import build_start_model
 from cnnbench.transfer.strategy import TransferPlan
@@ -102,7 +104,7 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     pictures = _pictures(cfg, run_dir, model, data, loaders["test"], reporter) if dist.is_main else None
     if pictures is not None:
         callbacks.append(pictures)
-    payload = {"config": to_container(cfg),
+    payload = {"config": to_container(cfg), "provenance": record(["cnnbench", *hydra_overrides()]),
                "meta": {"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size,
                         "pipeline": dataclasses.asdict(data.pipeline)}}
     trainer = Trainer(t, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,

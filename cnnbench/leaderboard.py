@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnbench.overrides import parse_overrides
+from cnnbench.provenance import SOFTWARE_KEYS
 
 SEED_KEY = "trainer.seed"
 METRICS = ("best_val_acc", "test_acc", "test_top5_acc", "test_ece", "corruption_acc", "train_time_s",
@@ -88,6 +89,7 @@ def _eval_scores(run_dir: Path, run: dict) -> dict:
 class Leaderboard:
     keys: list[str]  # the swept keys that define a configuration (seeds excluded)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    software: list[str] = field(default_factory=list)  # the software versions that differ between the runs
     failed: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
 
@@ -122,6 +124,8 @@ def build_leaderboard(runs: list[dict]) -> Leaderboard:
     all_keys = sorted({k for p in parsed for k in p})
     swept = [k for k in all_keys if len({p.get(k) for p in parsed}) > 1 and k != SEED_KEY]
     board = Leaderboard(keys=swept or ["model"], total=len(runs))
+    versions = [(r.get("provenance") or {}).get("software") or {} for r in runs]
+    board.software = [k for k in SOFTWARE_KEYS if len({v.get(k) for v in versions}) > 1]
     groups: dict[tuple, list[dict]] = {}
     for run, p in zip(runs, parsed, strict=True):
         label = tuple(p[k] if k in p else config_value(run, k) for k in swept) if swept else (run.get("model", "?"),)
@@ -133,6 +137,9 @@ def build_leaderboard(runs: list[dict]) -> Leaderboard:
     for label, group in groups.items():
         row: dict[str, Any] = dict(zip(board.keys, label, strict=True))
         row["seeds"] = len(group)
+        labels = {", ".join(f"{k} {((r.get('provenance') or {}).get('software') or {}).get(k) or '?'}"
+                            for k in board.software) for r in group}
+        row["software"] = labels.pop() if len(labels) == 1 else "mixed: " + " | ".join(sorted(labels))
         row["label"] = group[0].get("run_name") if len(group) == 1 and group[0].get("run_name") else ", ".join(
             f"{k}={v}" for k, v in zip(board.keys, label, strict=True) if v != "-") or group[0].get("model", "?")
         row["params"] = group[0].get("params")
@@ -153,7 +160,7 @@ def _fmt(mean: float | None, std: float | None, seeds: int, digits: int = 2) -> 
 def _display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     optional = [k for k in OPTIONAL if any(r.get(k) is not None for r in board.rows)]
     header = [*board.keys, "seeds", "params", "MACs", "val acc %", "test acc %", *(OPTIONAL[k] for k in optional),
-              "train time s", "images/s", "MFU %"]
+              "train time s", "images/s", "MFU %", *(["software"] if board.software else [])]
     lines = []
     for r in board.rows:
         n = r["seeds"]
@@ -163,7 +170,8 @@ def _display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
                       *(_fmt(r[k], r[f"{k}_std"], n) for k in optional),
                       _fmt(r["train_time_s"], r["train_time_s_std"], n, 1),
                       _fmt(r["train_images_per_s"], r["train_images_per_s_std"], n, 0),
-                      _fmt(*(100 * v if v is not None else None for v in (r["mfu"], r["mfu_std"])), n, 1)])
+                      _fmt(*(100 * v if v is not None else None for v in (r["mfu"], r["mfu_std"])), n, 1),
+                      *([r["software"]] if board.software else [])])
     return header, lines
 
 
@@ -171,6 +179,8 @@ def to_markdown(board: Leaderboard) -> str:
     header, lines = _display_rows(board)
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(line) + " |" for line in lines]
+    if board.software:
+        out += ["", f"The runs differ in software ({', '.join(board.software)}): compare their rows with care."]
     if board.failed:
         out += ["", f"{len(board.failed)} of {board.total} runs did not complete:", ""]
         out += [f"- {f['run_dir']}: {f['status']}: {f['error']}" for f in board.failed]
@@ -178,7 +188,8 @@ def to_markdown(board: Leaderboard) -> str:
 
 
 def write_csv(board: Leaderboard, path: Path) -> None:
-    fields = [*board.keys, "seeds", "params", "macs"] + [f"{m}{s}" for m in METRICS for s in ("", "_std")]
+    fields = [*board.keys, "seeds", "params", "macs"] + [f"{m}{s}" for m in METRICS for s in ("", "_std")] + (
+        ["software"] if board.software else [])
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -227,6 +238,9 @@ def print_table(board: Leaderboard, console: Console | None = None, title: str =
     for line in lines:
         table.add_row(*line)
     console.print(table)
+    if board.software:
+        console.print(f"[yellow]the runs differ in software ({', '.join(board.software)}): see the software "
+                      f"column[/yellow]")
     for f in board.failed:
         console.print(f"[red]{f['status']}[/red] {f['run_dir']}: {f['error']}")
 

@@ -16,6 +16,7 @@ from cnnbench.engine.runtime import Precision
 from cnnbench.engine.trainer import Trainer
 from cnnbench.fileio import atomic_write_json
 from cnnbench.overrides import parse_overrides
+from cnnbench.provenance import record
 from cnnbench.rundir import own
 from cnnbench.tracking import Reporter
 
@@ -63,6 +64,7 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
         "channels_last": run.channels_last,
         "seed": cfg.trainer.seed,
         "overrides": overrides,
+        "provenance": record(["cnnbench", *overrides]),
         "run_dir": str(run_dir),
         "finished_at": time.time(),
         "test_acc_per_class": per_class_acc,

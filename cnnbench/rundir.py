@@ -65,6 +65,11 @@ def own(run_dir: Path, *paths: str | Path) -> None:
             os.fsync(f.fileno())
 
 
+def holds_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a ``last.pt`` that a cnnbench run wrote there (a run to continue)."""
+    return "checkpoints/last.pt" in owned(run_dir) and (Path(run_dir) / "checkpoints" / "last.pt").is_file()
+
+
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is a directory that cnnbench wrote (it holds the manifest)."""
     return (Path(path) / MANIFEST).is_file()
@@ -92,7 +97,7 @@ def prior_status(run_dir: Path, results: dict | None) -> str | None:
     if not is_run_dir(run_dir):
         return None
     status = results.get("status") if results and "results.json" in owned(run_dir) else None
-    if status is None and "checkpoints/last.pt" in owned(run_dir) and (run_dir / "checkpoints" / "last.pt").is_file():
+    if status is None and holds_checkpoint(run_dir):
         return "interrupted"
     return status
 

@@ -122,6 +122,7 @@ def config_text(cfg: DictConfig, full: bool) -> tuple[str, str]:
     return (OmegaConf.to_yaml(changed) if changed else "{}  # the defaults\n"), title
 
 
+CONTINUE_OR_START = "continue_or_start"  # trainer.resume: continue this directory's run if it has one, else start
 PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "trainer.resume")
 
 
@@ -130,7 +131,7 @@ def absolute_paths(cfg: DictConfig) -> None:
     another working directory, finds the same files."""
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
-        if isinstance(value, str) and value and value != "auto":
+        if isinstance(value, str) and value and value not in ("auto", CONTINUE_OR_START):
             OmegaConf.update(cfg, key, os.path.abspath(os.path.expanduser(value)))
 
 
@@ -189,6 +190,8 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
     if multirun and cfg.sweep.skip_completed and status == "interrupted" and not cfg.trainer.resume:
         print(f"resuming {run_dir}: interrupted before ({' '.join(overrides)})")
         cfg.trainer.resume = "auto"  # a resumed sweep continues its interrupted jobs where they stopped
+    if cfg.trainer.resume == CONTINUE_OR_START:  # (a requeued job, a restarted torchrun: whichever applies)
+        cfg.trainer.resume = "auto" if rundir.holds_checkpoint(run_dir) else None  # (every rank reads the same)
     rundir.check_reuse(run_dir, status, cfg.trainer.resume, cfg.trainer.overwrite)
     started_at, started = time.time(), []
 

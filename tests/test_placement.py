@@ -34,16 +34,36 @@ def test_flops_match_a_hand_count() -> None:
 def test_peak_is_measured_once_and_cached(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     calls = []
-    probe = hardware.probe_peak_tflops
-    monkeypatch.setattr(hardware, "probe_peak_tflops", lambda *a, **k: calls.append(a) or probe(*a, seconds=0.1))
-    cpu = torch.device("cpu")
+    monkeypatch.setattr(hardware, "probe_peak_tflops", lambda *a, **k: calls.append(a) or 1.25)  # (measuring:
+    cpu = torch.device("cpu")  # test_the_peak_probe_grows_sizes_while_they_improve)
     first = peak_tflops(cpu, "fp32")
-    assert first > 0 and peak_tflops(cpu, "fp32") == first and len(calls) == 1
+    assert first == 1.25 and peak_tflops(cpu, "fp32") == first and len(calls) == 1
     cached = json.loads((tmp_path / "cnnbench" / "peak_tflops.json").read_text())
     (key,) = cached
-    assert machine_name(cpu) in key and torch.__version__ in key and key.endswith("fp32")
+    assert machine_name(cpu) in key and torch.__version__ in key and "| fp32 |" in key
+    assert key.endswith(hardware.PROBE_VERSION)  # peaks of an earlier probe are not reused
     (tmp_path / "cnnbench" / "peak_tflops.json").write_text("{not json")  # a corrupt cache is measured again
     assert peak_tflops(cpu, "fp32") > 0 and len(calls) == 2
+
+
+def test_the_peak_probe_grows_sizes_while_they_improve() -> None:
+    """The sweep keeps growing the matrices while the rate improves (a fake rate per size stands in for the
+    timer); the peak is the best rate it measured."""
+    cpu = torch.device("cpu")
+    tried: list[int] = []
+
+    def rates(table: dict[int, float]):
+        return lambda n: tried.append(n) or table[n]
+
+    assert hardware.probe_peak_tflops(cpu, torch.float32, rate=rates({1024: 1.09, 2048: 2.06, 4096: 1.83})) == 2.06
+    assert tried == [1024, 2048, 4096]
+    tried.clear()
+    assert hardware.probe_peak_tflops(cpu, torch.float32, rate=rates({1024: 1.39, 2048: 1.40, 4096: 9.0})) == 1.40
+    assert tried == [1024, 2048]  # 2048 did not beat 1024 by 2%: the sweep stops there
+    tried.clear()
+    assert hardware.probe_peak_tflops(cpu, torch.float32, rate=rates({1024: 1.0, 2048: 1.5, 4096: 2.5})) == 2.5
+    measured = hardware.gemm_tflops(cpu, torch.float32, 256, seconds=0.05)  # and a real one, of one size
+    assert 0 < measured < 1e3
 
 
 def test_machine_name_says_cpu_model_and_flags() -> None:

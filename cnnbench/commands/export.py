@@ -23,6 +23,7 @@ from cnnbench.cli import error_boundary, flag, key_values, output_file, positive
 from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_write_json
+from cnnbench.provenance import record
 from cnnbench.rundir import own
 
 USAGE = ("usage: cnnbench-export run=<run dir or .pt> format=onnx|torchscript|exported_program [out=<file>] "
@@ -87,7 +88,8 @@ def card(trained: Trained, fmt: str, out: Path, x: torch.Tensor, parity: float, 
             "source": {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "step": trained.step},
             "metrics": {k: results[k] for k in ("test_acc", "test_top5_acc", "test_ece", "best_val_acc")
                         if results.get(k) is not None},
-            "parity": {"images": x.shape[0], "max_abs_logit_diff": parity, "tolerance": TOLERANCE}}
+            "parity": {"images": x.shape[0], "max_abs_logit_diff": parity, "tolerance": TOLERANCE},
+            "provenance": {"trained": trained.provenance, "exported": record()}}
 
 
 def card_path(model_file: Path) -> Path:

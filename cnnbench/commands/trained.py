@@ -23,6 +23,7 @@ class Trained:
     meta: dict  # class_names, channels, image_size
     model: nn.Module  # in eval mode, on the CPU, with the checkpoint's weights
     step: int | None
+    provenance: dict | None = None  # the software, command line and host that trained it
 
     @property
     def class_names(self) -> list[str]:
@@ -101,4 +102,4 @@ def _rebuild(ckpt: dict, ckpt_path: Path, run_dir: Path | None) -> Trained:
             raise KeyError(f"the config has no {key}")
     model = build_from_config(cfg.model, len(names), meta["channels"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
-    return Trained(ckpt_path, run_dir, cfg, meta, model.eval(), ckpt.get("step"))
+    return Trained(ckpt_path, run_dir, cfg, meta, model.eval(), ckpt.get("step"), ckpt.get("provenance"))

@@ -132,7 +132,8 @@ class TrainerConfig:
     log_every: int = 25  # optimizer steps between loss read-outs (each one syncs with the device)
     checkpoint_every: int = 1  # epochs between writes of checkpoints/last.pt
     checkpoint_every_steps: int = 0  # also write last.pt every N optimizer steps, mid-epoch too; 0 = off
-    resume: str | None = None  # a run directory, a checkpoint file, or auto (this run directory's last.pt)
+    resume: str | None = None  # a run directory, a checkpoint file, auto (this run directory's last.pt), or
+    # continue_or_start (auto when this run directory holds a checkpoint of its own, else a new run: requeues)
     overwrite: bool = False  # allow a new run in a directory that already holds a completed one
 
 

@@ -1,10 +1,11 @@
 """What the hardware can do and how much of it a run used: the machine's name, a dense-GEMM peak, MFU.
 
 Model FLOPs utilisation (MFU) = achieved training FLOP/s / peak FLOP/s. Training costs 3 x 2 x forward MACs per
-image (a forward and a backward of twice its cost; a multiply-add is 2 FLOPs). The peak is *measured*: a
-matrix multiply on the run's device, in its precision and with its thread count, the best a dense kernel
-reaches there (not a datasheet figure, which no 2-core CPU slice reaches). It is measured once per machine,
-torch version, precision and thread count, in about a second, and cached in ``~/.cache/cnnbench/``.
+image (a forward and a backward of twice its cost; a multiply-add is 2 FLOPs). The peak is *measured*: square
+matrix multiplies of growing sizes on the run's device, in its precision and with its thread count, the best
+rate of the sweep (a size too small leaves cores or tensor units idle: on 2 CPU cores 1024 reaches about half of
+2048), not a datasheet figure, which no 2-core CPU slice reaches. It is measured once per machine, torch
+version, precision and thread count, in a few seconds, and cached in ``~/.cache/cnnbench/``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -21,7 +23,10 @@ import torch
 from cnnbench.fileio import atomic_write_json
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what decides CPU training speed (fp32, bf16)
-PROBE_SECONDS = 0.5
+PROBE_SECONDS = 0.5  # per size
+SIZES = {"cpu": (1024, 2048, 4096), "cuda": (4096, 8192, 16384)}  # tried in order while the rate still grows
+GAIN = 1.02  # a larger size must beat the best so far by 2% for the sweep to go on
+PROBE_VERSION = "gemm sweep 1"  # in the cache key: peaks of another probe are measured again
 
 
 @cache
@@ -56,17 +61,31 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def probe_peak_tflops(device: torch.device, dtype: torch.dtype, seconds: float = PROBE_SECONDS) -> float:
-    """Dense matrix-multiply TFLOP/s on ``device`` in ``dtype``: the best of a few timed rounds."""
-    n = 4096 if device.type == "cuda" else 1024
+def probe_peak_tflops(device: torch.device, dtype: torch.dtype, seconds: float = PROBE_SECONDS,
+                      rate: Callable[[int], float] | None = None) -> float:
+    """The best dense matrix-multiply TFLOP/s on ``device`` in ``dtype`` over growing square sizes: the sweep
+    goes on while a size beats the best so far by ``GAIN`` (``rate(n)``: one size's TFLOP/s, measured by
+    default)."""
+    rate = rate or (lambda n: gemm_tflops(device, dtype, n, seconds))
+    best = 0.0
+    for n in SIZES.get(device.type, SIZES["cuda"]):
+        found = rate(n)
+        grew = found >= best * GAIN
+        best = max(best, found)
+        if not grew:
+            break
+    return best
+
+
+def gemm_tflops(device: torch.device, dtype: torch.dtype, n: int, seconds: float = PROBE_SECONDS) -> float:
+    """Matrix-multiply TFLOP/s of one square size ``n``: the best of a few timed rounds."""
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    for _ in range(2):  # warm-up: kernels chosen, caches filled
-        a @ b
+    a @ b  # warm-up: kernels chosen, caches filled
     _sync(device)
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start, reps = time.perf_counter(), 0
-        while reps < 4 or time.perf_counter() - start < seconds / 10:
+        while reps < 2 or time.perf_counter() - start < seconds / 10:
             a @ b
             reps += 1
         _sync(device)
@@ -87,7 +106,8 @@ def _tensor_float32(device: torch.device, precision: str) -> bool:
 def peak_tflops(device: torch.device, precision: str) -> float:
     """The cached dense-GEMM peak of this machine for ``precision`` (fp32, bf16, fp16), measured when missing."""
     tf32 = _tensor_float32(device, precision)
-    key = f"{machine_name(device)} | torch {torch.__version__} | {precision}{' (tf32)' if tf32 else ''}"
+    key = (f"{machine_name(device)} | torch {torch.__version__} | {precision}{' (tf32)' if tf32 else ''} | "
+           f"{PROBE_VERSION}")
     path = cache_file()
     try:
         known = json.loads(path.read_text())
