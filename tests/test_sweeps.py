@@ -100,6 +100,20 @@ def test_report_merges_several_directories(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
+def test_an_optuna_study_in_a_database_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    """A study stored in SQLite: a second sweep (another directory, as after a kill) adds its trials to it."""
+    import optuna
+
+    args = ["-m", "hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=1",
+            "trainer.max_steps=5", *FAST[1:], f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}"]
+    for sweep in ("first", "second"):
+        proc = run_cli(*args, f"hydra.sweep.dir={tmp_path / sweep}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    study = optuna.load_study(study_name="digits_lenet5", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
+
+
+@pytest.mark.slow
 def test_optuna_search_maximises_validation_accuracy(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "sweep"
