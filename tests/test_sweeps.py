@@ -100,6 +100,21 @@ def test_report_merges_several_directories(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
+def test_submitit_runs_a_sweep_as_on_a_cluster(tmp_path: Path) -> None:
+    """hydra/launcher=submitit_local: the code path of the SLURM launcher (submitit pickles each job, runs it in
+    its own process and hands back its result), on this machine."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "hydra/launcher=submitit_local", "trainer.seed=0,1", "trainer.epochs=1",
+                   "trainer.max_steps=5", *FAST[1:], f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = results(sweep)
+    assert sorted(runs) == ["0", "1"] and all(r["status"] == "completed" for r in runs.values())
+    (row,) = read_csv(sweep / "leaderboard.csv")
+    assert row["seeds"] == "2"
+
+
+@pytest.mark.slow
 def test_an_optuna_study_in_a_database_goes_on_where_it_stopped(tmp_path: Path) -> None:
     """A study stored in SQLite: a second sweep (another directory, as after a kill) adds its trials to it."""
     import optuna
