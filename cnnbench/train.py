@@ -176,8 +176,28 @@ def _report(message: str, multirun: bool) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def resume_mode(cfg: DictConfig, run_dir: Path, status: str | None, multirun: bool, overrides: list[str]
+                ) -> str | None:
+    """What ``trainer.resume`` means for this directory: a resumed sweep continues its interrupted jobs; a
+    submitit job (which a cluster may requeue) and ``continue_or_start`` continue this directory's own
+    checkpoint when there is one, and otherwise start."""
+    from cnnbench.engine.stop import preemption_signal
+
+    resume = cfg.trainer.resume
+    if multirun and cfg.sweep.skip_completed and status == "interrupted" and not resume:
+        print(f"resuming {run_dir}: interrupted before ({' '.join(overrides)})")
+        return "auto"
+    if resume is None and preemption_signal() is not None:
+        print("a submitit job: trainer.resume=continue_or_start (a requeued job continues its checkpoint)")
+        resume = CONTINUE_OR_START
+    if resume == CONTINUE_OR_START:  # (every rank of a restarted torchrun reads the same directory)
+        return "auto" if rundir.holds_checkpoint(run_dir) else None
+    return resume
+
+
 def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float | None:
     """One run in a directory this process owns: the reuse rules, the run, and what a failure records."""
+    from cnnbench.engine.stop import StopRequest
     from cnnbench.results import objective
 
     overrides = hydra_overrides()
@@ -187,11 +207,7 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
         print(f"skipping {run_dir}: completed before ({' '.join(overrides)})")
         record_job("skipped")
         return objective(prior)
-    if multirun and cfg.sweep.skip_completed and status == "interrupted" and not cfg.trainer.resume:
-        print(f"resuming {run_dir}: interrupted before ({' '.join(overrides)})")
-        cfg.trainer.resume = "auto"  # a resumed sweep continues its interrupted jobs where they stopped
-    if cfg.trainer.resume == CONTINUE_OR_START:  # (a requeued job, a restarted torchrun: whichever applies)
-        cfg.trainer.resume = "auto" if rundir.holds_checkpoint(run_dir) else None  # (every rank reads the same)
+    cfg.trainer.resume = resume_mode(cfg, run_dir, status, multirun, overrides)
     rundir.check_reuse(run_dir, status, cfg.trainer.resume, cfg.trainer.overwrite)
     started_at, started = time.time(), []
 
@@ -230,6 +246,8 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
         return None
     record_job(results["status"])
     if results["status"] == "interrupted":
+        if StopRequest.preempted is not None:  # checkpointed: now submitit's own handler requeues the job
+            os.kill(os.getpid(), StopRequest.preempted)
         sys.exit(130)
     return objective(results)
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import compose_config, run_cli
 from hydra import compose, initialize_config_module
 from PIL import Image
 
 from cnnbench.commands.report import main as report_main
 
+CEILING_S = 1800  # against a hung process only
 FAST = ["trainer.max_steps=3", "logger.print_config=false", "logger.tensorboard=false"]
 
 
@@ -112,6 +119,42 @@ def test_submitit_runs_a_sweep_as_on_a_cluster(tmp_path: Path) -> None:
     assert sorted(runs) == ["0", "1"] and all(r["status"] == "completed" for r in runs.values())
     (row,) = read_csv(sweep / "leaderboard.csv")
     assert row["seeds"] == "2"
+
+
+@pytest.mark.slow
+def test_a_preempted_submitit_job_is_requeued_and_ends_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Submitit's preemption signal (USR2) mid-training: the job checkpoints at that step, submitit requeues it,
+    the requeued job continues, and it ends with the weights of a run never interrupted, bit for bit."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from cnnbench.rundir import _lock_holder
+
+    train = ["trainer.deterministic=true", "trainer.epochs=2", "data.batch_size=16", "trainer.log_every=1",
+             "logger.print_config=false", "logger.tensorboard=false", "logger.figures=false", "logger.snapshots=0",
+             "logger.progress=false"]
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "cnnbench", "-m", "hydra/launcher=submitit_local", *train,
+                             f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    started = sweep / "0" / ".hydra" / "config.yaml"  # written when training starts
+    deadline = time.monotonic() + CEILING_S
+    while not started.is_file():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the job did not start training"
+        time.sleep(0.05)
+    holder = _lock_holder(sweep / "0")  # the job's process holds its run directory
+    assert holder.startswith("process "), holder
+    os.kill(int(holder.split()[1]), signal.SIGUSR2)
+    out, err = proc.communicate(timeout=CEILING_S)
+    assert proc.returncode == 0, err[-2000:]
+    logs = "".join(p.read_text(errors="replace") for p in sweep.rglob("*_log.out"))
+    assert "resumed at epoch" in logs, logs[-2000:]  # the requeued attempt continued the checkpoint
+    assert json.loads((sweep / "0" / "results.json").read_text())["status"] == "completed"
+    assert run_cli(*train, "hydra.run.dir=reference", cwd=tmp_path).returncode == 0
+    ours, reference = (torch.load(d / "checkpoints" / "last.pt", weights_only=True)["model"]
+                       for d in (sweep / "0", tmp_path / "reference"))
+    assert all(torch.equal(ours[k], reference[k]) for k in reference)
 
 
 @pytest.mark.slow
