@@ -44,16 +44,17 @@ def owned(run_dir: Path) -> list[str]:
 
 
 def own(run_dir: Path, *paths: str | Path) -> None:
-    """Record ``paths`` (inside ``run_dir``, absolute or relative to it; a folder that is wholly cnnbench's as
-    ``name/``) as cnnbench's, before they are written: a kill between the record and the write leaves nothing
-    unrecorded."""
+    """Record ``paths`` as cnnbench's, before they are written: a kill between the record and the write leaves
+    nothing unrecorded. A ``str`` is a name inside ``run_dir`` (``checkpoints/last.pt``; a folder that is wholly
+    cnnbench's as ``name/``); a ``Path`` is where a file is (absolute, or from the working directory)."""
     run_dir = Path(run_dir)
     known = set(owned(run_dir))
     new = []
     for path in paths:
-        text = str(path)
-        rel = os.path.relpath(path, run_dir) if Path(path).is_absolute() else os.path.normpath(text)
-        rel += "/" if text.endswith("/") else ""
+        if isinstance(path, Path):
+            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
+        else:
+            rel = os.path.normpath(path) + ("/" if path.endswith("/") else "")
         if rel not in known and not rel.startswith(".."):
             known.add(rel)
             new.append(rel)

@@ -423,3 +423,14 @@ def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path) 
     images = ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))
     cache.save(tmp_path / "digits-0123.pt", RawSplits(images, images, ["a", "b"]))
     assert not stale.exists() and live.exists() and cache.load(tmp_path / "digits-0123.pt") is not None
+
+
+def test_the_manifest_holds_paths_relative_to_the_run_directory(tmp_path, monkeypatch) -> None:
+    """#1: names inside the run and paths of files (also from a relative run directory) are recorded alike."""
+    from cnnbench.rundir import own, owned
+
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs/a")
+    own(run, "checkpoints/last.pt", Path("runs/a/figures/x.png"), tmp_path / "runs/a/eval_test.json", "tb/n/")
+    own(run, "checkpoints/last.pt")  # once only
+    assert owned(run) == ["checkpoints/last.pt", "figures/x.png", "eval_test.json", "tb/n/"]

@@ -80,7 +80,7 @@ class Pictures(Callback):
         self.reporter.image(tag, image, step)
         if self.fig_dir is not None:
             path = self.fig_dir / f"{tag.replace('/', '_').replace(' ', '_')}.png"
-            own(self.fig_dir.parent, path)
+            own(self.fig_dir.parent, f"figures/{path.name}")
             self.fig_dir.mkdir(parents=True, exist_ok=True)
             image.save(path)
 
