@@ -178,7 +178,8 @@ def test_every_file_of_a_run_has_the_same_mode(cli, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["data.augment.crop_padding=100", "data.augment.padding_mode=reflect"], "crop_padding=100 must be smaller"),
     (["data.augment.cutout=1000"], "cutout=1000 must be smaller than the image side"),
-    (["data.batch_size=5000"], "data.batch_size=5000 is larger than the training split (1294 images)"),
+    (["data.batch_size=5000", "data.min_steps_per_epoch=0"],  # (by default it is capped, and said)
+     "data.batch_size=5000 is larger than the training split (1294 images)"),
 ])
 def test_out_of_range_values_are_one_line(cli, tmp_path: Path, args: list[str], message: str) -> None:
     proc = cli(*SHORT, *args, "hydra.run.dir=run", cwd=tmp_path)

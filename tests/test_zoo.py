@@ -161,8 +161,9 @@ def test_every_family_learns_real_digits(name: str, digits_batch) -> None:
     torch.manual_seed(0)
     x, y = digits_batch
     model = build_model(name, num_classes=10, in_channels=1, image_size=32)
-    # ViT (no warm-up) and plain AlexNet are unstable at Adam's usual 1e-3: they get a lower rate, more steps.
-    lr, steps = (3e-4, 60) if name in ("alexnet", "vit_tiny") else (1e-3, 20)
+    # ViT (no warm-up) and plain AlexNet are unstable at Adam's usual 1e-3: they get a lower rate, more steps
+    # (ViT the most: at 60 steps it ends at 0.755 of its first loss in fp32 on an AVX2-only CPU, 1.739 of 2.303).
+    lr, steps = {"alexnet": (3e-4, 60), "vit_tiny": (3e-4, 100)}.get(name, (1e-3, 20))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
