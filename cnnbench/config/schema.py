@@ -51,18 +51,6 @@ class PrecisionChoice(str, Enum):
     fp16 = "fp16"
 
 
-# Each scheduler's own keys; besides them every scheduler config has name, interval, warmup_epochs and
-# warmup_start_factor. A key outside these is an error, so no value is silently ignored.
-SCHEDULER_OPTIONS = {"cosine": {"min_lr"}, "step": {"step_size", "gamma"},
-                     "onecycle": {"pct_start", "anneal_strategy", "div_factor", "final_div_factor", "cycle_momentum"},
-                     "none": set()}
-SCHEDULER_COMMON = {"name", "interval", "warmup_epochs", "warmup_start_factor"}
-# Likewise for the transfer strategies (cnnbench/transfer/strategy.py).
-TRANSFER_OPTIONS = {"scratch": set(), "finetune": {"layer_decay"}, "freeze_backbone": set(),
-                    "gradual_unfreeze": {"head_epochs", "stages", "stage_epochs", "backbone_lr_scale"}}
-TRANSFER_COMMON = {"strategy", "checkpoint"}
-
-
 @dataclass
 class DataConfig:
     name: str = MISSING  # digits | cifar10 | mnist | fashion_mnist | imagefolder | synthetic
