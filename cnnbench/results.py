@@ -124,10 +124,11 @@ def hparams(cfg: DictConfig, overrides: list[str], batch_size: int, image_size: 
         "trainer.seed": cfg.trainer.seed,
         "overrides": " ".join(o for o in overrides if not o.startswith(("hydra.", "logger."))) or "(defaults)",
     }
+    given = parse_overrides(overrides)  # (hydra., logger. and sweep. keys left out)
     for key in swept or []:
-        if key in GROUPS or key in values or key.startswith(("hydra.", "logger.", "sweep.")):
+        if key in GROUPS or key in values or key not in given:
             continue
-        value = OmegaConf.select(cfg, key, default=parse_overrides(overrides).get(key))
+        value = OmegaConf.select(cfg, key, default=given[key])
         values[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return values
 

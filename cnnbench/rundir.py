@@ -202,12 +202,14 @@ def write_hydra_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig | No
         fileio.atomic_write(run_dir / ".hydra" / name, lambda f, text=text: f.write(text.encode()))
 
 
+def job_overrides(values: list[str]) -> list[str]:
+    """A job's (or a sweep's) defining overrides: the sweep.* switches aside."""
+    return [o for o in values if not o.startswith("sweep.")]
+
+
 def same_job(prior: dict, overrides: list[str]) -> bool:
     """Whether earlier results came from the same overrides (sweep.* switches aside)."""
-    def job(values: list[str]) -> list[str]:
-        return [o for o in values if not o.startswith("sweep.")]
-
-    return job(prior.get("overrides", [])) == job(overrides)
+    return job_overrides(prior.get("overrides", [])) == job_overrides(overrides)
 
 
 def checkpoint_in(path: Path | str, name: str) -> Path:

@@ -22,15 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench import fileio
 from cnnbench.cli import fail
 from cnnbench.errors import CnnbenchError
-from cnnbench.rundir import RunDirLock
+from cnnbench.overrides import parse_overrides
+from cnnbench.rundir import RunDirLock, job_overrides
 
 MARKER = ".cnnbench-sweep"  # <sweep dir>/.cnnbench-sweep/{sweep.json, jobs/<n>.json}
 DONE = ("completed", "skipped")
-
-
-def _task(overrides: list[str]) -> list[str]:
-    """A sweep's defining overrides (sweep.* switches aside)."""
-    return [o for o in overrides if not o.startswith("sweep.")]
 
 
 def check_sweep_dir(sweep_dir: Path, overrides: list[str], skip_completed: bool) -> None:
@@ -46,14 +42,14 @@ def check_sweep_dir(sweep_dir: Path, overrides: list[str], skip_completed: bool)
         earlier = json.loads(record.read_text()).get("overrides", [])
     except (OSError, ValueError, AttributeError):
         earlier = None
-    if not skip_completed or earlier is None or _task(earlier) != _task(overrides):
+    if not skip_completed or earlier is None or job_overrides(earlier) != job_overrides(overrides):
         said = " ".join(earlier) if earlier is not None else "unreadable"
         raise CnnbenchError(f"hydra.sweep.dir={sweep_dir} already holds a sweep ({said}); choose another "
                             f"hydra.sweep.dir, or continue that sweep with the same overrides and "
                             f"sweep.skip_completed=true")
 
 
-def swept_keys(job_overrides: list[str]) -> list[str] | None:
+def swept_keys(overrides: list[str]) -> list[str] | None:
     """The keys this job's sweep varies: those whose value here differs from the sweep's command line (``a=1,2``
     gives ``a=1``) or that only the sweeper sets (Optuna's parameters); None outside a sweep."""
     from hydra.core.hydra_config import HydraConfig
@@ -66,9 +62,8 @@ def swept_keys(job_overrides: list[str]) -> list[str] | None:
         sweep = json.loads(record.read_text())["overrides"]
     except (ValueError, OSError, KeyError, TypeError):
         return None
-    given = dict(o.lstrip("+~").partition("=")[::2] for o in sweep)
-    job = dict(o.lstrip("+~").partition("=")[::2] for o in job_overrides)
-    return [k for k, v in job.items() if given.get(k) != v]
+    given = parse_overrides(sweep)
+    return [k for k, v in parse_overrides(overrides).items() if given.get(k) != v]
 
 
 def record_job(status: str, error: str | None = None) -> None:

@@ -111,7 +111,7 @@ def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool
     if taken and not overwrite:
         raise CnnbenchError(f"{taken[0]} exists; give another out= or overwrite=true to replace it")
     if in_run:
-        own(trained.run_dir, out, card_path(out), Path(f"{out}.data"))
+        own(trained.run_dir, out, card_path(out), *([Path(f"{out}.data")] if fmt == "onnx" else []))
     model = trained.model.float().cpu().eval()
     x = real_images(trained, images)
     # A dynamic batch needs an example of at least 2 (torch.export specialises a size-1 dimension).
