@@ -29,33 +29,60 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `python -m cnnbench ARGS` in ``cwd`` and capture its output."""
-    full_env = {**os.environ, "CNNBENCH_CACHE": str(cwd / "cache"), **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "cnnbench", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, process: bool = False
+            ) -> subprocess.CompletedProcess:
+    """Run ``cnnbench ARGS`` in ``cwd`` and capture its output and exit code: in this process (``main()`` with
+    ``sys.argv``, the process-wide state it changes put back), or as ``python -m cnnbench`` in a new one with
+    ``process=True`` or an ``env`` (where the process itself is under test: signals, launchers, start-up)."""
+    if process or env is not None:
+        full_env = {**os.environ, "CNNBENCH_CACHE": str(cwd / "cache"), **(env or {})}
+        full_env.pop("HYDRA_FULL_ERROR", None)
+        return subprocess.run([sys.executable, "-m", "cnnbench", *args], cwd=cwd, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+    return run_in_process(args, cwd)
 
 
-@pytest.fixture
-def cli(monkeypatch):
-    """Run the ``cnnbench`` command in this process (as ``main()`` with ``sys.argv``) in ``cwd``; returns what
-    ``run_cli`` does. For tests of what the command prints and exits with, where a new process is not the point."""
+def run_in_process(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess:
+    """``cnnbench ARGS`` as ``main()`` in this process, in ``cwd``; the working directory, environment, argv,
+    torch's thread count and determinism and the signal handlers are restored afterwards, so one run cannot
+    change the next test's."""
+    import signal
+
+    import torch
+
     from cnnbench.train import main
 
-    def call(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setenv("CNNBENCH_CACHE", str(cwd / "cache"))
-        monkeypatch.setattr(sys, "argv", ["cnnbench", *args])
-        out, err, code = io.StringIO(), io.StringIO(), 0
+    saved_cwd, saved_env, saved_argv = os.getcwd(), dict(os.environ), sys.argv
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        os.chdir(cwd)
+        os.environ["CNNBENCH_CACHE"] = str(cwd / "cache")
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+        sys.argv = ["cnnbench", *args]
         with redirect_stdout(out), redirect_stderr(err):
             try:
                 main()
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        return subprocess.CompletedProcess(["cnnbench", *args], code, out.getvalue(), err.getvalue())
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return subprocess.CompletedProcess(["cnnbench", *args], code, out.getvalue(), err.getvalue())
 
-    return call
+
+@pytest.fixture
+def cli():
+    """Run the ``cnnbench`` command in this process in ``cwd``; returns what ``run_cli`` does. For tests of what
+    the command prints and exits with, where a new process is not the point."""
+    return lambda *args, cwd: run_in_process(args, cwd)
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,7 @@ def test_joblib_launcher_runs_two_jobs_at_once(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=0,1",
                    "trainer.max_steps=40", "trainer.epochs=5", "logger.print_config=false",
-                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, process=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = list(results(sweep).values())
     assert len(runs) == 2
@@ -113,7 +113,7 @@ def test_submitit_runs_a_sweep_as_on_a_cluster(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "hydra/launcher=submitit_local", "trainer.seed=0,1", "trainer.epochs=1",
-                   "trainer.max_steps=5", *FAST[1:], f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                   "trainer.max_steps=5", *FAST[1:], f"hydra.sweep.dir={sweep}", cwd=tmp_path, process=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = results(sweep)
     assert sorted(runs) == ["0", "1"] and all(r["status"] == "completed" for r in runs.values())

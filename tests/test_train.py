@@ -30,7 +30,7 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
 @pytest.mark.slow
 def test_default_run_trains_lenet5_on_digits(tmp_path: Path) -> None:
     """`cnnbench` with no arguments: the acceptance run (>= 95% test accuracy, well under 90 s)."""
-    proc = run_cli(cwd=tmp_path, timeout=180)
+    proc = run_cli(cwd=tmp_path, timeout=180, process=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run_dir,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
     results, ckpt = read_run(run_dir)

@@ -127,24 +127,21 @@ def test_every_model_has_a_config() -> None:
                                                                "tv_vit_b_16"}
 
 
-BIG = {"efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnet101", "resnet152",
-       "vit_b_16", "vit_small"}  # seconds each on 2 cores: in the slow set
+FAMILIES = ["lenet5", "alexnet", "vgg11_bn", "googlenet", "resnet18", "small_resnet", "se_resnet18",
+            "efficientnet_b0", "vit_tiny"]
+EVERYDAY = {*FAMILIES, "airbench"}  # one model per family in the everyday loop; every other model in the slow set
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n
+@pytest.mark.parametrize("name", [n if n in EVERYDAY else pytest.param(n, marks=pytest.mark.slow)
                                   for n in list_models(include_torchvision=False)])
 def test_every_model_runs_through_the_trainer(name: str, tmp_path: Path) -> None:
     """`cnnbench model=<name> data=digits trainer.max_steps=5`, in-process (the CLI is tested elsewhere)."""
     cfg = compose_config(f"model={name}", "trainer.max_steps=5", "logger.print_config=false",
-                         "logger.tensorboard=false", "data.batch_size=8", "data.val_fraction=0.05",
-                         "data.num_test=32", "data.eval_batch_size=64")
+                         "logger.tensorboard=false", "logger.figures=false", "data.batch_size=8",
+                         "data.val_fraction=0.02", "data.num_test=16", "data.eval_batch_size=64")
     results = run(cfg, tmp_path)
     assert results["status"] == "completed" and results["steps"] == 5 and results["model"] == name
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
-
-
-FAMILIES = ["lenet5", "alexnet", "vgg11_bn", "googlenet", "resnet18", "small_resnet", "se_resnet18",
-            "efficientnet_b0", "vit_tiny"]
 
 
 @pytest.fixture(scope="module")
