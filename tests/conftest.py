@@ -116,10 +116,20 @@ def tensorboard_run(run_dir: Path) -> Path:
     return folders[0]
 
 
+# Module fixtures that train a run end to end: every test reading one is in the slow set (CI runs it; the
+# everyday loop, `pytest -m "not slow"`, does not wait for the training).
+TRAINED_RUN_FIXTURES = {"visual_run", "events", "trained_run", "trained", "reference", "source_run", "ddp_run",
+                        "completed"}
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``cuda`` skip, with the reason, where no CUDA GPU is visible."""
+    """Tests reading a trained run are ``slow``; tests marked ``cuda`` skip, with the reason, where no CUDA GPU
+    is visible."""
     import torch
 
+    for item in items:
+        if TRAINED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these on a GPU machine)")

@@ -111,6 +111,7 @@ def test_randaugment_applies_num_ops_in_turn() -> None:
     assert torch.equal(first(x), one)
 
 
+@pytest.mark.slow
 def test_auto_augment_trains_from_the_config(cli, tmp_path) -> None:
     import json
 

@@ -147,6 +147,7 @@ def test_cli_bad_input_is_one_line_without_traceback(cli, tmp_path: Path, args: 
     assert not list(tmp_path.glob("outputs/*/*/checkpoints"))  # failed before any training
 
 
+@pytest.mark.slow
 def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
@@ -167,6 +168,7 @@ def test_model_schemas_are_the_builders_signatures() -> None:
     assert compose_config("model=efficientnet_b3", "model.stochastic_depth=0.1").model.stochastic_depth == 0.1
 
 
+@pytest.mark.slow
 def test_yaml_options_do_not_restate_schema_defaults() -> None:
     """Each default is written once: an option's YAML file sets only what differs from its schema."""
     import dataclasses

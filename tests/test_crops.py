@@ -185,6 +185,7 @@ def test_training_batches_are_crops_at_the_model_size(tmp_path: Path) -> None:
 
 
 # -- which pipeline, which size ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_stored_size_comes_from_the_config_not_from_the_first_file(tmp_path: Path) -> None:
     """A 4000 x 4000 photo sorting first made every image 4000 x 4000 (an 816 MB cache, then out of memory)."""
     photo_tree(tmp_path, per_class=2)
@@ -233,6 +234,7 @@ def test_decoding_in_worker_processes_equals_decoding_here(tmp_path: Path) -> No
         decode_all(files, 3, spec, workers=2)
 
 
+@pytest.mark.slow
 def test_real_photos_train_and_evaluate_with_aspect_kept(tmp_path: Path) -> None:
     """The hymenoptera photos (193 to 2592 px wide, aspect 0.62 to 3.4): stored whole, evaluation as torchvision."""
     import tarfile
@@ -259,6 +261,7 @@ def test_real_photos_train_and_evaluate_with_aspect_kept(tmp_path: Path) -> None
         assert torch.equal(image, expected)
 
 
+@pytest.mark.slow
 def test_a_photo_run_records_its_pipeline_and_its_tools_use_it(tmp_path: Path) -> None:
     """Train on photos (crop pipeline), then evaluate the reported split and predict its files: the same pixels,
     so the same scores; evaluating the carved val split centre-crops its stored canvases."""

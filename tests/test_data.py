@@ -121,6 +121,7 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch() -> None:
     assert torch.equal(second, ~first) and torch.equal(third, first)  # then alternating
 
 
+@pytest.mark.slow
 def test_imagefolder_on_real_cifar10_subset(cifar_subset: Path, tmp_path: Path) -> None:
     cfg = data_cfg("data=imagefolder", f"data.root={cifar_subset}", f"data.cache_dir={tmp_path}")
     data = load_data(cfg)
@@ -221,6 +222,7 @@ def test_large_imagefolders_stream_the_same_batches_from_files(cifar_subset: Pat
             assert torch.equal(xa, xb) and torch.equal(ya, yb), split
 
 
+@pytest.mark.slow
 def test_streamed_imagefolder_trains(cifar_subset: Path, tmp_path: Path) -> None:
     from cnnbench.train import run
 

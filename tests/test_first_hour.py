@@ -59,6 +59,7 @@ def test_every_run_has_a_value_in_every_hparams_column() -> None:
     assert swept["data.num_train"] == 100  # a sweep's keys are columns of its runs, typed
 
 
+@pytest.mark.slow
 def test_a_transfer_source_trained_on_the_same_classes_keeps_its_head(tmp_path: Path) -> None:
     from cnnbench.config import to_container
     from cnnbench.models import build_from_config

@@ -73,6 +73,7 @@ def loose_checkpoint(trained: Path, tmp_path: Path) -> Path:
 
 
 # -- data lost or mixed --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_folder_of_other_files_is_refused_and_overwrite_deletes_only_what_cnnbench_wrote(cli, tmp_path) -> None:
     """#1: no run writes into, deletes from, or resumes a folder of other files; overwrite keeps users' files."""
     foreign = tmp_path / "mine"
@@ -198,6 +199,7 @@ def test_the_cache_key_covers_listed_images_outside_the_root(tmp_path) -> None:
         cache_key(cfg)
 
 
+@pytest.mark.slow
 def test_resuming_with_a_longer_plan_follows_the_new_schedule(cli, tmp_path) -> None:
     """#7: 1 epoch, then resumed to 3: the learning rate is the 3-epoch plan's (cosine does not climb back to
     the peak after the old period); one-cycle resumes too."""
@@ -217,6 +219,7 @@ def test_resuming_with_a_longer_plan_follows_the_new_schedule(cli, tmp_path) -> 
         assert resumed[1]["lr"] < 0.5 * max(h["lr"] for h in planned)  # (the old period's end: back at the peak)
 
 
+@pytest.mark.slow
 def test_paths_are_recorded_absolute(cli, tmp_path) -> None:
     """#8: a relative data.root is stored absolute, so eval from another directory scores the same folder."""
     photo_tree(tmp_path / "photos", {"train": {"a": 12, "b": 12}, "test": {"a": 3, "b": 3}})
@@ -265,6 +268,7 @@ def test_degenerate_class_sets_are_refused_and_macro_averages_follow_one_convent
     assert m["balanced_acc"] == pytest.approx(100 * balanced_accuracy_score(labels, preds))
 
 
+@pytest.mark.slow
 def test_resuming_an_early_stopped_run_applies_the_settings_to_its_history(cli, tmp_path) -> None:
     """#12: with the same settings the stop is carried; with more patience the run goes on, and the message and
     results match the history."""

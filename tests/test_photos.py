@@ -221,6 +221,7 @@ def test_imbalance_options_refuse_bad_values(override: str) -> None:
     assert override.split("=")[0] in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_monitor_selects_the_best_checkpoint(tmp_path: Path) -> None:
     from conftest import run_cli
 

@@ -126,6 +126,7 @@ def test_this_runs_own_worker_processes_are_not_competition() -> None:
     assert other is not None and other < 0.5, other
 
 
+@pytest.mark.slow
 def test_run_reports_threads_and_mfu(tmp_path: Path) -> None:
     proc = run_cli("trainer.max_steps=3", "trainer.epochs=1", "trainer.threads=1", "logger.print_config=false",
                "logger.progress=false", "logger.tensorboard=false", "logger.figures=false", "hydra.run.dir=run",

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from cnnbench.leaderboard import build_leaderboard, find_runs, to_markdown
@@ -14,6 +15,7 @@ TINY = ["logger.tensorboard=false", "logger.figures=false", "logger.snapshots=0"
         "logger.progress=false", "trainer.epochs=1", "trainer.max_steps=4"]
 
 
+@pytest.mark.slow
 def test_results_and_checkpoints_record_the_software_command_and_host(cli, tmp_path: Path) -> None:
     import torchvision
 
@@ -48,6 +50,7 @@ def test_report_marks_runs_whose_software_differs(tmp_path: Path) -> None:
     assert "The runs differ in software (torch)" in to_markdown(board)
 
 
+@pytest.mark.slow
 def test_continue_or_start_starts_an_empty_directory_and_continues_its_own_run(cli, tmp_path: Path) -> None:
     args = [*TINY, "trainer.resume=continue_or_start"]
     first = cli(*args, "hydra.run.dir=run", cwd=tmp_path)

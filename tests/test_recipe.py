@@ -72,6 +72,7 @@ def test_mix_prob_and_switch_prob_choose_what_happens() -> None:
     assert 0.35 < sum(kinds) / len(kinds) < 0.65  # half mixup (a blend of the whole image), half cutmix
 
 
+@pytest.mark.slow
 def test_mixed_targets_reach_the_loss_and_train_accuracy_uses_the_larger_weight(tmp_path: Path) -> None:
     proc = run_cli(*QUIET, "trainer.epochs=2", "data.augment.mixup_alpha=0.4", "data.augment.cutmix_alpha=1.0",
                    "trainer.label_smoothing=0.1", "data.augment.erasing_prob=0.25", "hydra.run.dir=run",
@@ -127,6 +128,7 @@ def test_ema_follows_the_weights_by_its_decay() -> None:
         pytest.approx(0.1), pytest.approx(11 / 20), 0.999]
 
 
+@pytest.mark.slow
 def test_ema_is_validated_beside_the_weights_and_the_better_is_tested(tmp_path: Path) -> None:
     proc = run_cli(*QUIET, "trainer.epochs=3", "trainer.ema_decay=0.9", "hydra.run.dir=run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -163,6 +165,7 @@ def test_drop_path_rises_linearly_with_depth_and_is_off_in_eval(name: str) -> No
 
 
 # -- gradient accumulation -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_accumulated_micro_batches_step_like_one_large_batch(tmp_path: Path) -> None:
     """LeNet-5 has no batch statistics: 2 micro-batches of 32 give the update of one batch of 64 (fp32)."""
     common = (*QUIET, "trainer.precision=fp32", "data.augment.crop_padding=0", "trainer.max_steps=3",
@@ -179,6 +182,7 @@ def test_accumulated_micro_batches_step_like_one_large_batch(tmp_path: Path) -> 
         assert not torch.allclose(v, start[k]) or "bias" in k  # (it trained)
 
 
+@pytest.mark.slow
 def test_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
     proc = run_cli(*QUIET, "trainer.epochs=2", "trainer.accumulate_steps=3", "hydra.run.dir=run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -201,6 +205,7 @@ def test_early_stopping_counts_epochs_without_improvement() -> None:
     assert not last.update(2, {"val/loss": 2.0}, last=True)  # the last epoch ends the run anyway
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_the_run_and_a_resume_stays_stopped(tmp_path: Path) -> None:
     frozen = (*QUIET, "trainer.epochs=6", "optimizer.lr=1e-12", "trainer.early_stopping.patience=2",
               "trainer.early_stopping.monitor=val/loss", "trainer.early_stopping.min_delta=0.01")
@@ -217,6 +222,7 @@ def test_early_stopping_ends_the_run_and_a_resume_stays_stopped(tmp_path: Path) 
     assert results_of(tmp_path / "run")["epochs_completed"] == 3
 
 
+@pytest.mark.slow
 def test_early_stopping_on_validation_needs_a_validation_split(tmp_path: Path) -> None:
     proc = run_cli(*QUIET, "data.val_fraction=0", "trainer.early_stopping.patience=2", "hydra.run.dir=run",
                    cwd=tmp_path)

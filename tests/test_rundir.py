@@ -106,6 +106,7 @@ def test_an_interrupted_run_directory_is_protected_like_a_completed_one(cli, com
     assert cli(*SHORT, "hydra.run.dir=killed", "trainer.resume=auto", cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.slow
 def test_two_processes_cannot_share_a_run_directory(tmp_path: Path) -> None:
     first = start(tmp_path, *LONG, "hydra.run.dir=run")
     try:
@@ -129,6 +130,7 @@ def test_a_refused_rerun_changes_nothing(cli, completed: Path, tmp_path: Path) -
     assert snapshot(completed) == before and "seed: 0" in (completed / ".hydra" / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_never_checkpointed(cli, tmp_path: Path) -> None:
     proc = cli(*QUIET, "optimizer.lr=1e30", "trainer.precision=fp32", "trainer.checkpoint_every_steps=2",
                "hydra.run.dir=run", cwd=tmp_path)
@@ -138,6 +140,7 @@ def test_non_finite_weights_are_never_checkpointed(cli, tmp_path: Path) -> None:
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), ckpt.name
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_first_epoch_is_interrupted_and_resumable(cli, tmp_path: Path) -> None:
     proc = start(tmp_path, *LONG, "hydra.run.dir=run")
     wait_until_training(tmp_path / "run", proc)
@@ -162,6 +165,7 @@ def test_stale_temporary_files_of_killed_writes_are_removed(cli, completed: Path
     assert not stale.exists() and not list((tmp_path / "run").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_every_file_of_a_run_has_the_same_mode(cli, tmp_path: Path) -> None:
     assert cli("trainer.epochs=1", "logger.print_config=false", "hydra.run.dir=run",
                "data=imagefolder", f"data.root={tmp_path / 'none'}", cwd=tmp_path).returncode == 2  # (warm-up)
@@ -196,6 +200,7 @@ def test_resuming_with_other_classes_or_another_optimizer_is_one_line(cli, compl
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line(cli, tmp_path: Path, monkeypatch) -> None:
     import torch as torch_module
 
@@ -221,6 +226,7 @@ def test_a_decompression_bomb_is_one_line(tmp_path: Path, monkeypatch) -> None:
         read_image(tmp_path / "bomb.png", 3, 32)
 
 
+@pytest.mark.slow
 def test_a_bad_image_in_a_streamed_folder_is_one_line(cli, cifar_subset: Path, tmp_path: Path) -> None:
     import shutil
 

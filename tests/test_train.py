@@ -57,6 +57,7 @@ def test_default_run_trains_lenet5_on_digits(tmp_path: Path) -> None:
     assert acc.Scalars("test/acc")[-1].value == pytest.approx(results["test_acc"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_max_steps_stops_and_still_evaluates(cli, tmp_path: Path) -> None:
     proc = cli("trainer.max_steps=7", "trainer.epochs=5", "hydra.run.dir=run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -67,6 +68,7 @@ def test_max_steps_stops_and_still_evaluates(cli, tmp_path: Path) -> None:
     assert ckpt["scheduler"]["last_epoch"] == 7  # cosine stepped once per optimizer step
 
 
+@pytest.mark.slow
 def test_small_resnet_on_real_cifar10_imagefolder(cifar_subset: Path, tmp_path: Path) -> None:
     run(compose_config("data=imagefolder", f"data.root={cifar_subset}", "model=small_resnet", "trainer.max_steps=3",
                        "data.batch_size=32", f"data.cache_dir={tmp_path / 'cache'}", "logger.progress=false"),
@@ -76,6 +78,7 @@ def test_small_resnet_on_real_cifar10_imagefolder(cifar_subset: Path, tmp_path: 
     assert ckpt["model"]["fc.weight"].shape == (10, 256)
 
 
+@pytest.mark.slow
 def test_compile_wraps_the_model_the_trainer_runs(tmp_path: Path) -> None:
     """``trainer.compile=true``: the trainer steps (and the test scores) the torch.compile'd module, whose
     parameters are the model's. Built only: compiling happens at the first call, which the cuda tests make."""
@@ -99,6 +102,7 @@ def test_failed_run_writes_results_with_error(tmp_path: Path) -> None:
     assert results["status"] == "failed" and "does not exist" in results["error"]
 
 
+@pytest.mark.slow
 def test_per_class_metrics_do_not_depend_on_the_pictures(tmp_path: Path) -> None:
     results = run(compose_config("trainer.epochs=2", "logger.tensorboard=false", "logger.figures=false",
                                  "logger.snapshots=0", "logger.print_config=false", "logger.progress=false"),

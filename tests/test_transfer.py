@@ -119,6 +119,7 @@ def test_weights_bring_their_preprocessing_unless_given() -> None:
     assert cfg.data.mean[0] == pytest.approx((0.485 + 0.456 + 0.406) / 3)
 
 
+@pytest.mark.slow
 def test_every_listed_torchvision_config_builds_its_architecture() -> None:
     for name, arch in [("tv_resnet18", "resnet18"), ("tv_vgg16", "vgg16"), ("tv_efficientnet_b0", "efficientnet_b0"),
                        ("tv_mobilenet_v3_large", "mobilenet_v3_large"), ("tv_vit_b_16", "vit_b_16")]:
@@ -165,6 +166,7 @@ def _backbone_equal(a: dict, b: dict) -> dict[str, bool]:
     return {k: torch.equal(a[k], b[k]) for k in a if not k.startswith("fc.")}
 
 
+@pytest.mark.slow
 def test_freeze_backbone_keeps_every_backbone_tensor(source_run: Path, tmp_path: Path) -> None:
     overrides = (*QUIET, "transfer=freeze_backbone", f"transfer.checkpoint={source_run}", "trainer.epochs=2",
                  "data.image_size=16", "data.num_test=64")
@@ -249,6 +251,7 @@ def test_rgb_data_on_a_gray_checkpoint(source_run: Path) -> None:
     assert any("input channels 1 -> 3" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_cli_freeze_backbone_on_torchvision_weights(cli, torch_home: Path, tmp_path: Path, monkeypatch) -> None:
     cache_weights(torch_home, "resnet18", "IMAGENET1K_V1")
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
