@@ -118,6 +118,23 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
+def _traced_pass(model: nn.Module, input_shape: tuple[int, int, int], hooked: dict[nn.Module, object]) -> None:
+    """One (1, C, H, W) zero image through ``model`` in eval mode with receptive fields propagated; each module in
+    ``hooked`` gets its forward hook for the pass."""
+    handles = [m.register_forward_hook(hook) for m, hook in hooked.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+        x._rf = (1, 1)
+        with torch.no_grad(), _ReceptiveFieldMode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 def analyze(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelReport:
     """Run one (1, C, H, W) image through ``model`` in eval mode and describe every leaf layer."""
     report = ModelReport(input_shape=tuple(input_shape))
@@ -132,21 +149,26 @@ def analyze(model: nn.Module, input_shape: tuple[int, int, int]) -> ModelReport:
                                        sum(p.numel() for p in module.parameters(recurse=False)), *rf))
         report.activation_bytes += out.numel() * out.element_size()
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.zeros(1, *input_shape)
-        x._rf = (1, 1)
-        with torch.no_grad(), _ReceptiveFieldMode():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    model.train(was_training)
+    _traced_pass(model, input_shape, {m: hook for m in model.modules() if not list(m.children())})
     report.macs = count_macs(model, input_shape)
     report.params = sum(p.numel() for p in model.parameters())
     report.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report.param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return report
+
+
+def layer_fields(model: nn.Module, input_shape: tuple[int, int, int], names: list[str]
+                 ) -> dict[str, tuple[int, int]]:
+    """(receptive field, jump) of the output of each named module, blocks and stages included."""
+    modules = dict(model.named_modules())
+    found: dict[str, tuple[int, int]] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs, output) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if name not in found and hasattr(out, "_rf"):
+                found[name] = out._rf
+        return record
+
+    _traced_pass(model, input_shape, {modules[n]: hook(n) for n in names})
+    return found

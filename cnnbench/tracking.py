@@ -86,6 +86,14 @@ class Reporter:
 
             self.writer.add_image(tag, np.asarray(image), step, dataformats="HWC")
 
+    def embedding(self, tag: str, features, rows: list[list[str]], header: list[str], thumbnails, step: int
+                  ) -> None:
+        """Vectors (N, D) for TensorBoard's projector, a metadata row per vector and thumbnails (N, 3, h, w) in
+        [0, 1] for its sprite."""
+        if self.writer is not None:
+            self.writer.add_embedding(features, metadata=rows, metadata_header=header, label_img=thumbnails,
+                                      global_step=step, tag=tag)
+
     # -- progress --------------------------------------------------------------------------------------------------
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         if not self.live:

@@ -71,6 +71,7 @@ def test_max_pool_example() -> None:
     assert nn.MaxPool2d(2, 2)(x[None, None])[0, 0].tolist() == [[6, 4], [4, 8]]
 
 
+@pytest.mark.slow
 def test_macs_and_memory() -> None:
     report = analyze(nn.Conv2d(3, 16, 3, padding=1, bias=False), (3, 32, 32))
     assert report.macs == 32 * 32 * 16 * 3 * 3 * 3
@@ -86,10 +87,14 @@ def test_inspect_cli(tmp_path: Path, monkeypatch, capsys) -> None:
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
-    main(["model=resnet18", "data=cifar10"])
+    main(["model=resnet18", "data=cifar10", "out=false"])
     out = capsys.readouterr().out
     assert "stages.3.1.conv2" in out and "11,173,962" in out and "GMACs" in out
-    assert not list(tmp_path.iterdir())  # inspecting writes nothing
+    assert not list(tmp_path.iterdir())  # out=false: inspecting writes nothing
+    main(["model=lenet5"])  # by default, the receptive-field picture and nothing else
+    picture = Path("outputs/inspect/receptive_field_lenet5_1x32.png")
+    assert f"wrote {picture}" in capsys.readouterr().out
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()] == [picture]
     with pytest.raises(SystemExit) as exit_info:
         main(["model=nope"])
     err = capsys.readouterr().err

@@ -70,6 +70,18 @@ def test_snapshots_spread_over_the_run(events: EventAccumulator, visual_run: Pat
         assert [e.step for e in events.Images(tag)] == [steps_at[1], steps_at[3], steps_at[5]]
 
 
+def test_gradcam_at_every_snapshot_and_receptive_fields_at_the_start_and_the_end(events: EventAccumulator,
+                                                                                 visual_run: Path) -> None:
+    history = json.loads((visual_run / "results.json").read_text())["history"]
+    steps_at = {h["epoch"]: h["step"] for h in history}
+    assert [e.step for e in events.Images("explain/gradcam")] == [steps_at[1], steps_at[3], steps_at[5]]
+    assert [e.step for e in events.Images("receptive_field/start")] == [0]  # at initialisation
+    assert [e.step for e in events.Images("receptive_field/end")] == [steps_at[5]]
+    assert "test/misclassified_gradcam" in events.Tags()["images"]
+    card = decode(events.Images("explain/gradcam")[-1])
+    assert card.shape[1] >= 2 * 2 * 96  # two pairs a row: each image beside its map, 96 px or more
+
+
 def test_default_feature_maps_are_never_constant(events: EventAccumulator) -> None:
     for tag in events.Tags()["images"]:
         if tag.startswith("feature_maps/0") and not tag.endswith("input"):
@@ -110,7 +122,8 @@ def test_pngs_carry_a_title(visual_run: Path) -> None:
     names = {p.name for p in pngs}
     assert {"feature_maps_00_input.png", "feature_maps_01_stem.2_relu_64x32x32.png",
             "filters_stem.0_conv_64x1x3x3.png", "test_confusion_matrix.png", "test_per_class.png",
-            "test_misclassified.png"} <= names
+            "test_misclassified.png", "explain_gradcam.png", "test_misclassified_gradcam.png",
+            "receptive_field_start.png", "receptive_field_end.png"} <= names
     for p in pngs:
         with Image.open(p) as img:
             pixels = np.asarray(img.convert("L"))
@@ -229,6 +242,33 @@ def test_visualize_cli(visual_run: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as code:
         main(["--help"])
     assert code.value.code == 0 and "usage: cnnbench-visualize" in capsys.readouterr().out
+
+
+def test_visualize_explains_a_run(visual_run: Path, tmp_path: Path, capsys) -> None:
+    from cnnbench.commands.visualize import main
+
+    main([f"run={visual_run}", "explain=gradcam"])
+    card = visual_run / "figures" / "explain_gradcam.png"
+    assert f"wrote {card}" in capsys.readouterr().out
+    with Image.open(card) as img:
+        pixels = np.asarray(img.convert("L"))
+    assert img.width >= 4 * 96 and img.height >= 4 * 96 and (pixels[4:30] < 100).mean() > 0.005
+    main([f"run={visual_run}", "explain=saliency", "target=true", f"out={tmp_path / 'saliency.png'}"])
+    assert (tmp_path / "saliency.png").is_file()
+    Image.fromarray(np.full((40, 30), 128, np.uint8)).save(tmp_path / "grey.png")
+    main([f"run={visual_run}", "explain=occlusion", f"images={tmp_path / 'grey.png'}", "target=3",
+          f"out={tmp_path / 'occlusion.png'}"])
+    assert (tmp_path / "occlusion.png").is_file()
+    capsys.readouterr()
+    for args, message in ((["explain=nope"], "explain=nope is not a method; choose one of gradcam"),
+                          ([f"images={tmp_path / 'grey.png'}", "explain=gradcam", "target=true"],
+                           "target=true needs images with known classes"),
+                          (["explain=gradcam", "target=cat"], "target=cat is not predicted, true or one of"),
+                          (["explain=gradcam", "layer=nope"], "no layer named 'nope'")):
+        with pytest.raises(SystemExit) as code:
+            main([f"run={visual_run}", *args, f"out={tmp_path / 'x.png'}"])
+        err = capsys.readouterr().err
+        assert code.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_resumed_run_keeps_its_tensorboard_folder(tmp_path: Path) -> None:

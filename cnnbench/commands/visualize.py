@@ -1,4 +1,5 @@
-"""``cnnbench-visualize run=<run dir> image=<image file> layer=<module name>``: one image's feature maps.
+"""``cnnbench-visualize run=<run dir> image=<image file> layer=<module name>``: one image's feature maps;
+``cnnbench-visualize run=<run dir> explain=<method> [images=...] [target=...] [layer=...]``: why it decides.
 
 Loads the run's best checkpoint, preprocesses the image as the run's data was (channels, size, mean/std), and
 writes a captioned PNG (``out=<file>``, default ``<run dir>/figures/visualize_<layer>_<image>.png``; a checkpoint
@@ -6,6 +7,13 @@ outside a run directory needs ``out=``; an existing ``out=`` is replaced only wi
 as the model saw it, the first 16 maps of the layer as a 4x4 grid, the layer's kind and output shape, and the
 model's top-k classes (``top_k=3``), which are also printed. Without ``layer=``, or with a wrong one, it lists
 every block and layer that outputs feature maps, in network order, with its kind and output shape.
+
+With ``explain=gradcam|saliency|integrated_gradients|occlusion`` it writes an attribution card instead
+(``<run dir>/figures/explain_<method>.png`` by default): each image as the model saw it beside the map over it,
+with the predicted class and probability. ``images=`` takes a file, a folder or a glob (default: 8 of the run's
+test images, the first of each class first, with their true classes); ``target=predicted`` (default), ``true``
+or a class name picks the class explained; ``layer=`` sets Grad-CAM's layer (default: the end of the last
+convolutional stage).
 """
 
 from __future__ import annotations
@@ -15,18 +23,22 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.cli import error_boundary, flag, key_values, output_file, positive_int
-from cnnbench.commands.trained import load_trained
+from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
+from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.data.build import normalization
 from cnnbench.data.decode import Resize, read_image
 from cnnbench.data.pipeline import from_meta
 from cnnbench.errors import CnnbenchError
+from cnnbench.explain.attribution import METHODS, attribute, predicted
 from cnnbench.pictures import capture, denormalize, trace
 from cnnbench.pictures.cards import GRID_CHANNELS, feature_card
+from cnnbench.pictures.explain import explanation_card, explanation_title
 from cnnbench.rundir import own
 
 USAGE = ("usage: cnnbench-visualize run=<run dir or .pt> image=<image file> layer=<module name> [top_k=3] "
-         "[out=<png> [overwrite=true]]")
+         "[out=<png> [overwrite=true]]\n       cnnbench-visualize run=<run dir or .pt> explain=<method> "
+         "[images=<file | folder | glob>] [target=predicted|true|<class>] [layer=<module name>] [out=<png>]")
+EXPLAINED = 8  # the run's test images explained when no images= is given
 
 
 def load_image(path: Path, channels: int, resize: Resize, data_cfg) -> torch.Tensor:
@@ -81,13 +93,81 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     return out, top
 
 
+def explained_images(trained: Trained, spec: str | None) -> tuple[torch.Tensor, list[int] | None, str]:
+    """Normalised images to explain, their true classes when known, and what they are: ``images=``'s files, or
+    the run's first test images."""
+    from cnnbench.commands.evaluate import eval_loader
+    from cnnbench.commands.predict import image_files
+
+    if spec:
+        files = image_files(spec)[:EXPLAINED * 2]
+        resize = from_meta(trained.meta).eval_resize
+        x = torch.cat([load_image(f, trained.meta["channels"], resize, trained.cfg.data) for f in files])
+        return x, None, ", ".join(f.name for f in files)
+    loader = eval_loader(trained, "test", None, {}, EXPLAINED, torch.device("cpu"))
+    labels = loader.labels.cpu()
+    first = [int((labels == c).nonzero()[0]) for c in labels.unique().tolist()][:EXPLAINED]  # one per class
+    rest = [i for i in range(len(labels)) if i not in set(first)][:EXPLAINED - len(first)]
+    index = torch.tensor(sorted(first + rest))
+    x = loader.normalize(loader.images(index)).contiguous()
+    return x, labels[index].tolist(), f"the run's first test image of {len(first)} classes" + (
+        f" and {len(rest)} more" if rest else "")
+
+
+def target_classes(target: str, probs: torch.Tensor, labels: list[int] | None, names: list[str]) -> list[int]:
+    """The class each map explains: the predicted one, the true one or a named class."""
+    if target == "predicted":
+        return probs.argmax(1).tolist()
+    if target == "true":
+        if labels is None:
+            raise CnnbenchError("target=true needs images with known classes: leave out images= to explain the "
+                                "run's test images, or use target=predicted or a class name")
+        return labels
+    if target not in names:
+        raise CnnbenchError(f"target={target} is not predicted, true or one of the run's classes: "
+                            f"{', '.join(names[:20])}")
+    return [names.index(target)] * len(probs)
+
+
+def explain(run: Path, method: str, images: str | None = None, target: str = "predicted", layer: str | None = None,
+            out: Path | None = None) -> Path:
+    """Write the ``method`` attribution card for ``images`` (default: the run's first test images)."""
+    trained = load_trained(run)
+    x, labels, what = explained_images(trained, images)
+    probs = predicted(trained.model, x)
+    explanation = attribute(trained.model, x, target_classes(target, probs, labels, trained.class_names), method,
+                            layer)
+    in_run = out is None
+    out = trained.output(out, f"figures/explain_{method}.png")
+    if in_run:
+        own(trained.run_dir, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mean, std = normalization(trained.cfg.data, trained.meta["channels"])
+    card = explanation_card(denormalize(x, mean, std), explanation, probs, trained.class_names, labels,
+                            f"{explanation_title(explanation)} of the {target} class", [
+                                f"{what}; bright = the class score depends more on it; red caption = a mistake",
+                                f"model {trained.cfg.model.name}, {trained.checkpoint.name} at step {trained.step}"])
+    card.save(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-visualize``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = key_values(argv, USAGE, keys={"run", "image", "layer", "out", "overwrite", "top_k"},
-                      required={"run", "image"}, doc=__doc__)
+    args = key_values(argv, USAGE, keys={"run", "image", "images", "layer", "out", "overwrite", "top_k", "explain",
+                                         "target"}, required={"run"}, doc=__doc__)
     top_k = positive_int(args, "top_k", 3)
     out = output_file(args["out"], "out", (".png", ".jpg", ".jpeg"), flag(args, "overwrite")) if "out" in args else None
+    if "explain" in args:
+        if args["explain"] not in METHODS:
+            fail(f"explain={args['explain']} is not a method; choose one of {', '.join(METHODS)}")
+        with error_boundary():
+            out = explain(Path(args["run"]), args["explain"], args.get("images") or args.get("image"),
+                          args.get("target", "predicted"), args.get("layer"), out)
+        print(f"wrote {out}")
+        return
+    if "image" not in args:
+        fail("give image=<image file> (its feature maps) or explain=<method> (why the model decides)")
     with error_boundary():
         out, top = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"), out, top_k)
     print(f"wrote {out}")

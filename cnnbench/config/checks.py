@@ -203,6 +203,8 @@ def validate(cfg: DictConfig) -> None:
                                                               f"got {cfg.logger.print_config}")
     _require(cfg.logger.snapshots >= 0, f"logger.snapshots must be >= 0, got {cfg.logger.snapshots}")
     _require(cfg.logger.num_samples > 0, f"logger.num_samples must be positive, got {cfg.logger.num_samples}")
+    _require(cfg.logger.embedding_images >= 0, f"logger.embedding_images must be >= 0 (0 = none), got "
+                                               f"{cfg.logger.embedding_images}")
     _require(t.checkpoint_every > 0, f"trainer.checkpoint_every must be positive, got {t.checkpoint_every}")
     _require(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got "
              f"{t.checkpoint_every_steps}")

@@ -135,6 +135,9 @@ class LoggerConfig:
     feature_layers: list[str] | None = None  # module names; null = first activation + last block of each stage
     num_samples: int = 8  # fixed test images whose feature maps are logged
     figures: bool = True  # also write the pictures as PNG files under <run dir>/figures/
+    explain: bool = True  # Grad-CAM of the fixed images at each snapshot and of the test mistakes; receptive
+    # fields (theoretical boxes, effective heat maps) at the start and the end
+    embedding_images: int = 256  # test images whose penultimate features go to TensorBoard's projector; 0 = none
 
 
 @dataclass
@@ -274,7 +277,8 @@ OPTIMIZERS = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig}
 
 
 # -- model: cnnbench.models (one schema per registered builder) ---------------------------------------------------
-_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list[int]": list[int], "list[float]": list[float]}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list[int]": list[int], "list[float]": list[float],
+          "dict": dict[str, Any]}
 
 
 def _field_type(annotation: str) -> Any:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.models.stages import structural_layers
 
 MIN_MAP = 4  # default layers whose maps are smaller than this (4x4 px) are skipped: min-max scaling of a 1x1 or
 # 2x2 map gives solid or black-and-white blocks that read as a dead layer
@@ -75,19 +76,6 @@ def trace(model: nn.Module, x: torch.Tensor) -> dict[str, Layer]:
         model.train(was_training)
     return {n: Layer(order, n, kind_of(modules[n]), shape, calls)
             for n, (shape, calls, order) in sorted(seen.items(), key=lambda kv: kv[1][2]) if len(shape) == 3}
-
-
-def structural_layers(model: nn.Module) -> list[str]:
-    """The end of each stage as the model declares it (``feature_stages``, ``stages``) or, for a plain conv
-    stack, each pooling layer of ``features``."""
-    names = {m: n for n, m in model.named_modules()}
-    if hasattr(model, "feature_stages"):
-        return list(model.feature_stages)
-    if isinstance(getattr(model, "stages", None), nn.Sequential):
-        return [names[stage[-1]] for stage in model.stages if len(stage)]
-    if isinstance(getattr(model, "features", None), nn.Sequential):
-        return [names[m] for m in model.features if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
-    return []
 
 
 def first_layer(layers: dict[str, Layer]) -> str | None:
