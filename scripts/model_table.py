@@ -40,7 +40,7 @@ def family(name: str) -> tuple[int, str]:
 def table() -> str:
     rows = ["| model | year | key idea | parameters | MACs / image |", "|---|---|---|---:|---:|"]
     entries = []
-    for name in list_models(include_torchvision=False):  # our implementations
+    for name in list_models(include_zoos=False):  # our implementations
         torch.manual_seed(0)
         report = analyze(build_model(name, num_classes=10, in_channels=3, image_size=32), (3, 32, 32))
         year, idea = family(name)

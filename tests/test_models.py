@@ -57,7 +57,12 @@ def test_too_small_image_fails_at_build_time_naming_the_minimum() -> None:
         build_model("lenet5", num_classes=10, in_channels=1, image_size=12)
 
 
-@pytest.mark.parametrize("name", list_models(include_torchvision=False))
+BIG = {"efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnet101", "resnet152",
+       "vit_b_16", "vit_small", "vgg19", "vgg19_bn"}  # a second or more each on 2 cores: in the slow set
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n
+                                  for n in list_models(include_zoos=False)])
 @pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32)])  # MNIST's size; digits' and CIFAR's
 def test_every_model_runs_forward_and_backward(name: str, channels: int, size: int) -> None:
     model = build_model(name, num_classes=7, in_channels=channels, image_size=size)

@@ -82,6 +82,7 @@ def test_efficientnet_compound_scaling_grows_depth_and_width() -> None:
     assert drops[0] == 0 and drops == sorted(drops) and drops[-1] < 0.2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg16", "resnet50", "alexnet", "googlenet", "vit_tiny", "efficientnet_b0"])
 def test_small_and_imagenet_inputs(name: str) -> None:
     for channels, size in ((1, 28), (3, 32), (3, 224)):
@@ -116,11 +117,12 @@ def test_vit_patch_must_divide_the_image() -> None:
         build_model("vit_tiny", num_classes=10, in_channels=3, image_size=200, patch_size=16)
 
 
+@pytest.mark.slow
 def test_every_model_has_a_config() -> None:
     files = sorted((Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
     names = {p.stem: compose_config(f"model={p.stem}").model.name for p in files}
     # one config per from-scratch model, named after it; the tv_* configs pick torchvision architectures
-    assert {s for s, n in names.items() if n != "tv_model"} == set(list_models(include_torchvision=False))
+    assert {s for s, n in names.items() if n != "tv_model"} == set(list_models(include_zoos=False))
     assert all(n == s for s, n in names.items() if n != "tv_model")
     assert {s for s, n in names.items() if n == "tv_model"} >= {"tv_model", "tv_resnet18", "tv_resnet50", "tv_vgg16",
                                                                "tv_efficientnet_b0", "tv_mobilenet_v3_large",
@@ -129,11 +131,11 @@ def test_every_model_has_a_config() -> None:
 
 FAMILIES = ["lenet5", "alexnet", "vgg11_bn", "googlenet", "resnet18", "small_resnet", "se_resnet18",
             "efficientnet_b0", "vit_tiny"]
-EVERYDAY = {*FAMILIES, "airbench"}  # one model per family in the everyday loop; every other model in the slow set
+EVERYDAY = {"lenet5"}  # the trainer's path in the everyday loop; every model in the slow set
 
 
 @pytest.mark.parametrize("name", [n if n in EVERYDAY else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in list_models(include_torchvision=False)])
+                                  for n in list_models(include_zoos=False)])
 def test_every_model_runs_through_the_trainer(name: str, tmp_path: Path) -> None:
     """`cnnbench model=<name> data=digits trainer.max_steps=5`, in-process (the CLI is tested elsewhere)."""
     cfg = compose_config(f"model={name}", "trainer.max_steps=5", "logger.print_config=false",

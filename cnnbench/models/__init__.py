@@ -7,6 +7,7 @@ from cnnbench.models import (  # noqa: F401  (importing a family registers its m
     googlenet,
     lenet,
     resnet,
+    timm_zoo,
     torchvision_zoo,
     vgg,
     vit,

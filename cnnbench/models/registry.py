@@ -28,9 +28,13 @@ def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
     return wrap
 
 
-def list_models(include_torchvision: bool = True) -> list[str]:
-    """Names of all registered models, sorted; without ``tv_model`` (torchvision's zoo) on request."""
-    return sorted(n for n in _MODELS if include_torchvision or n != "tv_model")
+ZOOS = ("timm", "tv_model")  # other libraries' architectures, chosen by model.arch
+
+
+def list_models(include_zoos: bool = True) -> list[str]:
+    """Names of all registered models, sorted; without ``timm`` and ``tv_model`` (other libraries' zoos) on
+    request."""
+    return sorted(n for n in _MODELS if include_zoos or n not in ZOOS)
 
 
 def model_options(name: str) -> list[str]:
