@@ -115,9 +115,10 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
 
 def _pictures(cfg: DictConfig, run_dir: Path, model: nn.Module, data: DataBundle, test: DeviceLoader,
               reporter: Reporter) -> Pictures | None:
-    """The pictures callback, when anything is to be drawn (images every N epochs, PNG figures or TensorBoard)."""
+    """The pictures callback, when they have somewhere to go (PNG figures or TensorBoard): with neither, drawing
+    them would be time spent for nothing."""
     log = cfg.logger
-    if not (log.snapshots or log.figures or log.tensorboard):
+    if not (log.figures or log.tensorboard):
         return None
     samples = test.head(log.num_samples)
     names = [data.class_names[i] for i in data.test.labels[:len(samples)].tolist()]

@@ -104,12 +104,14 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+        SweepCallback.release()  # (an earlier sweep of this process that never reached its end)
         try:
             lock = RunDirLock(sweep_dir, key="hydra.sweep.dir")
             lock.__enter__()  # held until the sweep ends (the process's end releases it in any case)
             SweepCallback._lock = lock
             check_sweep_dir(sweep_dir, overrides, bool(OmegaConf.select(config, "sweep.skip_completed")))
         except CnnbenchError as e:
+            SweepCallback.release()  # a refused sweep holds nothing (main() may be called again in this process)
             fail(str(e))  # (an exit: Hydra turns a callback's exceptions into warnings and goes on)
         shutil.rmtree(sweep_dir / MARKER / "jobs", ignore_errors=True)  # outcomes of this sweep's jobs only
         fileio.atomic_write_json({"overrides": overrides}, sweep_dir / MARKER / "sweep.json")
@@ -122,6 +124,11 @@ class SweepCallback(Callback):
         write_report([sweep_dir])
         SweepCallback.total = len(outcomes)
         SweepCallback.failed = sum(1 for o in outcomes if o.get("status") not in DONE)
+        SweepCallback.release()
+
+    @staticmethod
+    def release() -> None:
+        """Let go of the sweep directory's lock, if this process holds one."""
         if SweepCallback._lock is not None:
             SweepCallback._lock.__exit__()
             SweepCallback._lock = None

@@ -14,6 +14,7 @@ from conftest import compose_config
 from cnnbench.data import load_data
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model, list_models
+from cnnbench.models.registry import ZOOS
 from cnnbench.train import run
 
 
@@ -121,9 +122,10 @@ def test_vit_patch_must_divide_the_image() -> None:
 def test_every_model_has_a_config() -> None:
     files = sorted((Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
     names = {p.stem: compose_config(f"model={p.stem}").model.name for p in files}
-    # one config per from-scratch model, named after it; the tv_* configs pick torchvision architectures
-    assert {s for s, n in names.items() if n != "tv_model"} == set(list_models(include_zoos=False))
-    assert all(n == s for s, n in names.items() if n != "tv_model")
+    # one config per from-scratch model, named after it; the tv_* configs pick torchvision architectures, timm.yaml
+    # timm's
+    assert {s for s, n in names.items() if n not in ZOOS} == set(list_models(include_zoos=False))
+    assert all(n == s for s, n in names.items() if n != "tv_model") and names["timm"] == "timm"
     assert {s for s, n in names.items() if n == "tv_model"} >= {"tv_model", "tv_resnet18", "tv_resnet50", "tv_vgg16",
                                                                "tv_efficientnet_b0", "tv_mobilenet_v3_large",
                                                                "tv_vit_b_16"}
@@ -131,11 +133,13 @@ def test_every_model_has_a_config() -> None:
 
 FAMILIES = ["lenet5", "alexnet", "vgg11_bn", "googlenet", "resnet18", "small_resnet", "se_resnet18",
             "efficientnet_b0", "vit_tiny"]
-EVERYDAY = {"lenet5"}  # the trainer's path in the everyday loop; every model in the slow set
+EVERYDAY = {"lenet5"}  # the trainer's path in the everyday loop; the other models in the slow set
+BIG = {"efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "resnet101", "resnet152",
+       "vit_b_16", "vit_small"}  # tens of seconds each on 2 cores; their families' smaller members run here
 
 
 @pytest.mark.parametrize("name", [n if n in EVERYDAY else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in list_models(include_zoos=False)])
+                                  for n in list_models(include_zoos=False) if n not in BIG])
 def test_every_model_runs_through_the_trainer(name: str, tmp_path: Path) -> None:
     """`cnnbench model=<name> data=digits trainer.max_steps=5`, in-process (the CLI is tested elsewhere)."""
     cfg = compose_config(f"model={name}", "trainer.max_steps=5", "logger.print_config=false",
