@@ -49,7 +49,9 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = No
     from cnnbench.results import test_and_record
     from cnnbench.transfer.build import apply_weights_preprocessing, load_source_checkpoint
 
-    started_at, overrides, t = time.time(), hydra_overrides(), cfg.trainer
+    started_at = time.time()
+    overrides = hydra_overrides()
+    t = cfg.trainer
     swept = swept_keys(overrides)
     # Every rewrite of the config happens here, before anything is built or recorded: the pretrained weights'
     # preprocessing (then every value is checked), and transfer.checkpoint's model config, which becomes this run's.
@@ -129,10 +131,14 @@ PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "trainer.resu
 def absolute_paths(cfg: DictConfig) -> None:
     """The paths a run reads, made absolute before they are recorded: a command that reads the run later, from
     another working directory, finds the same files."""
+    from cnnbench.models.registry import is_weights_file
+
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, str) and value and value not in ("auto", CONTINUE_OR_START):
             OmegaConf.update(cfg, key, os.path.abspath(os.path.expanduser(value)))
+    if is_weights_file(cfg.model.get("weights")):  # (a torchvision weights name stays a name)
+        cfg.model.weights = os.path.abspath(os.path.expanduser(cfg.model.weights))
 
 
 def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, class_names: list[str]

@@ -164,7 +164,7 @@ def test_model_schemas_are_the_builders_signatures() -> None:
     from cnnbench.models.registry import option_table
 
     assert option_table() == MODEL_OPTIONS  # else: python scripts/model_options.py
-    assert dict(compose_config("model=vgg16").model) == {"name": "vgg16", "dropout": 0.5}
+    assert dict(compose_config("model=vgg16").model) == {"name": "vgg16", "dropout": 0.5, "weights": None}  # (a file)
     assert compose_config("model=efficientnet_b3", "model.stochastic_depth=0.1").model.stochastic_depth == 0.1
 
 

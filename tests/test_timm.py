@@ -69,6 +69,36 @@ def test_inspect_lists_the_architectures_a_pattern_matches(capsys) -> None:
     assert "resnet18 " in out and f"{params:,}" in out and "resnet18d" in out and "G" in out
 
 
+def test_timm_weights_bring_timms_own_evaluation_transform(tmp_path: Path) -> None:
+    """resnet18's pretrained_cfg: Resize(235, bicubic) + CenterCrop(224) + ImageNet mean/std, as timm's own
+    create_transform makes them; an explicit data.* value wins and is said."""
+    from conftest import compose_config
+    from PIL import Image
+    from test_crops import photo_tree
+    from timm.data import create_transform, resolve_data_config
+
+    from cnnbench.data import load_data, make_loaders
+    from cnnbench.transfer.build import apply_weights_preprocessing
+
+    photo_tree(tmp_path, per_class=2)
+    overrides = ("data=imagefolder", f"data.root={tmp_path}", "data.cache_dir=null", "data.val_fraction=0",
+                 "data.batch_size=2", "model=timm", "model.arch=resnet18", "model.pretrained=true",
+                 "transfer=finetune")
+    cfg = compose_config(*overrides)
+    note = apply_weights_preprocessing(cfg, explicit=set())
+    assert (cfg.data.image_size, cfg.data.resize_size, cfg.data.interpolation) == (224, 235, "bicubic")
+    assert note.startswith("preprocessing of timm's resnet18: image_size=224, resize_size=235")
+    data = load_data(cfg.data)
+    x, _ = next(iter(make_loaders(data, cfg.data, torch.device("cpu"), seed=0, channels_last=False)["test"]))
+    transform = create_transform(**resolve_data_config({}, pretrained_cfg=timm.get_pretrained_cfg("resnet18")
+                                                       .to_dict()))
+    expected = torch.stack([transform(Image.open(f).convert("RGB")) for f in sorted((tmp_path / "val").rglob("*.jpg"))])
+    assert x.shape == expected.shape and (x - expected).abs().max() < 1e-5
+    cfg = compose_config(*overrides, "data.image_size=160")
+    note = apply_weights_preprocessing(cfg, explicit={"data.image_size"})
+    assert cfg.data.image_size == 160 and note.endswith("yours kept: data.image_size")
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "convnext_atto", "vit_tiny_patch16_224"])
 def test_timm_models_get_a_gradcam(arch: str) -> None:
     model = build_model("timm", num_classes=4, in_channels=3, image_size=32, arch=arch)

@@ -142,8 +142,9 @@ def validate_transfer(tr: DictConfig, weights: str | None) -> None:
                  f"from random weights); use transfer={'|'.join(pretrained)}")
     else:
         _require(bool(tr.checkpoint) != bool(weights),
-                 f"transfer={tr.strategy} needs one source of pretrained weights: model.weights=<name> (tv_* "
-                 f"models) or transfer.checkpoint=<run dir or .pt>" + (", not both" if tr.checkpoint else ""))
+                 f"transfer={tr.strategy} needs one source of pretrained weights: model.weights=<file, or a "
+                 f"torchvision weights name for tv_* models> or transfer.checkpoint=<run dir or .pt>"
+                 + (", not both" if tr.checkpoint else ""))
     if tr.strategy == "finetune":
         _require(tr.layer_decay is None or (_positive(tr.layer_decay) and tr.layer_decay <= 1),
                  f"transfer.layer_decay must be null or in (0, 1], got {tr.layer_decay!r}")
@@ -182,7 +183,9 @@ def check_data(d: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values of a composed config; raise CnnbenchError naming the first bad one."""
-    t, d, s = cfg.trainer, cfg.data, cfg.scheduler
+    t = cfg.trainer
+    d = cfg.data
+    s = cfg.scheduler
     _require(t.epochs > 0, f"trainer.epochs must be a positive integer, got {t.epochs}")
     _require(t.max_steps is None or t.max_steps > 0, f"trainer.max_steps must be positive, got {t.max_steps}")
     _require(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")

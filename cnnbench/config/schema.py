@@ -295,6 +295,8 @@ def model_schema(name: str, options: dict[str, tuple[str, Any]]) -> type:
         value = field(default_factory=lambda d=default: list(d)) if isinstance(default, list) else field(
             default=default)
         fields.append((key, _field_type(annotation), value))
+    if "weights" not in options:  # every model can start from a weights file (cnnbench.transfer.weights_file)
+        fields.append(("weights", Optional[str], field(default=None)))  # noqa: UP045
     return make_dataclass(f"{name}_config", fields)
 
 

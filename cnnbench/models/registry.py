@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -78,7 +79,19 @@ def build_from_config(cfg: Mapping, num_classes: int, in_channels: int, image_si
     """Build the model a ``model`` config group describes (``name`` plus the builder's options)."""
     options = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     name = options.pop("name")
+    if "weights" not in model_options(name) or is_weights_file(options.get("weights")):
+        options.pop("weights", None)  # a weights file is read by cnnbench.transfer, not by the builder
     return build_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
+
+
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+def is_weights_file(value: object) -> bool:
+    """Whether a ``model.weights`` value names a file (a path or a weights suffix), not torchvision's weights
+    enum (``DEFAULT``, ``IMAGENET1K_V2``); cnnbench.transfer.weights_file reads it."""
+    return isinstance(value, str) and (value.lower().endswith(WEIGHTS_SUFFIXES) or os.sep in value
+                                       or value.startswith("~"))
 
 
 def require_min_size(name: str, image_size: int, min_size: int) -> None:

@@ -5,12 +5,15 @@ model.arch=<name>``, built by ``timm.create_model`` for the data's classes and c
 architecture through (one line when it takes no such keyword); a vision transformer is sized for the data's
 image size. ``model.pretrained=true`` reads timm's weights from the local Hugging Face cache only (nothing is
 downloaded during a run): when they are not there, one line says which repository it looked for and where.
+The weights' ``pretrained_cfg`` sets the preprocessing (``pretrained_preprocessing``), as torchvision's
+weights do theirs.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,6 +85,20 @@ def _create(arch: str, pretrained: bool, options: dict, user_keys: list[str]) ->
                             f"Hugging Face cache {cache}, and runs do not download; fetch them once online "
                             f"(timm.create_model('{arch}', pretrained=True)) or set model.pretrained=false "
                             f"({type(e).__name__})") from None
+
+
+def pretrained_preprocessing(arch: str) -> dict:
+    """How timm's weights for ``arch`` want their input, from its ``pretrained_cfg`` as timm's own
+    ``resolve_data_config`` reads it: data.image_size, resize_size (image_size / crop_pct, floored, as timm's
+    eval transform), interpolation, mean and std."""
+    import timm
+    from timm.data import resolve_data_config
+
+    pretrained = timm.get_pretrained_cfg(arch)
+    config = resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    size = config["input_size"][-1]
+    return {"image_size": size, "resize_size": math.floor(size / config["crop_pct"]),
+            "interpolation": config["interpolation"], "mean": list(config["mean"]), "std": list(config["std"])}
 
 
 @register_model("timm")

@@ -1,42 +1,64 @@
-"""The model a run starts from: random weights (``transfer=scratch``), torchvision's pretrained weights
-(``model.weights=...``) or the best checkpoint of an earlier cnnbench run (``transfer.checkpoint=...``)."""
+"""The model a run starts from: random weights (``transfer=scratch``), a weights file (``model.weights=<path>``),
+torchvision's pretrained weights (``model.weights=<name>``) or the best checkpoint of an earlier cnnbench run
+(``transfer.checkpoint=...``)."""
 
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_from_config
+from cnnbench.models.registry import is_weights_file
 from cnnbench.models.surgery import replace_heads, set_input_channels
 from cnnbench.models.torchvision_zoo import resolve_weights
 from cnnbench.rundir import checkpoint_in
 from cnnbench.transfer.pretrained import load_weights, torchvision_state_dict
+from cnnbench.transfer.weights_file import read_state_dict, source_shape
+
+
+def weights_preprocessing(cfg: DictConfig) -> tuple[str, dict, str] | None:
+    """What the chosen pretrained weights want of the data (image_size, resize_size, interpolation, mean, std),
+    whose weights they are, and how they resize; None without such weights (a weights file has no say)."""
+    m = cfg.model
+    if cfg.transfer.get("checkpoint"):
+        return None
+    if m.get("name") == "timm" and m.get("pretrained"):
+        from cnnbench.models.timm_zoo import check_arch, pretrained_preprocessing
+
+        wanted = pretrained_preprocessing(check_arch(m.arch))
+        return f"timm's {m.arch}", wanted, (f"timm resizes to {wanted['resize_size']} then crops "
+                                            f"{wanted['image_size']}")
+    if m.get("name") != "tv_model" or not m.get("weights") or is_weights_file(m.weights):
+        return None
+    t = resolve_weights(m.arch, m.weights).transforms()
+    wanted = {"image_size": t.crop_size[0], "mean": list(t.mean), "std": list(t.std),
+              "resize_size": t.resize_size[0], "interpolation": t.interpolation.value}
+    return f"{m.arch} {m.weights}", wanted, f"torchvision resizes to {t.resize_size[0]} then crops {t.crop_size[0]}"
 
 
 def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | None:
-    """Set data.image_size/resize_size/interpolation/mean/std to those of the chosen torchvision weights (unless
-    given on the command line, ``explicit``); return what was set, for the console."""
-    m = cfg.model
-    if m.get("name") != "tv_model" or not m.get("weights") or cfg.transfer.get("checkpoint"):
+    """Set data.image_size/resize_size/interpolation/mean/std to those of the chosen pretrained weights
+    (torchvision's or timm's) unless given on the command line (``explicit``, which wins and is said); return
+    what was set, for the console."""
+    found = weights_preprocessing(cfg)
+    if found is None:
         return None
-    t = resolve_weights(m.arch, m.weights).transforms()
-    channels = cfg.data.channels
-    mean, std = list(t.mean), list(t.std)
-    if channels == 1:  # gray input feeds all three pretrained colour channels (see adapt_input_conv)
-        mean, std = [sum(mean) / 3], [sum(std) / 3]
-    wanted = {"image_size": t.crop_size[0], "mean": mean, "std": std, "resize_size": t.resize_size[0],
-              "interpolation": t.interpolation.value}
+    whose, wanted, how = found
+    if cfg.data.channels == 1:  # gray input feeds all three pretrained colour channels (see adapt_input_conv)
+        wanted = {**wanted, "mean": [sum(wanted["mean"]) / 3], "std": [sum(wanted["std"]) / 3]}
     applied = {k: v for k, v in wanted.items() if f"data.{k}" not in explicit}
+    kept = sorted(k for k in wanted if f"data.{k}" in explicit)
     for key, value in applied.items():
         cfg.data[key] = value
     if not applied:
         return None
-    return (f"preprocessing of {m.arch} {m.weights}: "
+    return (f"preprocessing of {whose}: "
             + ", ".join(f"{k}={[round(x, 3) for x in v] if isinstance(v, list) else v}" for k, v in applied.items())
-            + f" (torchvision resizes to {t.resize_size[0]} then crops {t.crop_size[0]}: so does data.pipeline=crop, "
-              f"for photos; data.pipeline=pad squashes to {t.crop_size[0]})")
+            + f" ({how}: so does data.pipeline=crop, for photos; data.pipeline=pad squashes to "
+              f"{wanted['image_size']})" + (f"; yours kept: data.{', data.'.join(kept)}" if kept else ""))
 
 
 def load_source_checkpoint(cfg: DictConfig) -> dict | None:
@@ -66,6 +88,11 @@ def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_si
     if source is not None:
         state, description = source["model"], source["path"]
         source_classes, source_channels = len(source["meta"]["class_names"]), source["meta"]["channels"]
+    elif is_weights_file(cfg.model.get("weights")):
+        state, description = read_state_dict(cfg.model.weights), cfg.model.weights
+        with torch.device("meta"):  # (names and shapes only: where the head and the first conv are)
+            probe = build_from_config(model_cfg, num_classes, channels, image_size)
+        source_classes, source_channels = source_shape(probe, state, num_classes, channels)
     else:
         w = resolve_weights(cfg.model.arch, cfg.model.weights)
         state, description = torchvision_state_dict(w), f"{cfg.model.arch} {w}"
@@ -76,6 +103,9 @@ def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_si
     notes += set_input_channels(model, channels)
     if source is not None and class_names is not None and list(source["meta"]["class_names"]) == list(class_names):
         notes.append(f"classifier head kept: {description} was trained on the same {num_classes} classes")
+    elif source is None and is_weights_file(cfg.model.get("weights")) and source_classes == num_classes:
+        notes.append(f"classifier head kept: {description} has {num_classes} outputs, as many as the data's "
+                     "classes")
     else:
         notes += replace_heads(model, num_classes)
     return model, notes
