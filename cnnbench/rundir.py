@@ -121,7 +121,9 @@ class RunDirLock:
     however it ends."""
 
     def __init__(self, path: Path, key: str = "hydra.run.dir") -> None:
-        self.path, self.fd, self.key = Path(path), None, key
+        self.path = Path(path)
+        self.fd = None
+        self.key = key
 
     def __enter__(self) -> RunDirLock:
         if self.path.exists() and not self.path.is_dir():

@@ -1,5 +1,5 @@
 """The shape of the code: no import cycles (between modules or between packages), small modules and functions,
-and a README layout that names every module."""
+one assignment per statement, and a README layout that names every module."""
 
 from __future__ import annotations
 
@@ -124,6 +124,17 @@ def test_modules_and_functions_stay_small() -> None:
                 if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
                     long_functions.append(f"{name}.{node.name}")
     assert long_modules == [] and long_functions == []
+
+
+def test_no_statement_packs_three_assignments_into_one() -> None:
+    """``a, b, c = x, y, z`` hides three statements in one line (unpacking a returned tuple is fine)."""
+    packed = []
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple) and \
+                    isinstance(node.value, ast.Tuple) and len(node.targets[0].elts) >= 3:
+                packed.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert packed == []
 
 
 def test_readme_layout_names_every_module() -> None:

@@ -62,7 +62,10 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     """Write the feature-map card of ``layer`` for ``image``; return the PNG path and the top-k classes with
     their probabilities."""
     trained = load_trained(run)
-    cfg, meta, model, names = trained.cfg, trained.meta, trained.model, trained.class_names
+    cfg = trained.cfg
+    meta = trained.meta
+    model = trained.model
+    names = trained.class_names
     x = load_image(image, meta["channels"], from_meta(meta).eval_resize, cfg.data)
     traced = trace(model, x)
     if not layer or layer not in traced:

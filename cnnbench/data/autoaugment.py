@@ -42,7 +42,9 @@ class AutoAugment:
     def __init__(self, policy: str, generator: torch.Generator, *, bins: int = 31, magnitude: int = 9,
                  num_ops: int = 2) -> None:
         self.policy, self.generator = policy, generator
-        self.bins, self.magnitude, self.num_ops = bins, magnitude, num_ops
+        self.bins = bins
+        self.magnitude = magnitude
+        self.num_ops = num_ops
         self._tables: dict[tuple, dict[str, torch.Tensor]] = {}  # by image size and device, made once
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +59,9 @@ class AutoAugment:
         return x
 
     def _round(self, x: torch.Tensor, table: dict[str, torch.Tensor]) -> torch.Tensor:
-        b, g, dev = x.shape[0], self.generator, x.device
+        b = x.shape[0]
+        g = self.generator
+        dev = x.device
         op = torch.randint(0, len(OPS), (b,), generator=g, device=dev)
         if self.policy == "trivialaugment":
             level = torch.randint(0, self.bins, (b,), generator=g, device=dev)
@@ -119,15 +123,22 @@ def inverse_affine(angle: torch.Tensor, translate: torch.Tensor, shear: torch.Te
                    ) -> torch.Tensor:
     """torchvision's ``_get_inverse_affine_matrix`` (scale 1) for n images at once, float64: (n, 2, 3).
     angle (n,) and shear (n, 2) in degrees; translate and center (n, 2) in pixels, center from the image centre."""
-    rot, sx, sy = torch.deg2rad(angle), torch.deg2rad(shear[:, 0]), torch.deg2rad(shear[:, 1])
+    rot = torch.deg2rad(angle)
+    sx = torch.deg2rad(shear[:, 0])
+    sy = torch.deg2rad(shear[:, 1])
     cx, cy = center.unbind(1)
     cx_plus_tx, cy_plus_ty = cx + translate[:, 0], cy + translate[:, 1]
-    cos_sy, tan_sx, rot_minus_sy = torch.cos(sy), torch.tan(sx), rot - sy
+    cos_sy = torch.cos(sy)
+    tan_sx = torch.tan(sx)
+    rot_minus_sy = rot - sy
     a = torch.cos(rot_minus_sy) / cos_sy
     b = -(a * tan_sx + torch.sin(rot))
     c = torch.sin(rot_minus_sy) / cos_sy
     d = torch.cos(rot) - c * tan_sx
-    m0, m1, m3, m4 = d, -b, -c, a
+    m0 = d
+    m1 = -b
+    m3 = -c
+    m4 = a
     m2 = cx - m0 * cx_plus_tx - m1 * cy_plus_ty
     m5 = cy - m3 * cx_plus_tx - m4 * cy_plus_ty
     return torch.stack([m0, m1, m2, m3, m4, m5], 1).view(-1, 2, 3)

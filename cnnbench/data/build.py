@@ -97,7 +97,9 @@ def load_data(cfg: DictConfig) -> DataBundle:
             return images
         return ImageSet(_conform(images.images, cfg.channels, pipeline.image_size), images.labels)
 
-    train, test, val = conform(raw.train), conform(raw.test), conform(raw.val)
+    train = conform(raw.train)
+    test = conform(raw.test)
+    val = conform(raw.val)
     class_names = list(cfg.class_names) if cfg.class_names else raw.class_names
     if cfg.num_classes is not None and cfg.num_classes != len(raw.class_names):
         raise CnnbenchError(f"data.num_classes={cfg.num_classes} but {cfg.name} has {len(raw.class_names)} classes")

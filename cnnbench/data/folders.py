@@ -60,7 +60,9 @@ def scan_folder(folder: Path, skipped: list[str] | None = None) -> tuple[list[st
     if not classes:
         raise CnnbenchError(f"{folder}: no class folders; expected one sub-folder per class holding images")
     class_dirs = {os.path.realpath(folder / c) for c in classes} | {os.path.realpath(folder)}
-    paths, labels, seen = [], [], set()
+    paths = []
+    labels = []
+    seen = set()
     for label, name in enumerate(classes):
         own = os.path.realpath(folder / name)
         for path in walk_files(folder / name, skip=class_dirs - {own}):

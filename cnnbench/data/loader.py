@@ -54,7 +54,9 @@ class DeviceLoader:
         self.crop_ratio = tuple(augment.crop_ratio) if augment is not None else None
         self.num_classes = num_classes
         self.labels = data.labels.to(device)
-        self.device, self.train, self.channels_last = device, train, channels_last
+        self.device = device
+        self.train = train
+        self.channels_last = channels_last
         self.mean, self.std = list(mean), list(std)
         # x_norm = (x / 255 - mean) / std = x * scale + shift, one fused op per batch
         std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)

@@ -24,7 +24,10 @@ class BatchSampler:
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator, rank: int = 0,
                  world_size: int = 1, weights: torch.Tensor | None = None) -> None:
-        self.n, self.batch_size, self.shuffle, self.generator = n, batch_size, shuffle, generator
+        self.n = n
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
         self.weights = weights
         self.global_batch = batch_size * world_size
         self.shard = slice(rank * batch_size, (rank + 1) * batch_size)  # this process's part of a global batch

@@ -110,7 +110,9 @@ def read_torchvision(cfg: DictConfig) -> RawSplits:
 def read_synthetic(cfg: DictConfig) -> RawSplits:
     """Random uint8 images and labels (fixed by data.split_seed); for smoke tests and throughput."""
     g = torch.Generator().manual_seed(cfg.split_seed)
-    c, s, k = cfg.channels, cfg.image_size, cfg.num_classes
+    c = cfg.channels
+    s = cfg.image_size
+    k = cfg.num_classes
 
     def make(n: int) -> ImageSet:
         return ImageSet(torch.randint(0, 256, (n, c, s, s), generator=g, dtype=torch.uint8),

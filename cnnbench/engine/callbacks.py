@@ -59,7 +59,9 @@ class ModelHooks(Callback):
     the checkpoint holds the result), ``on_epoch_start`` before each epoch."""
 
     def __init__(self, model: TrainingHooks, init: bool = True, init_images: int = 5000) -> None:
-        self.model, self.init, self.init_images = model, init, init_images
+        self.model = model
+        self.init = init
+        self.init_images = init_images
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if self.init and trainer.state.step == 0:

@@ -36,7 +36,9 @@ class Checkpointer:
     Only the main process writes: under data parallelism every process holds the same weights."""
 
     def __init__(self, run_dir: Path, payload: dict, enabled: bool = True) -> None:
-        self.dir, self.payload, self.enabled = Path(run_dir) / "checkpoints", payload, enabled
+        self.dir = Path(run_dir) / "checkpoints"
+        self.payload = payload
+        self.enabled = enabled
 
     def save(self, name: str, state: dict) -> None:
         """Write ``state`` (with the payload) as ``name``; weights that are not all finite are never written, so

@@ -40,7 +40,9 @@ class EarlyStopping:
         gain = (value - self.best if self.higher_is_better else self.best - value) if self.best is not None \
             else float("inf")
         if gain > self.min_delta:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            self.best = value
+            self.best_epoch = epoch
+            self.bad_epochs = 0
         else:
             self.bad_epochs += 1
             if self.bad_epochs >= self.patience and not last:

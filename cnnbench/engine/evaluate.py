@@ -56,7 +56,9 @@ def predict(model: nn.Module, loader: DeviceLoader, precision: Precision, tta: i
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=loader.device)
-    top5, labels, calibration = [], [], []
+    top5 = []
+    labels = []
+    calibration = []
     for x, y in loader:
         with precision.autocast():
             logits = tta_logits(model, x, tta)
@@ -88,7 +90,9 @@ def metrics(scores: Scores, class_names: list[str]) -> dict:
     labels or the predictions (``f1_score(average="macro")``); a class absent from both is in neither. A
     class's precision or recall that divides by zero counts 0 (``zero_division=0``)."""
     cm = confusion_matrix(scores.preds, scores.labels, len(class_names)).double()
-    hits, true, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+    hits = cm.diag()
+    true = cm.sum(1)
+    predicted = cm.sum(0)
     recall = hits / true.clamp_min(1)
     precision = hits / predicted.clamp_min(1)
     f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)

@@ -24,7 +24,10 @@ class Lookahead(Callback):
     state_key = "lookahead"
 
     def __init__(self, model: nn.Module, every: int, decay: float, total_steps: int = 1) -> None:
-        self.model, self.every, self.decay, self.total_steps = model, every, decay, max(total_steps, 1)
+        self.model = model
+        self.every = every
+        self.decay = decay
+        self.total_steps = max(total_steps, 1)
         self.slow = {k: v.detach().clone() for k, v in self.current().items()}
 
     def current(self) -> dict[str, torch.Tensor]:

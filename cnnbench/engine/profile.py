@@ -21,7 +21,9 @@ from cnnbench.tracking import Reporter
 if TYPE_CHECKING:
     from cnnbench.engine.trainer import Trainer
 
-WAIT, WARMUP, ACTIVE = 3, 2, 6
+WAIT = 3
+WARMUP = 2
+ACTIVE = 6
 ROWS = 25
 
 

@@ -87,8 +87,12 @@ class Trainer:
         self.cfg = cfg
         self.model = model  # the module whose state is saved
         self.net = model if compiled is None else compiled  # the callable that runs (torch.compile'd or not)
-        self.optimizer, self.schedule, self.loaders = optimizer, schedule, loaders
-        self.precision, self.reporter, self.checkpointer = precision, reporter, checkpointer
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.loaders = loaders
+        self.precision = precision
+        self.reporter = reporter
+        self.checkpointer = checkpointer
         self.callbacks = list(callbacks)
         self.dist = dist or DistInfo()
         self.total_steps = planned_steps(cfg, len(loaders["train"]))  # optimizer steps
@@ -162,7 +166,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def train_one_epoch(self, stop: StopRequest) -> dict[str, float]:
-        loader, state, cfg = self.loaders["train"], self.state, self.cfg
+        loader = self.loaders["train"]
+        state, cfg = self.state, self.cfg
         self.net.train()
         loader.set_epoch(state.epoch)
         self._loader_state = loader.state_dict()  # a mid-epoch checkpoint restarts the epoch's draws here
@@ -208,12 +213,16 @@ class Trainer:
                 break
             if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0 and i < len(loader):
                 self.save("last.pt", mid_epoch=True)  # (the epoch's last step is saved after its evaluation)
-        # Sums over the processes (one in a single process); .item() syncs the device.
+        return self._epoch_metrics(loss_sum, correct, seen, time.perf_counter() - start)
+
+    def _epoch_metrics(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, elapsed: float
+                       ) -> dict[str, float]:
+        """The epoch's loss, accuracy and speed summed over the processes (.item() syncs); a non-finite loss ends."""
+        state = self.state
         totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
-                                             torch.tensor(float(seen), device=loader.device)]))
+                                             torch.tensor(float(seen), device=loss_sum.device)]))
         seen = max(int(totals[2].item()), 1)
         loss_value, acc_value = totals[0].item() / seen, 100.0 * totals[1].item() / seen
-        elapsed = time.perf_counter() - start
         state.train_time_s += elapsed
         state.images_seen += seen
         if not math.isfinite(loss_value):
@@ -263,15 +272,16 @@ class Trainer:
 
     def _end_epoch(self, metrics: dict[str, float], stopping: bool) -> None:
         """Evaluate the epoch just trained, record it, keep the best and the last checkpoint."""
-        state, cfg, main = self.state, self.cfg, self.dist.is_main
+        state = self.state
+        cfg = self.cfg
         state.epoch += 1
         self._loader_state = self.loaders["train"].state_dict()
         self.schedule.after_epoch()
-        if "val" in self.loaders and main:  # rank 0 evaluates (with its copy of the BN statistics)
+        if "val" in self.loaders and self.dist.is_main:  # rank 0 evaluates (with its copy of the BN statistics)
             metrics.update({f"val/{k}": v for k, v in self.evaluate("val").items()})
             if self.ema is not None:
                 metrics.update({f"val_ema/{k}": v for k, v in self.evaluate("val", self.ema.module).items()})
-        if cfg.eval_every and state.epoch % cfg.eval_every == 0 and main:
+        if cfg.eval_every and state.epoch % cfg.eval_every == 0 and self.dist.is_main:
             test = self.evaluate("test")
             metrics["test/loss"], metrics["test/acc"] = test["loss"], test["acc"]
         self.reporter.scalars(metrics, state.step)

@@ -103,7 +103,9 @@ class EfficientNet(nn.Module):
         self.stem = ConvBNAct(in_channels, stem_out, 3, stride=1 if small_input else 2)
         stages = [(e, k, s, make_divisible(ci * width), make_divisible(co * width), math.ceil(n * depth))
                   for e, k, s, ci, co, n in B0_STAGES]
-        total, index, blocks = sum(s[-1] for s in stages), 0, []
+        total = sum(s[-1] for s in stages)
+        index = 0
+        blocks = []
         for expand, kernel, stride, cin, cout, n in stages:
             stage = []
             for i in range(n):

@@ -125,7 +125,10 @@ class ResNet(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
             )
-        stages, cin, index, total = [], w0, 0, sum(blocks)
+        stages = []
+        cin = w0
+        index = 0
+        total = sum(blocks)
         for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
             layers = []
             for j in range(n):

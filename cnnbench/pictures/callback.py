@@ -66,7 +66,9 @@ class Pictures(Callback):
                  class_names: list[str], *, epochs: list[int], figures: bool = True, explain: bool = True,
                  embedding_images: int = 0) -> None:
         start = time.perf_counter()
-        self.reporter, self.model, self.epochs = reporter, model, set(epochs)
+        self.reporter = reporter
+        self.model = model
+        self.epochs = set(epochs)
         self.samples, self.sample_names = samples, sample_names  # normalised (B, C, H, W) on the model's device
         self.mean, self.std = mean, std
         self.inputs = denormalize(samples.float().cpu(), mean, std)

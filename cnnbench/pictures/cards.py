@@ -17,7 +17,9 @@ MIN_TILE = 48  # small maps are enlarged to at least this many pixels a side
 PAD, MARGIN = 2, 8
 MIN_TEXT_WIDTH = 300
 TITLE_SIZE, TEXT_SIZE = 15, 12
-INK, MUTED, HIGHLIGHT = (20, 20, 20), (90, 90, 90), (230, 120, 0)
+INK = (20, 20, 20)
+MUTED = (90, 90, 90)
+HIGHLIGHT = (230, 120, 0)
 
 
 @cache

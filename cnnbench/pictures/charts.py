@@ -39,7 +39,9 @@ def confusion_figure(cm: torch.Tensor, class_names: list[str]):
     plt = pyplot()
     shown = most_confused(cm)
     rates = (cm.float() / cm.sum(1, keepdim=True).clamp_min(1))[shown][:, shown].numpy()
-    counts, names, n = cm[shown][:, shown], [class_names[i] for i in shown], len(shown)
+    counts = cm[shown][:, shown]
+    names = [class_names[i] for i in shown]
+    n = len(shown)
     fig, ax = plt.subplots(figsize=(2.0 + 0.45 * n, 1.6 + 0.4 * n), dpi=100)
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
