@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.models.stages import structural_layers
+from cnnbench.models.stages import module_outputs, structural_layers
 
 METHODS = ("gradcam", "saliency", "integrated_gradients", "occlusion")
 TITLES = {"gradcam": "Grad-CAM", "saliency": "saliency", "integrated_gradients": "integrated gradients",
@@ -41,30 +41,6 @@ class Explanation:
     targets: list[int]  # the class explained, per image
 
 
-def _outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
-    """(name, module, output shape without the batch) of every module with a tensor output, in the order the
-    outputs were produced by one forward pass in eval mode."""
-    seen: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs, output) -> None:
-            if name not in seen and isinstance(output, torch.Tensor):
-                seen[name] = (module, tuple(output.shape[1:]))
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return [(n, m, shape) for n, (m, shape) in seen.items()]
-
-
 def token_grid(tokens: int) -> tuple[int, int] | None:
     """(prefix tokens, side) when ``tokens`` is a square patch grid with 0 or 1 class token before it."""
     for prefix in (1, 0):
@@ -78,14 +54,14 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     """Grad-CAM's layer: the end of the last convolutional stage with maps of at least 2x2 (the model's declared
     stages, else the last such module); for a transformer, the norm before its last attention (its patch tokens
     still reach the class token there; after it they no longer do)."""
-    outputs = _outputs(model, x)
-    attention = [i for i, (_, m, _) in enumerate(outputs) if "attention" in type(m).__name__.lower()]
+    outputs = module_outputs(model, x)
+    attention = [i for i, o in enumerate(outputs) if "attention" in type(o.module).__name__.lower()]
     if attention:
-        norms = [n for n, m, shape in outputs[:attention[-1]] if isinstance(m, nn.LayerNorm) and len(shape) == 2
-                 and token_grid(shape[0])]
+        norms = [o.name for o in outputs[:attention[-1]] if isinstance(o.module, nn.LayerNorm)
+                 and len(o.shape) == 2 and token_grid(o.shape[0])]
         if norms:
             return norms[-1]
-    maps = {n: shape for n, _, shape in outputs if len(shape) == 3 and min(shape[1:]) >= 2}
+    maps = {o.name: o.shape for o in outputs if len(o.shape) == 3 and min(o.shape[1:]) >= 2}
     stages = [n for n in structural_layers(model) if n in maps]
     if stages:
         return stages[-1]
@@ -104,7 +80,7 @@ def as_grid(model: nn.Module, name: str, x: torch.Tensor) -> Iterator[nn.Module]
     if name not in modules:
         raise CnnbenchError(f"no layer named {name!r}; cnnbench-visualize run=<dir> image=<file> lists them")
     layer = modules[name]
-    shape = dict((n, s) for n, _, s in _outputs(model, x)).get(name)
+    shape = {o.name: o.shape for o in module_outputs(model, x)}.get(name)
     if shape is None or len(shape) not in (2, 3):
         raise CnnbenchError(f"layer {name!r} outputs no feature maps (B, C, H, W) or tokens (B, N, D) for Grad-CAM")
     if len(shape) == 3:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.models.stages import structural_layers
+from cnnbench.models.stages import module_outputs, structural_layers
 
 MIN_MAP = 4  # default layers whose maps are smaller than this (4x4 px) are skipped: min-max scaling of a 1x1 or
 # 2x2 map gives solid or black-and-white blocks that read as a dead layer
@@ -53,29 +53,8 @@ def kind_of(module: nn.Module) -> str:
 def trace(model: nn.Module, x: torch.Tensor) -> dict[str, Layer]:
     """Run ``x`` (one image is enough) through ``model`` in eval mode and describe every module whose output is a
     (B, C, H, W) feature map, in the order the outputs were produced."""
-    seen: dict[str, list] = {}
-    modules = {n: m for n, m in model.named_modules() if n}
-
-    def hook(name: str):
-        def record(module, inputs, output) -> None:
-            if name in seen:
-                seen[name][1] += 1
-            elif isinstance(output, torch.Tensor):
-                seen[name] = [tuple(output.shape[1:]), 1, len(seen)]
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return {n: Layer(order, n, kind_of(modules[n]), shape, calls)
-            for n, (shape, calls, order) in sorted(seen.items(), key=lambda kv: kv[1][2]) if len(shape) == 3}
+    return {o.name: Layer(o.order, o.name, kind_of(o.module), o.shape, o.calls)
+            for o in module_outputs(model, x) if len(o.shape) == 3}
 
 
 def first_layer(layers: dict[str, Layer]) -> str | None:
