@@ -263,6 +263,7 @@ def main() -> None:
     # Ask Hydra to raise instead of printing its multi-line report; the error boundary prints one line for
     # config mistakes and keeps real tracebacks for bugs.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    SweepCallback.failed = SweepCallback.total = 0  # (this call's sweep only: main() may run again in a process)
     with error_boundary():
         _hydra_entry()
     if SweepCallback.failed:

@@ -112,6 +112,8 @@ def test_a_sweep_into_a_folder_holding_another_sweep_is_refused_and_failures_exi
     proc = run_cli(*args, "trainer.seed=0,1", "sweep.skip_completed=true", cwd=tmp_path)
     assert proc.returncode == 1 and "1 of 2 sweep jobs failed or were refused" in proc.stderr, proc.stderr
     assert "skipping" in proc.stdout and "holds files that cnnbench did not write" in proc.stderr
+    proc = run_cli(*TINY, "hydra.run.dir=after", cwd=tmp_path)  # the next command in this process: its own count
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_exports_keep_their_own_cards_and_never_replace_a_file_unasked(trained, tmp_path, capsys) -> None:
