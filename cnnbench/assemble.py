@@ -125,4 +125,4 @@ def _pictures(cfg: DictConfig, run_dir: Path, model: nn.Module, data: DataBundle
     return Pictures(reporter, run_dir, model, samples, names, test.mean, test.std,
                     list(log.feature_layers) if log.feature_layers else None, data.class_names,
                     epochs=snapshot_epochs(cfg.trainer.epochs, log.snapshots), figures=log.figures,
-                    explain=log.explain, embedding_images=log.embedding_images)
+                    explain=log.explain, embedding_images=log.embedding_images, normalize=test.normalize)

@@ -64,13 +64,13 @@ class Pictures(Callback):
     def __init__(self, reporter: Reporter, run_dir: Path, model: nn.Module, samples: torch.Tensor,
                  sample_names: list[str], mean: list[float], std: list[float], layers: list[str] | None,
                  class_names: list[str], *, epochs: list[int], figures: bool = True, explain: bool = True,
-                 embedding_images: int = 0) -> None:
+                 embedding_images: int = 0, normalize: Callable[[torch.Tensor], torch.Tensor]) -> None:
         start = time.perf_counter()
         self.reporter = reporter
         self.model = model
         self.epochs = set(epochs)
         self.samples, self.sample_names = samples, sample_names  # normalised (B, C, H, W) on the model's device
-        self.mean, self.std = mean, std
+        self.normalize = normalize  # uint8 test images -> the model's input: the test loader's own
         self.inputs = denormalize(samples.float().cpu(), mean, std)
         self.layers = layers or default_feature_layers(model, samples)
         self.traced = trace(model, samples)
@@ -151,12 +151,6 @@ class Pictures(Callback):
         self._write(f"receptive_field/{'start' if step == 0 else 'end'}", card, step)
         self.seconds += time.perf_counter() - start
 
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) images as the model's normalised input on its device."""
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return ((images.float() / 255 - mean) / std).to(self.samples.device)
-
     def log_test(self, scores: Scores, per_class: dict[str, dict[str, float]],
                  take: Callable[[torch.Tensor], torch.Tensor], step: int) -> None:
         """The confusion matrix, precision/recall per class and a grid of mistakes (``take``: test images by
@@ -173,7 +167,7 @@ class Pictures(Callback):
         self._write("test/misclassified", figure_image(fig), step)
         if self.explain and len(shown):
             self._write("test/misclassified_gradcam", self.gradcam_card(
-                self.normalise(images), images.float() / 255, scores.labels[shown].tolist(),
+                self.normalize(images.to(self.samples.device)), images.float() / 255, scores.labels[shown].tolist(),
                 f"the first {len(shown)} of {len(wrong)} mistakes"), step)
         if self.embedding_images and self.reporter.writer is not None:
             self.log_embeddings(scores, take, step)
@@ -183,7 +177,7 @@ class Pictures(Callback):
         """The first ``embedding_images`` test images' penultimate features, labels and thumbnails."""
         shown = torch.arange(min(self.embedding_images, len(scores.labels)))
         images = take(shown)
-        features = penultimate_features(self.model, self.normalise(images))
+        features = penultimate_features(self.model, self.normalize(images.to(self.samples.device)))
         thumbnails = images.float() / 255
         if thumbnails.shape[-1] > THUMBNAIL:
             thumbnails = torch.nn.functional.interpolate(thumbnails, size=(THUMBNAIL, THUMBNAIL), mode="bilinear",

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from cnnbench.explain.attribution import TITLES, Explanation
 from cnnbench.explain.receptive_field import EffectiveField
-from cnnbench.pictures.cards import INK, MUTED, PAD, TEXT_SIZE, captioned, enlarge, font, to_pil
+from cnnbench.pictures.cards import INK, MUTED, PAD, TEXT_SIZE, captioned, enlarge, font, to_pil, wrap
 
 TILE = 96  # images and maps are enlarged (nearest) to at least this many pixels a side
 ALPHA = 0.55  # the map's share of an overlay
@@ -67,8 +67,6 @@ def explanation_card(images: torch.Tensor, explanation: Explanation, probs: torc
 
 
 def _wrap2(text: str, width: int) -> list[str]:
-    from cnnbench.pictures.cards import wrap
-
     return wrap(text, font(TEXT_SIZE), width)[:2]
 
 
