@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from cnnbench.config import to_container
 from cnnbench.data import DataBundle, dataset_summary, load_data, make_loaders
 from cnnbench.data.build import batch_note
 from cnnbench.data.loader import DeviceLoader
+from cnnbench.data.spec import InputSpec
 from cnnbench.engine.callbacks import Callback, ModelHooks
 from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo
@@ -63,14 +63,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     trainer with its callbacks."""
     t = cfg.trainer
     data = load_data(cfg.data)
-    reporter.info(f"data: {cfg.data.name}, {dataset_summary(data)}")
-    for note in data.notes:
+    for note in data_notes(cfg.data, data):
         reporter.info(f"data: {note}")
-    if data.pipeline.name == "crop":
-        reporter.info(f"data: {data.pipeline.describe(cfg.data.augment.crop_scale, cfg.data.augment.crop_ratio)}")
-    elif cfg.data.resize_size or cfg.data.store_size:
-        reporter.info(f"data: {data.pipeline.describe()}; data.resize_size and store_size apply to data.pipeline=crop "
-                      f"(photos) only")
     model, notes = build_start_model(cfg, data.num_classes, data.channels, data.image_size, source, data.class_names)
     for note in notes:
         reporter.info(note)
@@ -92,6 +86,34 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     batches = len(loaders["train"])
     schedule = build_schedule(optimizer, cfg.scheduler, steps_per_epoch(t, batches), planned_steps(t, batches))
 
+    pictures = _pictures(cfg, run_dir, model, data, loaders["test"], reporter) if dist.is_main else None
+    callbacks = _callbacks(cfg, model, plan, pictures, run_dir, device, dist, reporter)
+    spec = InputSpec(data.channels, data.pipeline, tuple(loaders["test"].mean), tuple(loaders["test"].std),
+                     tuple(data.class_names))
+    payload = {"config": to_container(cfg), "provenance": record(["cnnbench", *hydra_overrides()]),
+               "meta": spec.to_dict()}
+    trainer = Trainer(t, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
+                      checkpointer=Checkpointer(run_dir, payload, enabled=dist.is_main), callbacks=callbacks,
+                      dist=dist, compiled=compiled)
+    return Run(data, model, compiled, loaders, trainer, pictures, params, macs, channels_last)
+
+
+def data_notes(cfg: DictConfig, data: DataBundle) -> list[str]:
+    """The console's lines on the data: splits and classes, what loading noticed, the pipeline's sizes."""
+    notes = [f"{cfg.name}, {dataset_summary(data)}", *data.notes]
+    if data.pipeline.name == "crop":
+        notes.append(data.pipeline.describe(cfg.augment.crop_scale, cfg.augment.crop_ratio))
+    elif cfg.resize_size or cfg.store_size:
+        notes.append(f"{data.pipeline.describe()}; data.resize_size and store_size apply to data.pipeline=crop "
+                     f"(photos) only")
+    return notes
+
+
+def _callbacks(cfg: DictConfig, model: nn.Module, plan: TransferPlan | None, pictures: Pictures | None,
+               run_dir: Path, device: torch.device, dist: DistInfo, reporter: Reporter) -> list[Callback]:
+    """What the loop calls besides training, in order: transfer stages, the model's own hooks, lookahead, the
+    CPU load watch, the profiler, pictures."""
+    t = cfg.trainer
     callbacks: list[Callback] = [plan] if plan is not None else []
     if isinstance(model, TrainingHooks):
         callbacks.append(ModelHooks(model, init=cfg.transfer.strategy == "scratch"))
@@ -101,16 +123,9 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
         callbacks.append(LoadWatch(reporter))
     if t.profile and dist.is_main:
         callbacks.append(Profile(run_dir / "profile", reporter, device))
-    pictures = _pictures(cfg, run_dir, model, data, loaders["test"], reporter) if dist.is_main else None
     if pictures is not None:
         callbacks.append(pictures)
-    payload = {"config": to_container(cfg), "provenance": record(["cnnbench", *hydra_overrides()]),
-               "meta": {"class_names": data.class_names, "channels": data.channels, "image_size": data.image_size,
-                        "pipeline": dataclasses.asdict(data.pipeline)}}
-    trainer = Trainer(t, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
-                      checkpointer=Checkpointer(run_dir, payload, enabled=dist.is_main), callbacks=callbacks,
-                      dist=dist, compiled=compiled)
-    return Run(data, model, compiled, loaders, trainer, pictures, params, macs, channels_last)
+    return callbacks
 
 
 def _pictures(cfg: DictConfig, run_dir: Path, model: nn.Module, data: DataBundle, test: DeviceLoader,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.assemble import Run
 from cnnbench.engine.checkpoint import load_checkpoint
-from cnnbench.engine.evaluate import metrics, predict
+from cnnbench.engine.evaluate import Scores, metrics, predict
 from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops
 from cnnbench.engine.runtime import Precision
 from cnnbench.engine.trainer import Trainer
@@ -21,65 +22,87 @@ from cnnbench.rundir import own
 from cnnbench.tracking import Reporter
 
 
+@dataclass
+class TestScores:
+    """The test split scored on ``best.pt``: its metrics, the step and weights (raw or ema) they belong to, and
+    the per-image scores; nothing scored (``step`` None) when the run stopped before its first validation."""
+
+    metrics: dict = field(default_factory=lambda: {"acc": None, "loss": None, "per_class": {}})
+    step: int | None = None
+    weights: str | None = None
+    scores: Scores | None = None
+
+
+def score_test(run: Run, run_dir: Path, precision: Precision, tta: int) -> TestScores:
+    """Score the test split once, on the checkpoint validation chose (never chosen by test accuracy)."""
+    best = run_dir / "checkpoints" / "best.pt"
+    if not best.is_file():
+        return TestScores()
+    ckpt = load_checkpoint(best)
+    run.model.load_state_dict(ckpt["model"])
+    scores = predict(run.model if run.compiled is None else run.compiled, run.loaders["test"], precision, tta)
+    return TestScores(metrics(scores, run.data.class_names), ckpt["step"], ckpt.get("weights", "raw"), scores)
+
+
 def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precision, reporter: Reporter,
                     overrides: list[str], info: dict) -> dict:
-    """Score the test split on ``best.pt`` (never chosen by test accuracy), write results.json, log the
-    test pictures and HParams, and print the summary. ``info``: the run's device, processes and start time."""
+    """Score the test split, write results.json, log the test pictures and HParams, and print the summary.
+    ``info``: the run's device, processes and start time."""
+    test = score_test(run, run_dir, precision, cfg.trainer.tta)
+    step = run.trainer.state.step
+    if test.step is not None:
+        reporter.scalars({"test/acc": test.metrics["acc"], "test/loss": test.metrics["loss"]}, step)
+        if run.pictures is not None:
+            run.pictures.log_test(test.scores, test.metrics["per_class"],
+                                  lambda i: run.loaders["test"].images(i).cpu(), step)
+    results = record_results(cfg, run, test, precision, overrides, info, run_dir)
+    own(run_dir, "results.json")
+    atomic_write_json(results, run_dir / "results.json")
+    columns = hparams(cfg, overrides, run.loaders["train"].sampler.batch_size, run.data.image_size, info.get("swept"))
+    reporter.hparams({**columns, "params": run.params, "macs": run.macs}, HPARAMS_METRICS,
+                     shown=[*SHOWN, *(k for k in columns if k in (info.get("swept") or ()))])
+    reporter.summary(results)
+    _notes(run.trainer, test.weights, run_dir, reporter)
+    return results
+
+
+def record_results(cfg: DictConfig, run: Run, test: TestScores, precision: Precision, overrides: list[str],
+                   info: dict, run_dir: Path) -> dict:
+    """results.json: what was trained, how fast, on what, and the test scores."""
     trainer, state = run.trainer, run.trainer.state
-    best = run_dir / "checkpoints" / "best.pt"
-    test: dict = {"acc": None, "loss": None, "per_class": {}}
-    scored_step, scored_weights = None, None  # the step and weights (raw or ema) the test scores belong to
-    if best.is_file():  # (absent only when stopped before the first validation: then nothing is scored)
-        ckpt = load_checkpoint(best)
-        run.model.load_state_dict(ckpt["model"])
-        scored_step, scored_weights = ckpt["step"], ckpt.get("weights", "raw")
-        net = run.model if run.compiled is None else run.compiled
-        scores = predict(net, run.loaders["test"], precision, cfg.trainer.tta)
-        test = metrics(scores, run.data.class_names)
-        reporter.scalars({"test/acc": test["acc"], "test/loss": test["loss"]}, state.step)
-    per_class_acc = {name: m["recall"] for name, m in test["per_class"].items()}
-    if run.pictures is not None and scored_step is not None:
-        run.pictures.log_test(scores, test["per_class"], lambda i: run.loaders["test"].images(i).cpu(), state.step)
-    results = {
+    m = test.metrics
+    images_per_s = state.images_seen / max(state.train_time_s, 1e-9)
+    return {
         "status": "interrupted" if trainer.interrupted else "completed",
         "model": cfg.model.name,
         "data": cfg.data.name,
         "params": run.params,
         "macs": run.macs,
-        "test_acc": test["acc"],
-        "test_loss": test["loss"],
-        **{f"test_{k}": test[k] for k in ("top5_acc", "balanced_acc", "macro_f1", "ece", "brier") if k in test},
+        "test_acc": m["acc"],
+        "test_loss": m["loss"],
+        **{f"test_{k}": m[k] for k in ("top5_acc", "balanced_acc", "macro_f1", "ece", "brier") if k in m},
         "best_val_acc": state.best_val_acc,
-        "scored_step": scored_step,
-        "scored_weights": scored_weights,
+        "scored_step": test.step,
+        "scored_weights": test.weights,
         **({"early_stopping": trainer.early_stopping.summary()} if trainer.early_stopping is not None else {}),
         "epochs_completed": state.epoch,
         "steps": state.step,
         "train_time_s": state.train_time_s,
-        "train_images_per_s": state.images_seen / max(state.train_time_s, 1e-9),
+        "train_images_per_s": images_per_s,
         "image_logging_s": run.pictures.seconds if run.pictures is not None else 0.0,
         **info,
         "precision": precision.name,
-        **speed(run, precision, info["device"], info["processes"]),
+        **speed(run.macs, images_per_s, precision, info["device"], info["processes"]),
         "channels_last": run.channels_last,
         "seed": cfg.trainer.seed,
         "overrides": overrides,
         "provenance": record(["cnnbench", *overrides]),
         "run_dir": str(run_dir),
         "finished_at": time.time(),
-        "test_acc_per_class": per_class_acc,
-        "test_per_class": test["per_class"],
+        "test_acc_per_class": {name: c["recall"] for name, c in m["per_class"].items()},
+        "test_per_class": m["per_class"],
         "history": state.history,
     }
-    own(run_dir, "results.json")
-    atomic_write_json(results, run_dir / "results.json")
-    train = run.loaders["train"]
-    columns = hparams(cfg, overrides, train.sampler.batch_size, run.data.image_size, info.get("swept"))
-    reporter.hparams({**columns, "params": run.params, "macs": run.macs}, HPARAMS_METRICS,
-                     shown=[*SHOWN, *(k for k in columns if k in (info.get("swept") or ()))])
-    reporter.summary(results)
-    _notes(trainer, scored_weights, run_dir, reporter)
-    return results
 
 
 def _notes(trainer: Trainer, scored_weights: str | None, run_dir: Path, reporter: Reporter) -> None:
@@ -97,12 +120,11 @@ def _notes(trainer: Trainer, scored_weights: str | None, run_dir: Path, reporter
                       f"{run_dir / 'checkpoints' / 'last.pt'}")
 
 
-def speed(run: Run, precision: Precision, device: str, processes: int) -> dict:
+def speed(macs: int, images_per_s: float, precision: Precision, device: str, processes: int) -> dict:
     """The machine, and the run's achieved training TFLOP/s against the measured peak (MFU)."""
-    state, where = run.trainer.state, torch.device(device)
-    images_per_s = state.images_seen / max(state.train_time_s, 1e-9)
+    where = torch.device(device)
     return {"machine": machine_name(where),
-            **efficiency(run.macs, images_per_s, peak_tflops(where, precision.name), processes)}
+            **efficiency(macs, images_per_s, peak_tflops(where, precision.name), processes)}
 
 
 # the scalars HParams compares runs by (their last values): all are curves or results the run logs anyway

@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench import fileio
 from cnnbench.errors import CnnbenchError
 
+CONTINUE_OR_START = "continue_or_start"  # trainer.resume: continue this directory's run if it has one, else start
 MANIFEST = ".cnnbench-files"  # what cnnbench wrote in a run directory: one relative path a line, folders end in /
 
 
@@ -147,25 +149,62 @@ class RunDirLock:
         os.close(self.fd)  # (closing releases the lock)
 
 
-def check_reuse(run_dir: Path, status: str | None, resume: str | None, overwrite: bool) -> None:
-    """Refuse to start a run in a directory that holds a completed or interrupted one, unless it continues that
-    run (``trainer.resume=auto``) or replaces it (``trainer.overwrite=true``); refuse a directory of other
-    files (no manifest) whatever the options."""
+@dataclass(frozen=True)
+class ReusePlan:
+    """What a run does with its directory: ``fresh`` (empty, or a failed run's), ``continue`` (resume),
+    ``replace`` (overwrite), ``skip`` (a sweep's completed job) or ``refuse``; with the reason to print."""
+
+    action: str
+    resume: str | None  # trainer.resume as the run uses it
+    status: str | None  # what an earlier run left here (``prior_status``)
+    prior: dict | None  # its results.json
+    reason: str = ""
+
+
+def plan_reuse(run_dir: Path, t: DictConfig, overrides: list[str], multirun: bool = False,
+               skip_completed: bool = False, owner: bool = True, requeueable: bool = False) -> ReusePlan:
+    """The reuse rules (the module's docstring) for ``run_dir`` and the ``trainer`` config ``t``; only the
+    process that owns the directory (``owner``) reads what an earlier run left there. A ``requeueable`` job
+    (submitit's, which a cluster may preempt and requeue) continues its own checkpoint when it has one."""
+    prior = earlier_results(run_dir) if owner else None
+    status = prior_status(run_dir, prior) if owner else None
+    if status == "completed" and multirun and skip_completed and same_job(prior, overrides):
+        return ReusePlan("skip", None, status, prior, f"skipping {run_dir}: completed before ({' '.join(overrides)})")
+    resume, reason = t.resume, ""
+    if multirun and skip_completed and status == "interrupted" and not resume:
+        resume, reason = "auto", f"resuming {run_dir}: interrupted before ({' '.join(overrides)})"
+    elif resume is None and requeueable:
+        resume, reason = CONTINUE_OR_START, ("a submitit job: trainer.resume=continue_or_start (a requeued job "
+                                             "continues its checkpoint)")
+    if resume == CONTINUE_OR_START:  # (every rank of a restarted torchrun reads the same directory)
+        resume = "auto" if holds_checkpoint(run_dir) else None
+    refusal = reuse_refusal(run_dir, status, resume, t.overwrite)
+    if refusal:
+        return ReusePlan("refuse", resume, status, prior, refusal)
+    action = "replace" if status is not None and t.overwrite else ("continue" if resume else "fresh")
+    return ReusePlan(action, resume, status, prior, reason)
+
+
+def reuse_refusal(run_dir: Path, status: str | None, resume: str | None, overwrite: bool) -> str | None:
+    """Why a run may not start here, or None: a directory of other files (no manifest) whatever the options, a
+    completed or interrupted run unless this one continues it (``trainer.resume=auto``) or replaces it
+    (``trainer.overwrite=true``)."""
     foreign = foreign_contents(run_dir)
     if foreign:
-        raise CnnbenchError(f"{run_dir} holds files that cnnbench did not write ({', '.join(foreign)}"
-                            f"{', ...' if len(foreign) >= 3 else ''}); a run needs an empty directory or a cnnbench "
-                            f"run directory: choose another hydra.run.dir")
+        return (f"{run_dir} holds files that cnnbench did not write ({', '.join(foreign)}"
+                f"{', ...' if len(foreign) >= 3 else ''}); a run needs an empty directory or a cnnbench run "
+                f"directory: choose another hydra.run.dir")
     if status not in ("completed", "interrupted") or overwrite:
-        return
+        return None
     held = f"{run_dir} already holds a{'n' if status == 'interrupted' else ''} {status} run"
     if resume and resume != "auto" and checkpoint_in(resume, "last.pt").resolve().parent.parent != run_dir.resolve():
-        raise CnnbenchError(f"{held}: resuming {resume} here would overwrite it; choose another hydra.run.dir (or "
-                            f"set trainer.overwrite=true to replace it)")
+        return (f"{held}: resuming {resume} here would overwrite it; choose another hydra.run.dir (or set "
+                f"trainer.overwrite=true to replace it)")
     if not resume:
         more = " with more epochs" if status == "completed" else ""
-        raise CnnbenchError(f"{held}; choose another hydra.run.dir, set trainer.resume=auto to continue it{more}, "
-                            f"or trainer.overwrite=true to replace it")
+        return (f"{held}; choose another hydra.run.dir, set trainer.resume=auto to continue it{more}, or "
+                f"trainer.overwrite=true to replace it")
+    return None
 
 
 def clear(run_dir: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""The ``cnnbench`` command: resolve the config, build the run, fit, test, write the run directory.
+"""The ``cnnbench`` command, in phases: plan the run directory's reuse, resolve the config (then read-only),
+settle the runtime (device, processes, threads, precision, seed), build, fit, test and record.
 
 A run directory holds ``.hydra/`` (the composed config and overrides), ``tensorboard/<run name>/`` (events),
 ``checkpoints/{last,best}.pt``, ``figures/`` and ``results.json`` (see ``cnnbench.rundir``).
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench import rundir
 from cnnbench.cli import error_boundary, fail
-from cnnbench.config import register_configs, validate
+from cnnbench.config import register_configs
 from cnnbench.errors import CnnbenchError, os_error_message
 from cnnbench.fileio import atomic_copy, atomic_write_json
 from cnnbench.overrides import hydra_overrides, parse_overrides
@@ -31,71 +32,77 @@ from cnnbench.sweep import SweepCallback, record_job, swept_keys
 from cnnbench.tracking import Reporter, run_name
 
 if TYPE_CHECKING:
+    from cnnbench.assemble import Run
+    from cnnbench.engine.runtime import Runtime
     from cnnbench.engine.trainer import Trainer
 
 register_configs()
 
 
-def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[], None] | None = None) -> dict:
-    """Train and evaluate one configuration; return the results (also written to results.json). ``on_start`` is
-    called when everything is built and checked, as training starts.
+def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[DictConfig], None] | None = None) -> dict:
+    """Train and evaluate one configuration; return the results (also written to results.json). ``on_start``
+    receives the resolved config when everything is built and checked, as training starts.
 
     With ``trainer.strategy=ddp`` (under torchrun) every process calls this; rank 0 writes the run directory.
     """
     from cnnbench.assemble import build_run
-    from cnnbench.engine import distributed, placement
-    from cnnbench.engine.callbacks import FitStart
-    from cnnbench.engine.runtime import resolve_device, resolve_precision, seed_everything
+    from cnnbench.engine import distributed
+    from cnnbench.engine.runtime import settle
+    from cnnbench.resolve import resolve
     from cnnbench.results import test_and_record
-    from cnnbench.transfer.build import apply_weights_preprocessing, load_source_checkpoint
 
     started_at = time.time()
     overrides = hydra_overrides()
-    t = cfg.trainer
-    swept = swept_keys(overrides)
-    # Every rewrite of the config happens here, before anything is built or recorded: the pretrained weights'
-    # preprocessing (then every value is checked), and transfer.checkpoint's model config, which becomes this run's.
-    absolute_paths(cfg)
-    preprocessing = apply_weights_preprocessing(cfg, set(parse_overrides(overrides)))
-    validate(cfg)
-    source = load_source_checkpoint(cfg)
-    device = resolve_device(t.device)
-    dist = distributed.init(t.strategy, device)
+    resolved = resolve(cfg, overrides)
+    cfg = resolved.cfg
     try:
-        run_dir = distributed.shared_run_dir(run_dir)
-        device = distributed.device_for(dist, device) if t.strategy == "ddp" else placement.sweep_device(device)
-        threads = placement.settle(device, t.threads)
-        load = placement.LoadProbe() if device.type == "cpu" and dist.world_size == 1 else None
-        precision = resolve_precision(t.precision, device)
-        seed_everything(t.seed, t.deterministic)
-        with Reporter(run_dir, tensorboard=cfg.logger.tensorboard and dist.is_main, progress=cfg.logger.progress,
-                      quiet=not dist.is_main, run_name=run_name(cfg.model.name, parse_overrides(overrides), swept)
-                      ) as reporter:
-            shown = cfg.logger.print_config.lower()
-            if shown != "false":
-                reporter.print_config(*config_text(cfg, full=shown in ("full", "true")))
-            if preprocessing:
-                reporter.info(preprocessing)
-            built = build_run(cfg, run_dir, device, precision, dist, reporter, source)
-            reporter.info(placement.describe(threads, load))
-            best = resume(built.trainer, cfg, run_dir, reporter, built.data.class_names) if t.resume else None
-
-            def start() -> None:  # training starts: the directory becomes this run's
-                if on_start is not None:
-                    on_start()
-                if best is not None and dist.is_main:  # selection goes on from the resumed run's best checkpoint
-                    atomic_copy(best, run_dir / "checkpoints" / "best.pt")
-
-            built.trainer.callbacks.insert(0, FitStart(start))  # (the first callback; Ctrl-C stops cleanly there)
-            built.trainer.fit()
-            if not dist.is_main:
-                return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": dist.rank,
+        rt = settle(cfg.trainer, run_dir)
+        with _reporter(cfg, rt, overrides) as reporter:
+            _announce(cfg, resolved.notes, reporter)
+            built = build_run(cfg, rt.run_dir, rt.device, rt.precision, rt.dist, reporter, resolved.source)
+            reporter.info(rt.describe())
+            fit(built, cfg, rt, reporter, on_start)
+            if not rt.dist.is_main:
+                return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": rt.dist.rank,
                         "best_val_acc": None}
-            info = {"device": str(device), "processes": dist.world_size, "threads": threads[0],
-                    "started_at": started_at, "run_name": reporter.log_dir.name, "swept": swept}
-            return test_and_record(cfg, built, run_dir, precision, reporter, overrides, info)
+            info = {"device": str(rt.device), "processes": rt.dist.world_size, "threads": rt.threads[0],
+                    "started_at": started_at, "run_name": reporter.log_dir.name, "swept": swept_keys(overrides)}
+            return test_and_record(cfg, built, rt.run_dir, rt.precision, reporter, overrides, info)
     finally:
         distributed.shutdown()
+
+
+def _reporter(cfg: DictConfig, rt: Runtime, overrides: list[str]) -> Reporter:
+    """The console and TensorBoard of the run (rank 0's: the other ranks stay quiet)."""
+    name = run_name(cfg.model.name, parse_overrides(overrides), swept_keys(overrides))
+    return Reporter(rt.run_dir, tensorboard=cfg.logger.tensorboard and rt.dist.is_main, progress=cfg.logger.progress,
+                    quiet=not rt.dist.is_main, run_name=name)
+
+
+def _announce(cfg: DictConfig, notes: list[str], reporter: Reporter) -> None:
+    """The config (``logger.print_config``) and what resolving it decided."""
+    shown = cfg.logger.print_config.lower()
+    if shown != "false":
+        reporter.print_config(*config_text(cfg, full=shown in ("full", "true")))
+    for note in notes:
+        reporter.info(note)
+
+
+def fit(built: Run, cfg: DictConfig, rt: Runtime, reporter: Reporter,
+        on_start: Callable[[DictConfig], None] | None) -> None:
+    """Train, continuing the checkpoint ``trainer.resume`` names; ``on_start`` when training starts."""
+    from cnnbench.engine.callbacks import FitStart
+
+    best = resume(built.trainer, cfg, rt.run_dir, reporter, built.data.class_names) if cfg.trainer.resume else None
+
+    def start() -> None:  # training starts: the directory becomes this run's
+        if on_start is not None:
+            on_start(cfg)
+        if best is not None and rt.dist.is_main:  # selection goes on from the resumed run's best checkpoint
+            atomic_copy(best, rt.run_dir / "checkpoints" / "best.pt")
+
+    built.trainer.callbacks.insert(0, FitStart(start))  # (the first callback; Ctrl-C stops cleanly there)
+    built.trainer.fit()
 
 
 def config_text(cfg: DictConfig, full: bool) -> tuple[str, str]:
@@ -122,23 +129,6 @@ def config_text(cfg: DictConfig, full: bool) -> tuple[str, str]:
     changed = differ(ours, default)
     title = "config: what differs from the defaults (all: logger.print_config=full)"
     return (OmegaConf.to_yaml(changed) if changed else "{}  # the defaults\n"), title
-
-
-CONTINUE_OR_START = "continue_or_start"  # trainer.resume: continue this directory's run if it has one, else start
-PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "trainer.resume")
-
-
-def absolute_paths(cfg: DictConfig) -> None:
-    """The paths a run reads, made absolute before they are recorded: a command that reads the run later, from
-    another working directory, finds the same files."""
-    from cnnbench.models.registry import is_weights_file
-
-    for key in PATH_KEYS:
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, str) and value and value not in ("auto", CONTINUE_OR_START):
-            OmegaConf.update(cfg, key, os.path.abspath(os.path.expanduser(value)))
-    if is_weights_file(cfg.model.get("weights")):  # (a torchvision weights name stays a name)
-        cfg.model.weights = os.path.abspath(os.path.expanduser(cfg.model.weights))
 
 
 def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter, class_names: list[str]
@@ -182,74 +172,82 @@ def _report(message: str, multirun: bool) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def resume_mode(cfg: DictConfig, run_dir: Path, status: str | None, multirun: bool, overrides: list[str]
-                ) -> str | None:
-    """What ``trainer.resume`` means for this directory: a resumed sweep continues its interrupted jobs; a
-    submitit job (which a cluster may requeue) and ``continue_or_start`` continue this directory's own
-    checkpoint when there is one, and otherwise start."""
-    from cnnbench.engine.stop import preemption_signal
-
-    resume = cfg.trainer.resume
-    if multirun and cfg.sweep.skip_completed and status == "interrupted" and not resume:
-        print(f"resuming {run_dir}: interrupted before ({' '.join(overrides)})")
-        return "auto"
-    if resume is None and preemption_signal() is not None:
-        print("a submitit job: trainer.resume=continue_or_start (a requeued job continues its checkpoint)")
-        resume = CONTINUE_OR_START
-    if resume == CONTINUE_OR_START:  # (every rank of a restarted torchrun reads the same directory)
-        return "auto" if rundir.holds_checkpoint(run_dir) else None
-    return resume
-
-
 def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float | None:
-    """One run in a directory this process owns: the reuse rules, the run, and what a failure records."""
-    from cnnbench.engine.stop import StopRequest
+    """One run in a directory this process owns: the reuse plan, the run, and what a failure records."""
+    from cnnbench.engine.stop import preemption_signal
     from cnnbench.results import objective
 
     overrides = hydra_overrides()
-    prior = rundir.earlier_results(run_dir) if owner else None
-    status = rundir.prior_status(run_dir, prior) if owner else None
-    if status == "completed" and multirun and cfg.sweep.skip_completed and rundir.same_job(prior, overrides):
-        print(f"skipping {run_dir}: completed before ({' '.join(overrides)})")
+    plan = rundir.plan_reuse(run_dir, cfg.trainer, overrides, multirun, cfg.sweep.skip_completed, owner,
+                             requeueable=preemption_signal() is not None)
+    if plan.action == "refuse":
+        raise CnnbenchError(plan.reason)
+    if plan.reason:
+        print(plan.reason)
+    if plan.action == "skip":
         record_job("skipped")
-        return objective(prior)
-    cfg.trainer.resume = resume_mode(cfg, run_dir, status, multirun, overrides)
-    rundir.check_reuse(run_dir, status, cfg.trainer.resume, cfg.trainer.overwrite)
-    started_at, started = time.time(), []
+        return objective(plan.prior)
+    takeover = Takeover(run_dir, plan, overrides, owner)
+    try:
+        results = run(OmegaConf.merge(cfg, {"trainer": {"resume": plan.resume}}), run_dir, on_start=takeover)
+    except Exception as e:
+        return _failed(e, cfg, takeover, multirun)
+    return _finished(results)
 
-    def on_start() -> None:
-        """Training starts: the directory becomes this run's (old run removed when overwriting)."""
-        if owner:
-            if status is not None and cfg.trainer.overwrite:
-                kept = rundir.clear(run_dir)
+
+class Takeover:
+    """Called when training starts: the directory becomes this run's (an earlier run's files removed when it
+    replaces one; its config and overrides written)."""
+
+    def __init__(self, run_dir: Path, plan: rundir.ReusePlan, overrides: list[str], owner: bool) -> None:
+        self.run_dir = run_dir
+        self.plan = plan
+        self.overrides = overrides
+        self.owner = owner
+        self.started = False
+        self.started_at = time.time()
+
+    def __call__(self, cfg: DictConfig) -> None:
+        if self.owner:
+            if self.plan.action == "replace":
+                kept = rundir.clear(self.run_dir)
                 if kept:
                     print(f"overwrite: removed the earlier run's files; kept {len(kept)} that cnnbench did not "
                           f"write ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''})")
-            rundir.remove_stale_temporaries(run_dir)
-            rundir.write_hydra_files(run_dir, cfg, HydraConfig.get(), overrides)
-        started.append(True)
+            rundir.remove_stale_temporaries(self.run_dir)
+            rundir.write_hydra_files(self.run_dir, cfg, HydraConfig.get(), self.overrides)
+        self.started = True
 
-    try:
-        results = run(cfg, run_dir, on_start=on_start)
-    except Exception as e:
-        # In a sweep, one failing job (bad value, out of memory, NaN) is recorded and the others still run.
-        os_message = os_error_message(e) if isinstance(e, OSError) else None
-        user_error = isinstance(e, CnnbenchError) or os_message is not None
-        if not (user_error or multirun):
-            raise  # a bug: keep the traceback
-        message = os_message or (str(e) if isinstance(e, CnnbenchError) else
-                                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        if owner and (status in (None, "failed") or started):  # an earlier run's results stay until training starts
-            with contextlib.suppress(OSError):
-                rundir.own(run_dir, "results.json")
-                atomic_write_json({"status": "failed", "error": message, "model": cfg.model.get("name"),
-                                   "data": cfg.data.name, "overrides": overrides,
-                                   "elapsed_s": time.time() - started_at}, run_dir / "results.json")
-        record_job("failed", message)
-        _report(message, multirun)
-        if not user_error:
-            traceback.print_exc()
-        return None
+
+def _failed(e: Exception, cfg: DictConfig, takeover: Takeover, multirun: bool) -> None:
+    """A run that raised: a user's mistake is one line (and a failed results.json); a bug keeps its traceback.
+    In a sweep, one failing job (bad value, out of memory, NaN) is recorded and the others still run."""
+    os_message = os_error_message(e) if isinstance(e, OSError) else None
+    user_error = isinstance(e, CnnbenchError) or os_message is not None
+    if not (user_error or multirun):
+        raise e
+    message = os_message or (str(e) if isinstance(e, CnnbenchError) else
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    # an earlier run's results stay until training starts
+    if takeover.owner and (takeover.plan.status in (None, "failed") or takeover.started):
+        with contextlib.suppress(OSError):
+            rundir.own(takeover.run_dir, "results.json")
+            atomic_write_json({"status": "failed", "error": message, "model": cfg.model.get("name"),
+                               "data": cfg.data.name, "overrides": takeover.overrides,
+                               "elapsed_s": time.time() - takeover.started_at}, takeover.run_dir / "results.json")
+    record_job("failed", message)
+    _report(message, multirun)
+    if not user_error:
+        traceback.print_exc()
+    return None
+
+
+def _finished(results: dict) -> float | None:
+    """A run that returned: its objective for the sweeper; an interrupted one exits 130 (or, preempted by
+    submitit, hands the signal back so that submitit requeues it)."""
+    from cnnbench.engine.stop import StopRequest
+    from cnnbench.results import objective
+
     record_job(results["status"])
     if results["status"] == "interrupted":
         if StopRequest.preempted is not None:  # checkpointed: now submitit's own handler requeues the job

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from runs import ROOT, extract_cifar10, run_cnnbench
 from torchvision.utils import make_grid, save_image
 
@@ -26,8 +25,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "feature_maps.png")
     args = parser.parse_args()
 
-    from cnnbench.engine.checkpoint import load_checkpoint
-    from cnnbench.models import build_from_config
+    from cnnbench.commands.trained import load_trained
     from cnnbench.pictures import capture, denormalize
 
     tmp = Path(tempfile.mkdtemp(prefix="cnnbench-demo-"))
@@ -40,10 +38,8 @@ def main() -> None:
     print(f"image logging {results['image_logging_s']:.2f} s against {results['train_time_s']:.1f} s of training "
           f"({100 * results['image_logging_s'] / results['train_time_s']:.2f}%)")
 
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    cfg, meta = OmegaConf.create(ckpt["config"]), ckpt["meta"]
-    model = build_from_config(cfg.model, len(meta["class_names"]), meta["channels"], meta["image_size"])
-    model.load_state_dict(ckpt["model"])
+    trained = load_trained(run_dir)
+    cfg, model = trained.cfg, trained.model
     from cnnbench.data import load_data, make_loaders
 
     data = load_data(cfg.data)

@@ -22,6 +22,16 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 register_configs()
 
+# Under pytest-xdist (CI runs `pytest -n 2`), each worker gets its share of the cores: torch (and every cnnbench
+# process a test starts, which reads OMP_NUM_THREADS) would otherwise run as many threads as there are cores in
+# every worker, and oversubscribed threads slow each other far more than the shared cores alone would.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "").isdigit():
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // int(
+        os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 def compose_config(*overrides: str) -> DictConfig:
     """The config `cnnbench <overrides>` would run, composed in-process."""

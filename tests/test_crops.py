@@ -19,6 +19,7 @@ from cnnbench.data import load_data, make_loaders
 from cnnbench.data.crops import centre_boxes, crop_resize, resized_crop_boxes
 from cnnbench.data.decode import Resize, decode, fit_shape
 from cnnbench.data.parallel import decode_all
+from cnnbench.data.pipeline import Pipeline
 from cnnbench.errors import CnnbenchError
 
 # (width, height): a landscape, a portrait, a wide panorama (aspect 3.3), a square, a small one
@@ -278,8 +279,7 @@ def test_a_photo_run_records_its_pipeline_and_its_tools_use_it(tmp_path: Path) -
                        "model=lenet5", "trainer.max_steps=2", "logger.progress=false", "logger.snapshots=0",
                        "logger.tensorboard=false", "logger.figures=false"), tmp_path / "run")
     trained = load_trained(tmp_path / "run")
-    assert trained.meta["pipeline"] == {"name": "crop", "image_size": 32, "store_size": 48, "resize_size": 36,
-                                        "interpolation": "bilinear"}
+    assert trained.spec.pipeline == Pipeline("crop", 32, 48, 36, "bilinear")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     evaluated = evaluate_run(tmp_path / "run", out=tmp_path / "eval.json")
     assert evaluated["acc"] == pytest.approx(results["test_acc"])
@@ -304,3 +304,49 @@ def test_streamed_photos_give_the_batches_held_photos_give(tmp_path: Path) -> No
                         next(iter(loaders["test"]))[0]])
     for held, streamed in zip(*batches, strict=True):
         assert torch.equal(held, streamed)
+
+
+def test_every_command_reads_images_through_the_runs_input_spec(tmp_path: Path) -> None:
+    """The checkpoint's input spec rebuilds the training run's evaluation tensors for each photo, and eval,
+    predict, visualize and export take their images (and normalisation) from it."""
+    from cnnbench.commands.evaluate import eval_loader
+    from cnnbench.commands.export import export_run
+    from cnnbench.commands.predict import predict_files
+    from cnnbench.commands.trained import load_trained
+    from cnnbench.commands.visualize import explained_images
+    from cnnbench.engine.checkpoint import load_checkpoint
+    from cnnbench.train import run
+
+    photo_tree(tmp_path / "photos", per_class=3)
+    run(compose_config("data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.image_size=32",
+                       "data.mean=[0.4,0.5,0.6]", "data.std=[0.2,0.25,0.3]", "data.batch_size=2",
+                       "data.val_fraction=0", f"data.cache_dir={tmp_path / 'cache'}", "model=lenet5",
+                       "trainer.max_steps=1", "logger.progress=false", "logger.snapshots=0",
+                       "logger.tensorboard=false", "logger.figures=false", "logger.print_config=false"),
+        tmp_path / "run")
+    trained = load_trained(tmp_path / "run")
+    spec = trained.spec
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["meta"] == spec.to_dict()
+    assert (spec.channels, spec.mean, spec.std) == (3, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    assert spec.class_names == ("ant", "bee") and spec.pipeline == Pipeline("crop", 32, 48, 36, "bilinear")
+
+    files = sorted((tmp_path / "photos" / "val").rglob("*.jpg"))  # (the test split: val/, no test/ folder)
+    data = load_data(trained.cfg.data)  # the training run's own evaluation tensors
+    test = make_loaders(data, trained.cfg.data, torch.device("cpu"), seed=0, channels_last=False)["test"]
+    every = torch.arange(len(files))
+    trained_x = test.normalize(test.images(every))
+    ours = torch.stack([spec.transforms()(f) for f in files])
+    assert ours.shape == (6, 3, 32, 32) and torch.equal(ours, trained_x)
+    for folder in (None, tmp_path / "photos" / "val"):  # eval on the run's split, and on a folder
+        loader = eval_loader(trained, "test", folder, {}, 4, torch.device("cpu"))
+        assert torch.equal(loader.normalize(loader.images(every)), trained_x)
+    x, _, _ = explained_images(trained, str(tmp_path / "photos" / "val"))
+    assert torch.equal(x, trained_x)
+    rows = predict_files(trained, files, top_k=2, batch_size=4, device="cpu", progress=False)
+    with torch.no_grad():
+        probs = trained.model(ours).softmax(1)
+    for row, p in zip(rows, probs, strict=True):
+        by_class = {q["class"]: q["prob"] for q in row["predictions"]}
+        assert by_class == pytest.approx({"ant": float(p[0]), "bee": float(p[1])}, abs=1e-6)
+    card = export_run(tmp_path / "run", "torchscript", out=tmp_path / "model.pt")
+    assert {k: card["input"][k] for k in spec.to_dict()} == spec.to_dict()

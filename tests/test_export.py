@@ -11,6 +11,9 @@ from conftest import compose_config, run_cli
 
 from cnnbench.commands.export import FILES, export_run, main
 from cnnbench.config import to_container
+from cnnbench.data.build import normalization
+from cnnbench.data.pipeline import Pipeline
+from cnnbench.data.spec import InputSpec
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_from_config
 
@@ -30,7 +33,7 @@ def test_export_writes_model_and_card_with_parity(trained_run: Path, fmt: str, c
     printed = capsys.readouterr().out
     card = json.loads((trained_run / "export" / f"{FILES[fmt]}.json").read_text())
     assert (trained_run / "export" / card["file"]).is_file() and card["format"] == fmt
-    assert card["classes"] == [str(i) for i in range(10)] and card["input"]["size"] == 32
+    assert card["input"]["class_names"] == [str(i) for i in range(10)] and card["input"]["image_size"] == 32
     assert card["input"]["channels"] == 1 and len(card["input"]["mean"]) == 1 and card["input"]["batch"] == "dynamic"
     assert card["metrics"]["test_acc"] > 10 and card["source"]["step"] > 0
     assert card["parity"]["images"] == 8 and card["parity"]["max_abs_logit_diff"] <= 1e-4
@@ -61,8 +64,9 @@ def test_every_family_exports_to_onnx(name: str, tmp_path: Path) -> None:
     cfg.data.channels = channels
     model = build_from_config(cfg.model, 10, channels, 32)
     (tmp_path / "checkpoints").mkdir()
-    torch.save({"model": model.state_dict(), "config": to_container(cfg), "step": 0,
-                "meta": {"class_names": [str(i) for i in range(10)], "channels": channels, "image_size": 32}},
+    mean, std = normalization(cfg.data, channels)
+    spec = InputSpec(channels, Pipeline.pad(32), tuple(mean), tuple(std), tuple(str(i) for i in range(10)))
+    torch.save({"model": model.state_dict(), "config": to_container(cfg), "step": 0, "meta": spec.to_dict()},
                tmp_path / "checkpoints" / "best.pt")
     card = export_run(tmp_path, "onnx", images=4)
     assert card["parity"]["max_abs_logit_diff"] <= 1e-4

@@ -62,14 +62,16 @@ def test_every_run_has_a_value_in_every_hparams_column() -> None:
 @pytest.mark.slow
 def test_a_transfer_source_trained_on_the_same_classes_keeps_its_head(tmp_path: Path) -> None:
     from cnnbench.config import to_container
+    from cnnbench.data.pipeline import Pipeline
+    from cnnbench.data.spec import InputSpec
     from cnnbench.models import build_from_config
     from cnnbench.transfer.build import build_start_model
 
     cfg = compose_config("transfer=finetune")
     source_model = build_from_config(to_container(cfg.model), 10, 1, 32)
     names = [str(i) for i in range(10)]
-    source = {"model": source_model.state_dict(), "path": "earlier/best.pt",
-              "meta": {"class_names": names, "channels": 1}}
+    spec = InputSpec(1, Pipeline.pad(32), (0.5,), (0.5,), tuple(names))
+    source = {"model": source_model.state_dict(), "path": "earlier/best.pt", "spec": spec}
     kept, notes = build_start_model(cfg, 10, 1, 32, source, names)
     assert any("classifier head kept" in n for n in notes)
     assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), source_model.state_dict().values(),

@@ -122,8 +122,10 @@ def test_this_runs_own_worker_processes_are_not_competition() -> None:
     """Decoding workers (a process pool) and other children this run waits for are its own work."""
     probe = LoadProbe()
     subprocess.run([sys.executable, "-c", SPIN], timeout=120)
-    other = probe.competing()
-    assert other is not None and other < 0.5, other
+    # the child's 1.5 CPU seconds count as this run's own time, which competing() takes off the busy time (a
+    # busy machine, e.g. another test worker, changes the busy time but not this)
+    own_seconds = probe._read()[2] - probe.start[2]
+    assert own_seconds >= 1.4, own_seconds
 
 
 @pytest.mark.slow

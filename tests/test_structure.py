@@ -11,7 +11,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "cnnbench"
 MAX_MODULE_LINES = 400
-MAX_FUNCTION_LINES = 60
+MAX_FUNCTION_LINES = 50
 
 
 def modules() -> dict[str, Path]:

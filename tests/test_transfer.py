@@ -17,8 +17,9 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
 from cnnbench.models.surgery import adapt_input_conv, find_heads
 from cnnbench.models.torchvision_zoo import arch_kwargs, resolve_weights
+from cnnbench.resolve import resolve
 from cnnbench.train import run
-from cnnbench.transfer.build import apply_weights_preprocessing, build_start_model, load_source_checkpoint
+from cnnbench.transfer.build import apply_weights_preprocessing, build_start_model
 from cnnbench.transfer.strategy import TransferPlan, backbone_units
 
 QUIET = ("logger.print_config=false", "logger.tensorboard=false", "logger.figures=false", "logger.snapshots=0",
@@ -178,9 +179,9 @@ def test_freeze_backbone_keeps_every_backbone_tensor(source_run: Path, tmp_path:
     assert any("running_mean" in k for k in same) and any("num_batches_tracked" in k for k in same)
     assert all(same.values()), [k for k, v in same.items() if not v]
     # the head trained: it moved away from its fresh initialisation (same seed, same draws as in run())
-    cfg = compose_config(*overrides)
-    seed_everything(cfg.trainer.seed)
-    start, _ = build_start_model(cfg, num_classes=10, channels=1, image_size=16, source=load_source_checkpoint(cfg))
+    resolved = resolve(compose_config(*overrides), [])
+    seed_everything(resolved.cfg.trainer.seed)
+    start, _ = build_start_model(resolved.cfg, num_classes=10, channels=1, image_size=16, source=resolved.source)
     assert not torch.equal(start.fc.weight, ckpt["model"]["fc.weight"])
     assert torch.equal(start.stages[0][0].conv1.weight, source["stages.0.0.conv1.weight"])
     # the optimizer holds the head only
@@ -242,9 +243,9 @@ def test_layer_decay_gives_lower_units_smaller_learning_rates() -> None:
 
 
 def test_rgb_data_on_a_gray_checkpoint(source_run: Path) -> None:
-    cfg = compose_config("transfer=finetune", f"transfer.checkpoint={source_run}")
-    model, notes = build_start_model(cfg, num_classes=3, channels=3, image_size=16,
-                                     source=load_source_checkpoint(cfg))
+    resolved = resolve(compose_config("transfer=finetune", f"transfer.checkpoint={source_run}"), [])
+    cfg = resolved.cfg
+    model, notes = build_start_model(cfg, num_classes=3, channels=3, image_size=16, source=resolved.source)
     source = load_checkpoint(source_run / "checkpoints" / "best.pt")["model"]
     assert torch.equal(model.stem[0].weight, source["stem.0.weight"].repeat(1, 3, 1, 1) / 3)
     assert cfg.model.name == "small_resnet" and model.fc.out_features == 3  # the source's model config

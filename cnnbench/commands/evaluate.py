@@ -98,17 +98,18 @@ def eval_loader(trained: Trained, split: str, folder: Path | None, data_override
     from cnnbench.data.cache import local_cache_dir
     from cnnbench.data.folders import scan_folder
     from cnnbench.data.images import FileImageSet
-    from cnnbench.data.pipeline import from_meta
 
     cfg = OmegaConf.create(OmegaConf.to_container(trained.cfg.data, resolve=True))
-    pipeline = from_meta(trained.meta)
+    spec = trained.spec
+    pipeline = spec.pipeline
     cfg.update(pipeline.config())  # as trained
     cfg.cache_dir = local_cache_dir() if cfg.cache_dir else None  # this machine's cache, not the recorded one
     for key, value in data_overrides.items():
         OmegaConf.update(cfg, key.removeprefix("data."), value)
     cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)  # (the types training checks)
-    channels, size = trained.meta["channels"], trained.meta["image_size"]
-    mean, std = normalization(cfg, channels)
+    channels, size = spec.channels, spec.image_size
+    given = {"data.mean", "data.std"} & set(data_overrides)  # (else the spec's: the normalisation trained with)
+    mean, std = normalization(cfg, channels) if given else (list(spec.mean), list(spec.std))
     if folder is not None:
         if not folder.is_dir():
             raise CnnbenchError(f"folder={folder} {'is not a folder' if folder.exists() else 'does not exist'}; "
@@ -142,8 +143,6 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
     from cnnbench.engine.evaluate import confusion_matrix, metrics, predict
     from cnnbench.engine.runtime import resolve_device
     from cnnbench.fileio import atomic_write_json
-    from cnnbench.pictures.cards import figure_image
-    from cnnbench.pictures.charts import confusion_figure, reliability_figure
 
     if split not in ("test", "val", "train"):
         raise CnnbenchError(f"split={split}: choose test, val or train")
@@ -151,9 +150,8 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
     data_overrides = parse_data_overrides(data_overrides or {}, trained.cfg.data)
     where = resolve_device(device)
     precision = trained.precision(where)
-    run_tta = trained.cfg.trainer.tta
-    tta = run_tta if tta is None else tta
-    tag = setting_tag(split, folder, tta, run_tta, corruptions, data_overrides)
+    tta = trained.cfg.trainer.tta if tta is None else tta
+    tag = setting_tag(split, folder, tta, trained.cfg.trainer.tta, corruptions, data_overrides)
     in_run = out is None
     out = trained.output(out, f"eval_{tag}.json")
     base = trained.run_dir / "figures" / f"eval_{tag}" if in_run else out.parent / out.stem  # figures: base_*.png
@@ -181,13 +179,22 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
         result["corruptions"] = robustness(trained, loader, precision, corruptions, baseline, result["acc"],
                                            written["corruptions"])
     atomic_write_json(result, out)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    figure_image(confusion_figure(cm, names)).save(written["confusion"])
-    title = f"{trained.cfg.model.name} on {what} ({len(scores.labels)} images)"
-    figure_image(reliability_figure(bins, result["ece"] / 100, title)).save(written["reliability"])
+    _save_figures(cm, bins, names, result["ece"], f"{trained.cfg.model.name} on {what} ({len(scores.labels)} images)",
+                  written)
     result["written"] = [str(out), *map(str, written.values())]
     result["replaced"] = replaced  # (the same setting scored again)
     return result
+
+
+def _save_figures(cm: torch.Tensor, bins: list, names: list[str], ece: float, title: str,
+                  written: dict[str, Path]) -> None:
+    """The confusion matrix and the reliability diagram, as PNGs where ``written`` says."""
+    from cnnbench.pictures.cards import figure_image
+    from cnnbench.pictures.charts import confusion_figure, reliability_figure
+
+    written["confusion"].parent.mkdir(parents=True, exist_ok=True)
+    figure_image(confusion_figure(cm, names)).save(written["confusion"])
+    figure_image(reliability_figure(bins, ece / 100, title)).save(written["reliability"])
 
 
 def robustness(trained: Trained, loader, precision, images: int, baseline: Path | None, clean: float,
@@ -202,7 +209,7 @@ def robustness(trained: Trained, loader, precision, images: int, baseline: Path 
     reference = None
     if baseline is not None:
         other = load_trained(baseline)
-        if other.class_names != trained.class_names or other.meta["image_size"] != trained.meta["image_size"]:
+        if other.class_names != trained.class_names or other.spec.image_size != trained.spec.image_size:
             raise CnnbenchError(f"baseline={baseline} was trained on other classes or sizes than run={trained.run_dir}")
         reference = corruption_accuracy(other.model.to(loader.device), loader, other.precision(loader.device), images)
     figure.parent.mkdir(parents=True, exist_ok=True)

@@ -69,21 +69,12 @@ def export_model(model: torch.nn.Module, x: torch.Tensor, fmt: str, out: Path, d
 
 def card(trained: Trained, fmt: str, out: Path, x: torch.Tensor, parity: float, dynamic_batch: bool) -> dict:
     """What a user of the exported file needs to feed it, and where it came from."""
-    from cnnbench.data.build import normalization
-    from cnnbench.data.pipeline import from_meta
-
-    mean, std = normalization(trained.cfg.data, trained.meta["channels"])
-    p = from_meta(trained.meta)
-    resize = (f"shorter side resized to {p.resize_size} ({p.interpolation}), centre {p.image_size} x {p.image_size} "
-              f"crop (torchvision's Resize + CenterCrop)" if p.name == "crop" else "resized to size x size (bilinear)")
+    spec = trained.spec
     results = trained.results()
     files = [out.name] + ([f"{out.name}.data"] if (out.parent / f"{out.name}.data").is_file() else [])
     return {"file": out.name, "files": files, "format": fmt, "model": trained.cfg.model.name,
-            "classes": trained.class_names,
-            "input": {"channels": trained.meta["channels"], "size": trained.meta["image_size"], "layout": "NCHW",
-                      "dtype": "float32", "batch": "dynamic" if dynamic_batch else x.shape[0],
-                      "preprocessing": f"RGB (or grey) decoded, {resize}, divided by 255, minus mean, divided by std",
-                      "mean": mean, "std": std},
+            "input": {**spec.to_dict(), "layout": "NCHW", "dtype": "float32",
+                      "batch": "dynamic" if dynamic_batch else x.shape[0], "preprocessing": spec.describe()},
             "output": "logits (softmax gives class probabilities)",
             "source": {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "step": trained.step},
             "metrics": {k: results[k] for k in ("test_acc", "test_top5_acc", "test_ece", "best_val_acc")

@@ -23,7 +23,7 @@ import torch
 
 from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
 from cnnbench.commands.trained import Trained, load_trained
-from cnnbench.data.decode import IMAGE_EXTENSIONS, read_image
+from cnnbench.data.decode import IMAGE_EXTENSIONS
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_write
 
@@ -52,15 +52,11 @@ def predict_files(trained: Trained, files: list[Path], top_k: int, batch_size: i
     """One row per file: ``{"path", "predictions": [{"class", "prob"}], "error"}``."""
     from rich.progress import Progress
 
-    from cnnbench.data.build import normalization
-    from cnnbench.data.pipeline import from_meta
     from cnnbench.engine.runtime import resolve_device
 
     where = resolve_device(device)
     precision = trained.precision(where)
     model = trained.model.to(where)
-    channels, resize = trained.meta["channels"], from_meta(trained.meta).eval_resize
-    mean, std = (torch.tensor(v, device=where).view(1, -1, 1, 1) for v in normalization(trained.cfg.data, channels))
     names, k = trained.class_names, min(top_k, len(trained.class_names))
     rows: list[dict] = []
     with Progress(disable=not progress, transient=True) as bar:
@@ -69,13 +65,13 @@ def predict_files(trained: Trained, files: list[Path], top_k: int, batch_size: i
             batch, images = files[start:start + batch_size], []
             for path in batch:
                 try:
-                    images.append(read_image(path, channels, resize))
+                    images.append(trained.spec.read(path))
                     rows.append({"path": str(path), "predictions": [], "error": ""})
                 except (CnnbenchError, OSError) as e:
                     rows.append({"path": str(path), "predictions": [], "error": str(e)})
             ok = [r for r in rows[-len(batch):] if not r["error"]]
             if images:
-                x = (torch.stack(images).to(where).float() / 255 - mean) / std
+                x = trained.spec.normalize(torch.stack(images).to(where))
                 with torch.no_grad(), precision.autocast():
                     probs = model(x).float().softmax(1)
                 top = probs.topk(k, dim=1)

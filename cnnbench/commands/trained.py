@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnbench import rundir
+from cnnbench.data.spec import InputSpec
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.runtime import Precision, resolve_precision
 from cnnbench.errors import CnnbenchError
@@ -19,15 +20,15 @@ from cnnbench.errors import CnnbenchError
 class Trained:
     checkpoint: Path
     run_dir: Path | None  # the cnnbench run directory holding the checkpoint; None for a checkpoint elsewhere
-    cfg: DictConfig  # the run's composed config, as recorded in its checkpoint
-    meta: dict  # class_names, channels, image_size
+    cfg: DictConfig  # the run's config, as recorded in its checkpoint
+    spec: InputSpec  # what the model takes: channels, sizes, normalisation, class names
     model: nn.Module  # in eval mode, on the CPU, with the checkpoint's weights
     step: int | None
     provenance: dict | None = None  # the software, command line and host that trained it
 
     @property
     def class_names(self) -> list[str]:
-        return self.meta["class_names"]
+        return list(self.spec.class_names)
 
     def precision(self, device: torch.device) -> Precision:
         """The run's precision on ``device`` (fp16, a GPU format, becomes auto elsewhere)."""
@@ -88,18 +89,12 @@ def load_trained(run: Path) -> Trained:
 
 
 def _rebuild(ckpt: dict, ckpt_path: Path, run_dir: Path | None) -> Trained:
-    from cnnbench.data.pipeline import from_meta
     from cnnbench.models import build_from_config
 
-    cfg, meta = OmegaConf.create(ckpt["config"]), dict(ckpt["meta"])
-    names = meta["class_names"]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise TypeError("meta.class_names is not a list of names")
-    meta["channels"], meta["image_size"] = int(meta["channels"]), int(meta["image_size"])
-    from_meta(meta)  # (the input description must make a pipeline)
-    for key in ("model.name", "trainer.precision", "trainer.tta", "data.batch_size", "data.mean", "data.std"):
+    cfg, spec = OmegaConf.create(ckpt["config"]), InputSpec.from_dict(ckpt["meta"])
+    for key in ("model.name", "trainer.precision", "trainer.tta", "data.batch_size"):
         if OmegaConf.select(cfg, key, default=None) is None:  # (keys the commands read)
             raise KeyError(f"the config has no {key}")
-    model = build_from_config(cfg.model, len(names), meta["channels"], meta["image_size"])
+    model = build_from_config(cfg.model, len(spec.class_names), spec.channels, spec.image_size)
     model.load_state_dict(ckpt["model"])
-    return Trained(ckpt_path, run_dir, cfg, meta, model.eval(), ckpt.get("step"), ckpt.get("provenance"))
+    return Trained(ckpt_path, run_dir, cfg, spec, model.eval(), ckpt.get("step"), ckpt.get("provenance"))

@@ -25,9 +25,6 @@ import torch
 
 from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
 from cnnbench.commands.trained import Trained, load_trained
-from cnnbench.data.build import normalization
-from cnnbench.data.decode import Resize, read_image
-from cnnbench.data.pipeline import from_meta
 from cnnbench.errors import CnnbenchError
 from cnnbench.explain.attribution import METHODS, attribute, predicted
 from cnnbench.pictures import capture, denormalize, trace
@@ -39,13 +36,6 @@ USAGE = ("usage: cnnbench-visualize run=<run dir or .pt> image=<image file> laye
          "[out=<png> [overwrite=true]]\n       cnnbench-visualize run=<run dir or .pt> explain=<method> "
          "[images=<file | folder | glob>] [target=predicted|true|<class>] [layer=<module name>] [out=<png>]")
 EXPLAINED = 8  # the run's test images explained when no images= is given
-
-
-def load_image(path: Path, channels: int, resize: Resize, data_cfg) -> torch.Tensor:
-    """An image file as the normalised (1, C, size, size) batch the model was evaluated on."""
-    mean, std = normalization(data_cfg, channels)
-    x = read_image(path, channels, resize)[None].float() / 255.0
-    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
 def layer_table(traced: dict) -> str:
@@ -63,10 +53,10 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     their probabilities."""
     trained = load_trained(run)
     cfg = trained.cfg
-    meta = trained.meta
+    spec = trained.spec
     model = trained.model
     names = trained.class_names
-    x = load_image(image, meta["channels"], from_meta(meta).eval_resize, cfg.data)
+    x = spec.transforms()(image)[None]
     traced = trace(model, x)
     if not layer or layer not in traced:
         print(layer_table(traced))
@@ -85,12 +75,12 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     if in_run:
         own(trained.run_dir, out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    seen = denormalize(x, *normalization(cfg.data, meta["channels"]))[0]
+    seen = denormalize(x, spec.mean, spec.std)[0]
     layer_info = traced[layer]
     predicted = ", ".join(f"{name} {p:.1f}%" for name, p in top)
     card = feature_card(maps[layer][0], seen, f"{layer_info.label()} of {image.name}", [
         f"first {min(GRID_CHANNELS, layer_info.shape[0])} of {layer_info.shape[0]} channels, each scaled to its "
-        f"own range; input as the model sees it ({meta['image_size']} px, un-normalised)",
+        f"own range; input as the model sees it ({spec.image_size} px, un-normalised)",
         f"top {len(top)}: {predicted}   (model {cfg.model.name}, {trained.checkpoint.name} at step {trained.step})"])
     card.save(out)
     return out, top
@@ -104,8 +94,7 @@ def explained_images(trained: Trained, spec: str | None) -> tuple[torch.Tensor, 
 
     if spec:
         files = image_files(spec)[:EXPLAINED * 2]
-        resize = from_meta(trained.meta).eval_resize
-        x = torch.cat([load_image(f, trained.meta["channels"], resize, trained.cfg.data) for f in files])
+        x = torch.stack([trained.spec.transforms()(f) for f in files])
         return x, None, ", ".join(f.name for f in files)
     loader = eval_loader(trained, "test", None, {}, EXPLAINED, torch.device("cpu"))
     labels = loader.labels.cpu()
@@ -145,8 +134,8 @@ def explain(run: Path, method: str, images: str | None = None, target: str = "pr
     if in_run:
         own(trained.run_dir, out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    mean, std = normalization(trained.cfg.data, trained.meta["channels"])
-    card = explanation_card(denormalize(x, mean, std), explanation, probs, trained.class_names, labels,
+    seen = denormalize(x, trained.spec.mean, trained.spec.std)
+    card = explanation_card(seen, explanation, probs, trained.class_names, labels,
                             f"{explanation_title(explanation)} of the {target} class", [
                                 f"{what}; bright = the class score depends more on it; red caption = a mistake",
                                 f"model {trained.cfg.model.name}, {trained.checkpoint.name} at step {trained.step}"])

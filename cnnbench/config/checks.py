@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.schema import AUTO_POLICIES, INTERPOLATIONS, PAD_MODES, PIPELINES
+from cnnbench.config.schema import AUTO_POLICIES, CROP_RATIO, CROP_SCALE, INTERPOLATIONS, PAD_MODES, PIPELINES
 from cnnbench.errors import CnnbenchError
 
 PRINT_CONFIG = ("diff", "full", "true", "false")  # (true: full; a bool on the command line arrives as text)
@@ -64,7 +64,7 @@ def check_augment(a: DictConfig, size: int | None) -> None:
     """Augmentation values against the image side ``size`` (when known): a crop padding or cutout as large as
     the image would blank or replace it (and reflect padding cannot exceed the image)."""
     _require((a.crop_padding or 0) >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
-    scale, ratio = list(a.crop_scale), list(a.crop_ratio)
+    scale, ratio = list(a.crop_scale or CROP_SCALE), list(a.crop_ratio or CROP_RATIO)
     _require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, f"data.augment.crop_scale must be [low, high] with "
              f"0 < low <= high <= 1 (fractions of the image's area), got {scale}")
     _require(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], f"data.augment.crop_ratio must be [low, high] with "
@@ -109,7 +109,7 @@ def check_class_weights(weights: Any) -> None:
              f"got {weights!r}")
 
 
-def validate_scheduler(s: DictConfig) -> None:
+def check_scheduler(s: DictConfig) -> None:
     """Check a scheduler config's values."""
     _require(s.interval in ("step", "epoch"), f"scheduler.interval must be step or epoch, got {s.interval!r}")
     _require(isinstance(s.warmup_epochs, (int, float)) and s.warmup_epochs >= 0,
@@ -132,7 +132,7 @@ def validate_scheduler(s: DictConfig) -> None:
                  "scheduler.div_factor and final_div_factor must be positive")
 
 
-def validate_transfer(tr: DictConfig, weights: str | None) -> None:
+def check_transfer(tr: DictConfig, weights: str | None) -> None:
     """Check a transfer config's strategy, keys and values, and that it has the weights it needs
     (``weights``: the model's pretrained weights option, if any)."""
     pretrained = ["finetune", "freeze_backbone", "gradual_unfreeze"]
@@ -183,9 +183,18 @@ def check_data(d: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values of a composed config; raise CnnbenchError naming the first bad one."""
-    t = cfg.trainer
-    d = cfg.data
-    s = cfg.scheduler
+    check_trainer(cfg.trainer)
+    check_logger(cfg.logger)
+    check_data(cfg.data)
+    check_schema_keys(cfg)
+    drop_path = cfg.model.get("drop_path")
+    _require(drop_path is None or 0 <= drop_path < 1, f"model.drop_path must be in [0, 1) (0 = off), got {drop_path}")
+    check_scheduler(cfg.scheduler)
+    check_transfer(cfg.transfer, cfg.model.get("weights"))
+    check_optimizer(cfg.optimizer)
+
+
+def check_trainer(t: DictConfig) -> None:
     _require(t.epochs > 0, f"trainer.epochs must be a positive integer, got {t.epochs}")
     _require(t.max_steps is None or t.max_steps > 0, f"trainer.max_steps must be positive, got {t.max_steps}")
     _require(0 <= t.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {t.label_smoothing}")
@@ -202,37 +211,33 @@ def validate(cfg: DictConfig) -> None:
     _require(t.log_every > 0, f"trainer.log_every must be positive, got {t.log_every}")
     _require(t.threads is None or t.threads > 0, f"trainer.threads must be >= 1 (or null: the cores / processes), "
              f"got {t.threads}")
-    _require(cfg.logger.print_config.lower() in PRINT_CONFIG, f"logger.print_config must be diff, full or false, "
-                                                              f"got {cfg.logger.print_config}")
-    _require(cfg.logger.snapshots >= 0, f"logger.snapshots must be >= 0, got {cfg.logger.snapshots}")
-    _require(cfg.logger.num_samples > 0, f"logger.num_samples must be positive, got {cfg.logger.num_samples}")
-    _require(cfg.logger.embedding_images >= 0, f"logger.embedding_images must be >= 0 (0 = none), got "
-                                               f"{cfg.logger.embedding_images}")
     _require(t.checkpoint_every > 0, f"trainer.checkpoint_every must be positive, got {t.checkpoint_every}")
     _require(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got "
              f"{t.checkpoint_every_steps}")
     check_device(t.device)
     _require(t.strategy in ("single", "ddp"), f"trainer.strategy must be single or ddp, got {t.strategy!r}")
 
-    check_data(d)
 
-    check_schema_keys(cfg)
-    drop_path = cfg.model.get("drop_path")
-    _require(drop_path is None or 0 <= drop_path < 1, f"model.drop_path must be in [0, 1) (0 = off), got {drop_path}")
-    validate_scheduler(s)
-    validate_transfer(cfg.transfer, cfg.model.get("weights"))
+def check_logger(log: DictConfig) -> None:
+    _require(log.print_config.lower() in PRINT_CONFIG, f"logger.print_config must be diff, full or false, "
+                                                       f"got {log.print_config}")
+    _require(log.snapshots >= 0, f"logger.snapshots must be >= 0, got {log.snapshots}")
+    _require(log.num_samples > 0, f"logger.num_samples must be positive, got {log.num_samples}")
+    _require(log.embedding_images >= 0, f"logger.embedding_images must be >= 0 (0 = none), got "
+                                        f"{log.embedding_images}")
 
-    lr = cfg.optimizer.get("lr")
-    _require(_positive(lr),
-             f"optimizer.lr must be a positive number, got {lr!r}")
-    scale = cfg.optimizer.get("norm_lr_scale", 1.0)
+
+def check_optimizer(opt: DictConfig) -> None:
+    lr = opt.get("lr")
+    _require(_positive(lr), f"optimizer.lr must be a positive number, got {lr!r}")
+    scale = opt.get("norm_lr_scale", 1.0)
     _require(_positive(scale), f"optimizer.norm_lr_scale must be a positive number, got {scale!r}")
     # Let the optimizer check its own arguments now, on a dummy parameter, instead of after data loading.
     import torch
 
     from cnnbench.engine.optim import build_optimizer
 
-    build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    build_optimizer(opt, [torch.nn.Parameter(torch.zeros(1))])
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -19,6 +19,8 @@ from omegaconf import MISSING
 PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
 AUTO_POLICIES = ("trivialaugment", "randaugment")  # data.augment.auto (cnnbench.data.autoaugment)
 PIPELINES = ("auto", "pad", "crop")  # data.pipeline (cnnbench.data.pipeline)
+CROP_SCALE = [0.08, 1.0]  # data.augment.crop_scale null, pipeline crop: torchvision's RandomResizedCrop defaults
+CROP_RATIO = [3 / 4, 4 / 3]
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # data.interpolation: torchvision's InterpolationMode values
 
 
@@ -27,8 +29,8 @@ class AugmentConfig:
     """``data.augment``: what the training loader does to each batch (``cnnbench.data.augment``)."""
 
     crop_padding: int | None = 0  # RandomCrop(size, padding=crop_padding); 0 = off; null: 4 with data.pipeline=pad
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # pipeline crop: RandomResizedCrop's scale
-    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # and its ratio (width / height) range
+    crop_scale: list[float] | None = None  # pipeline crop: RandomResizedCrop's scale; null: [0.08, 1]
+    crop_ratio: list[float] | None = None  # and its ratio (width / height) range; null: [3/4, 4/3]
     padding_mode: str = "constant"  # RandomCrop's: constant (zeros) | edge | reflect
     hflip: bool = False  # RandomHorizontalFlip(p=0.5)
     alternate_flip: bool = False  # with hflip: each image mirrored in every other epoch (airbench), not at random

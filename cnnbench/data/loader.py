@@ -11,16 +11,22 @@ from collections.abc import Iterator
 
 import torch
 
-from cnnbench.config.schema import AugmentConfig
+from cnnbench.config.schema import CROP_RATIO, CROP_SCALE, AugmentConfig
 from cnnbench.data.augment import Augmenter
 from cnnbench.data.crops import centre_boxes, crop_resize, resized_crop_boxes
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.mixing import Mixer
 from cnnbench.data.pipeline import Pipeline
 from cnnbench.data.sampler import BatchSampler
+from cnnbench.data.spec import normalizer
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images float (B, C, H, W) normalised, labels int64 (B,) or, mixed
 # (mixup, cutmix), class probabilities float (B, K)
+
+
+def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Sampling weights that draw every class equally often: each image weighs 1 / its class's size."""
+    return 1.0 / torch.bincount(labels).double()[labels]
 
 
 class DeviceLoader:
@@ -50,18 +56,15 @@ class DeviceLoader:
         self.sizes = None if data.sizes is None else data.sizes.to(device)
         if self.sizes is not None and pipeline is None:
             raise ValueError("images stored as canvases need their pipeline")
-        self.crop_scale = tuple(augment.crop_scale) if augment is not None else None
-        self.crop_ratio = tuple(augment.crop_ratio) if augment is not None else None
+        self.crop_scale = tuple(augment.crop_scale or CROP_SCALE) if augment is not None else None
+        self.crop_ratio = tuple(augment.crop_ratio or CROP_RATIO) if augment is not None else None
         self.num_classes = num_classes
         self.labels = data.labels.to(device)
         self.device = device
         self.train = train
         self.channels_last = channels_last
         self.mean, self.std = list(mean), list(std)
-        # x_norm = (x / 255 - mean) / std = x * scale + shift, one fused op per batch
-        std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = -torch.tensor(mean, device=device).view(1, -1, 1, 1) / std_t
+        self.scale, self.shift = normalizer(mean, std, device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.augmenter = Augmenter(augment, self.generator, len(data)) if train and augment is not None else None
         self.mixer = None
@@ -69,9 +72,7 @@ class DeviceLoader:
             if num_classes is None:
                 raise ValueError("mixup and cutmix need num_classes")
             self.mixer = Mixer(augment, num_classes, seed)
-        weights = None
-        if train and balanced:  # every class drawn equally often: each image weighs 1 / its class's size
-            weights = 1.0 / torch.bincount(self.labels).double()[self.labels]
+        weights = balanced_weights(self.labels) if train and balanced else None
         self.sampler = BatchSampler(len(data), batch_size, shuffle=train, generator=self.generator, rank=rank,
                                     world_size=world_size, weights=weights)
         self.world_size = world_size

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
+from cnnbench.config.schema import CROP_RATIO, CROP_SCALE
 from cnnbench.data.decode import Resize
 from cnnbench.errors import CnnbenchError
 
@@ -63,20 +64,15 @@ class Pipeline:
             return Resize("centre", self.image_size, self.resize_size, self.interpolation)
         return Resize("square", self.image_size)
 
-    def describe(self, scale: tuple[float, float] | None = None, ratio: tuple[float, float] | None = None) -> str:
-        """One line for the console; ``scale`` and ``ratio``: the training crops' (crop pipeline)."""
+    def describe(self, scale: list[float] | None = None, ratio: list[float] | None = None) -> str:
+        """One line for the console; ``scale`` and ``ratio``: the training crops' (crop pipeline; None: the
+        defaults)."""
+        scale, ratio = scale or CROP_SCALE, ratio or CROP_RATIO
         if self.name == "pad":
             return f"data.pipeline=pad: images resized to {self.image_size}x{self.image_size}"
         return (f"data.pipeline=crop: training RandomResizedCrop({self.image_size}, scale={tuple(scale)}, "
                 f"ratio=({ratio[0]:.3g}, {ratio[1]:.3g})) from whole photos stored at {self.store_size} px (longer "
                 f"side); evaluation Resize({self.resize_size}) + CenterCrop({self.image_size}), {self.interpolation}")
-
-
-def from_meta(meta: dict) -> Pipeline:
-    """The pipeline a trained model's checkpoint ``meta`` records (runs before it recorded one: pad)."""
-    if meta.get("pipeline"):
-        return Pipeline(**meta["pipeline"])
-    return Pipeline.pad(meta["image_size"])
 
 
 def _crop(cfg: DictConfig) -> Pipeline:

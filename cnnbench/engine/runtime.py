@@ -1,4 +1,4 @@
-"""Where and how a run computes: device, precision (autocast), memory format and seeds."""
+"""Where and how a run computes: device, processes, threads, precision (autocast), memory format and seeds."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from cnnbench.engine import distributed, placement
+from cnnbench.engine.distributed import DistInfo
 from cnnbench.errors import CnnbenchError
 
 
@@ -109,3 +113,32 @@ def set_host_rng_state(rng: dict) -> None:
     if "numpy" in rng:
         name, keys, pos, has_gauss, cached = rng["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a run computes on, settled before anything is built."""
+
+    run_dir: Path  # rank 0's directory, on every process
+    device: torch.device
+    dist: DistInfo
+    threads: tuple[int, str]  # the count and where it came from
+    load: placement.LoadProbe | None  # other work on this machine's cores (one CPU process only)
+    precision: Precision
+
+    def describe(self) -> str:
+        return placement.describe(self.threads, self.load)
+
+
+def settle(t: DictConfig, run_dir: Path) -> Runtime:
+    """Device, process group, threads, precision and seeds from the ``trainer`` config. With
+    ``trainer.strategy=ddp`` this joins the process group: ``distributed.shutdown()`` leaves it."""
+    device = resolve_device(t.device)
+    dist = distributed.init(t.strategy, device)
+    run_dir = distributed.shared_run_dir(run_dir)
+    device = distributed.device_for(dist, device) if t.strategy == "ddp" else placement.sweep_device(device)
+    threads = placement.settle(device, t.threads)
+    load = placement.LoadProbe() if device.type == "cpu" and dist.world_size == 1 else None
+    precision = resolve_precision(t.precision, device)
+    seed_everything(t.seed, t.deterministic)
+    return Runtime(run_dir, device, dist, threads, load, precision)

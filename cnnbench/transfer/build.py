@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from cnnbench.data.spec import InputSpec
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_from_config
@@ -62,19 +63,20 @@ def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | No
 
 
 def load_source_checkpoint(cfg: DictConfig) -> dict | None:
-    """With ``transfer.checkpoint``: that checkpoint (a run directory's best.pt), whose model config then
-    replaces ``cfg.model`` (so it is recorded and validated as this run's). None otherwise."""
+    """With ``transfer.checkpoint``: that checkpoint (a run directory's best.pt), with its ``path``; its model
+    config becomes the run's (``cnnbench.resolve``). None otherwise."""
     ckpt_path = cfg.transfer.get("checkpoint")
     if not ckpt_path:
         return None
     path = checkpoint_in(ckpt_path, "best.pt")  # a run directory gives its selected checkpoint
     ckpt = load_checkpoint(path)
-    meta, model_cfg = ckpt.get("meta") or {}, (ckpt.get("config") or {}).get("model")
-    if not model_cfg or "class_names" not in meta:
-        raise CnnbenchError(f"transfer.checkpoint={ckpt_path}: {path} has no model config or class names; "
-                            f"give a checkpoint written by cnnbench")
-    cfg.model = model_cfg
-    return {**ckpt, "path": str(path)}
+    try:
+        spec = InputSpec.from_dict(ckpt["meta"])
+        ckpt["config"]["model"]["name"]
+    except (KeyError, TypeError, ValueError):
+        raise CnnbenchError(f"transfer.checkpoint={ckpt_path}: {path} has no model config or input spec; "
+                            f"give a checkpoint written by cnnbench") from None
+    return {**ckpt, "path": str(path), "spec": spec}
 
 
 def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_size: int,
@@ -87,7 +89,7 @@ def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_si
         return build_from_config(model_cfg, num_classes, channels, image_size), []
     if source is not None:
         state, description = source["model"], source["path"]
-        source_classes, source_channels = len(source["meta"]["class_names"]), source["meta"]["channels"]
+        source_classes, source_channels = len(source["spec"].class_names), source["spec"].channels
     elif is_weights_file(cfg.model.get("weights")):
         state, description = read_state_dict(cfg.model.weights), cfg.model.weights
         with torch.device("meta"):  # (names and shapes only: where the head and the first conv are)
@@ -101,7 +103,7 @@ def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_si
     load_weights(model, state, description)
     notes = [f"pretrained weights: {description} ({model_cfg['name']})"]
     notes += set_input_channels(model, channels)
-    if source is not None and class_names is not None and list(source["meta"]["class_names"]) == list(class_names):
+    if source is not None and class_names is not None and list(source["spec"].class_names) == list(class_names):
         notes.append(f"classifier head kept: {description} was trained on the same {num_classes} classes")
     elif source is None and is_weights_file(cfg.model.get("weights")) and source_classes == num_classes:
         notes.append(f"classifier head kept: {description} has {num_classes} outputs, as many as the data's "

@@ -1,0 +1,65 @@
+"""The config a run uses, resolved once: absolute paths, the pretrained weights' preprocessing, the checked
+values and the transfer source's model; then read-only. Everything it decided is a note for the console."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.config.checks import validate
+from cnnbench.overrides import parse_overrides
+from cnnbench.rundir import CONTINUE_OR_START
+
+PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "trainer.resume")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The final config (read-only), what resolving it decided, and the checkpoint ``transfer.checkpoint`` read."""
+
+    cfg: DictConfig
+    notes: list[str] = field(default_factory=list)
+    source: dict | None = None
+
+
+def resolve(composed: DictConfig, overrides: list[str]) -> Resolved:
+    """Turn the composed config and the command's overrides into the run's final config; ``composed`` stays as
+    Hydra made it."""
+    from cnnbench.transfer.build import apply_weights_preprocessing, load_source_checkpoint
+
+    cfg = copy.deepcopy(composed)
+    given = parse_overrides(overrides)
+    absolute_paths(cfg)
+    preprocessing = apply_weights_preprocessing(cfg, set(given))
+    validate(cfg)
+    source = load_source_checkpoint(cfg)
+    if source is not None:  # the source's model becomes this run's (recorded and rebuilt as such)
+        cfg.model = source["config"]["model"]
+    OmegaConf.set_readonly(cfg, True)
+    notes = [note for note in (preprocessing, optimizer_note(cfg, given)) if note]
+    return Resolved(cfg, notes, source)
+
+
+def absolute_paths(cfg: DictConfig) -> None:
+    """The paths a run reads, made absolute before they are recorded: a command that reads the run later, from
+    another working directory, finds the same files."""
+    from cnnbench.models.registry import is_weights_file
+
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str) and value and value not in ("auto", CONTINUE_OR_START):
+            OmegaConf.update(cfg, key, os.path.abspath(os.path.expanduser(value)))
+    if is_weights_file(cfg.model.get("weights")):  # (a torchvision weights name stays a name)
+        cfg.model.weights = os.path.abspath(os.path.expanduser(cfg.model.weights))
+
+
+def optimizer_note(cfg: DictConfig, given: dict[str, str]) -> str | None:
+    """A transfer option picks its own optimizer (conf/transfer/*.yaml): said when the command did not pick one."""
+    if cfg.transfer.strategy == "scratch" or "optimizer" in given or "transfer" not in given:
+        return None
+    name = cfg.optimizer._target_.rsplit(".", 1)[-1]
+    lr = "" if "optimizer.lr" in given else f" at lr {cfg.optimizer.lr:g}"
+    return f"transfer={given['transfer']} trains with {name}{lr}, its default (optimizer=... chooses another)"
