@@ -51,7 +51,8 @@ def test_static_batch_and_refusals(trained_run: Path, tmp_path: Path, capsys) ->
 
 
 FAMILIES = ["lenet5", "alexnet", "vgg11_bn", "googlenet", "resnet18", "resnet50", "se_resnet18", "efficientnet_b0",
-            "vit_tiny", "small_resnet", "airbench", "tv_resnet18"]
+            "vit_tiny", "small_resnet", "airbench", "tv_resnet18", "timm:convnext_atto", "timm:vit_tiny_patch16_224"]
+# (timm's resnet18 exports in test_timm.py, from a trained run)
 
 
 @pytest.mark.slow
@@ -59,7 +60,8 @@ FAMILIES = ["lenet5", "alexnet", "vgg11_bn", "googlenet", "resnet18", "resnet50"
 def test_every_family_exports_to_onnx(name: str, tmp_path: Path) -> None:
     """A checkpoint as cnnbench writes it (config, meta, weights) for one model of each family on the digits;
     ONNX through the dynamo exporter, checked against PyTorch on real test images."""
-    cfg = compose_config(f"model={name}")
+    source, _, arch = name.partition(":")
+    cfg = compose_config(f"model={source}", *([f"model.arch={arch}"] if arch else []))
     channels = 1 if name == "lenet5" else 3
     cfg.data.channels = channels
     model = build_from_config(cfg.model, 10, channels, 32)

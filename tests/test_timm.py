@@ -122,3 +122,31 @@ def test_a_timm_run_trains_draws_and_exports(cli, tmp_path: Path, capsys) -> Non
     assert {"feature_maps_02_layer1_stage_64x8x8.png", "explain_gradcam.png"} <= names, names  # timm's stages
     export_main([f"run={run}", "format=onnx"])
     assert "parity on 8 test images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("arch", "first", "last", "count"), [
+    ("resnet18", "conv1..bn1", "layer4.1", 9),  # the stem, then each residual block
+    ("vit_tiny_patch16_224", "cls_token..patch_embed.proj", "blocks.11.norm1..norm", 13),
+])
+def test_gradual_unfreezing_follows_timms_group_matcher(arch: str, first: str, last: str, count: int) -> None:
+    from omegaconf import OmegaConf
+    from timm.models import group_parameters
+
+    from cnnbench.transfer.strategy import TransferPlan
+
+    model = build_model("timm", num_classes=3, in_channels=3, image_size=32, arch=arch)
+    cfg = OmegaConf.create({"strategy": "gradual_unfreeze", "stages": 3, "head_epochs": 1, "stage_epochs": 1,
+                            "backbone_lr_scale": 0.1})
+    plan = TransferPlan(model, cfg)
+    names = [u.name for u in plan.units]
+    assert (names[0], names[-1], len(names)) == (first, last, count)
+    head = {id(p) for p in plan.head_params}
+    groups = group_parameters(model, model.group_matcher(coarse=False))
+    params = dict(model.named_parameters())
+    theirs = [[id(params[n]) for n in group if id(params[n]) not in head] for _, group in sorted(groups.items())]
+    assert [[id(p) for p in u.params] for u in plan.units] == [g for g in theirs if g]  # timm's groups, in order
+    assert plan.freeze(0).endswith("training the head only (head new)" if arch.startswith("vit") else
+                                   "training the head only (fc new)")
+    plan.freeze(1)  # the top third of the groups opens after head_epochs
+    top = len(torch.arange(count).tensor_split(3)[-1])
+    assert [all(p.requires_grad for p in u.params) for u in plan.units] == [False] * (count - top) + [True] * top

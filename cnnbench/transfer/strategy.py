@@ -38,8 +38,11 @@ class Unit:
 
 
 def backbone_units(model: nn.Module, heads: list[str]) -> list[Unit]:
-    """The backbone's units, bottom (input) to top; parameters of the heads are left out."""
+    """The backbone's units, bottom (input) to top; parameters of the heads are left out. A timm model is cut
+    where its own ``group_matcher`` cuts it (the stem, then each block)."""
     head_ids = {id(p) for h in heads for p in model.get_submodule(h).parameters()}
+    if callable(getattr(model, "group_matcher", None)):
+        return matcher_units(model, head_ids)
 
     def walk(module: nn.Module, prefix: str) -> list[Unit]:
         units = []
@@ -58,6 +61,40 @@ def backbone_units(model: nn.Module, heads: list[str]) -> list[Unit]:
         return units
 
     return walk(model, "")
+
+
+def matcher_units(model: nn.Module, head_ids: set[int]) -> list[Unit]:
+    """Units from timm's ``group_matcher(coarse=False)``, the groups its layer-wise decay uses, in their order;
+    each module with parameters belongs to the unit of its first parameter."""
+    from timm.models import group_parameters
+
+    params = dict(model.named_parameters())
+    groups = group_parameters(model, model.group_matcher(coarse=False))  # {ordinal: [names]}, bottom first
+    owner: dict[int, int] = {}
+    units = []
+    for _, names in sorted(groups.items()):
+        kept = [params[n] for n in names if id(params[n]) not in head_ids]
+        if kept:
+            owner.update({id(p): len(units) for p in kept})
+            units.append(Unit(_group_name(names), kept))
+    for module in model.modules():
+        direct = list(module.parameters(recurse=False))
+        if direct and id(direct[0]) in owner:
+            units[owner[id(direct[0])]].modules.append(module)
+    return units
+
+
+def _group_name(names: list[str]) -> str:
+    """A group's common module path (``layer1.0``), or its first and last modules (``conv1..bn1``)."""
+    common = []
+    for parts in zip(*(n.split(".") for n in names), strict=False):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    if common and len(names) > 1:
+        return ".".join(common)
+    first, last = names[0].rsplit(".", 1)[0], names[-1].rsplit(".", 1)[0]
+    return first if first == last else f"{first}..{last}"
 
 
 def _opens_up(module: nn.Module) -> bool:
