@@ -11,10 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.assemble import Run
 from cnnbench.engine.checkpoint import load_checkpoint
-from cnnbench.engine.evaluate import Scores, metrics, predict
 from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops
 from cnnbench.engine.runtime import Precision
 from cnnbench.engine.trainer import Trainer
+from cnnbench.evaluation.metrics import metrics
+from cnnbench.evaluation.scores import Scores, predict
 from cnnbench.fileio import atomic_write_json
 from cnnbench.overrides import parse_overrides
 from cnnbench.provenance import record

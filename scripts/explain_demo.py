@@ -16,11 +16,10 @@ import argparse
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from runs import CIFAR_TAR, ROOT, extract_cifar10, run_cnnbench
+from runs import CIFAR_TAR, ROOT, extract_cifar10, extract_hymenoptera, run_cnnbench
 
 METHODS = ("gradcam", "saliency", "integrated_gradients", "occlusion")
 
@@ -35,10 +34,7 @@ def runs(work: Path, shared: Path) -> dict[str, tuple[str, ...]]:
             "trainer.max_steps=300", "data.batch_size=64", "logger.progress=false")
     photos = shared / "datasets" / "hymenoptera.tar"
     if photos.is_file():
-        if not (work / "hymenoptera_data").is_dir():
-            with tarfile.open(photos) as tar:
-                tar.extractall(work, filter="data")
-        examples["photos_resnet18"] = ("data=imagefolder", f"data.root={work / 'hymenoptera_data'}",
+        examples["photos_resnet18"] = ("data=imagefolder", f"data.root={extract_hymenoptera(photos, work)}",
                                        "data.image_size=112", "model=resnet18", "trainer.epochs=8",
                                        "logger.progress=false")
     return examples

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "feature_maps.png")
     args = parser.parse_args()
 
-    from cnnbench.commands.trained import load_trained
+    from cnnbench.finished_run import load_finished_run
     from cnnbench.pictures import capture, denormalize
 
     tmp = Path(tempfile.mkdtemp(prefix="cnnbench-demo-"))
@@ -38,7 +38,7 @@ def main() -> None:
     print(f"image logging {results['image_logging_s']:.2f} s against {results['train_time_s']:.1f} s of training "
           f"({100 * results['image_logging_s'] / results['train_time_s']:.2f}%)")
 
-    trained = load_trained(run_dir)
+    trained = load_finished_run(run_dir)
     cfg, model = trained.cfg, trained.model
     from cnnbench.data import load_data, make_loaders
 

@@ -16,13 +16,12 @@ import argparse
 import re
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from runs import ROOT
+from runs import HYMENOPTERA_TAR as HYMENOPTERA
+from runs import extract_hymenoptera
 
-HYMENOPTERA = ROOT.parent / "shared" / "datasets" / "hymenoptera.tar"
 QUIET = ["logger.progress=false"]
 
 
@@ -65,9 +64,7 @@ def main() -> None:
         sys.exit(f"needs {HYMENOPTERA}")
     work = args.out or Path(tempfile.mkdtemp(prefix="first_hour_"))
     work.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(HYMENOPTERA) as tar:
-        tar.extractall(work, filter="data")
-    photos = work / "hymenoptera_data"
+    photos = extract_hymenoptera(HYMENOPTERA, work)
     out = work / "outputs"
 
     # 1. the README's photo command, fewer epochs

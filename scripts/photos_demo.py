@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from runs import ROOT, run_cnnbench
+from runs import ROOT, extract_hymenoptera, run_cnnbench
 
 PIPELINES = {"squash": ("data.pipeline=pad", "data.augment.crop_padding=4"), "crop": ("data.pipeline=crop",)}
 
@@ -44,9 +43,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, list[dict]] = {name: [] for name in PIPELINES}
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(tar) as t:
-            t.extractall(tmp, filter="data")
-        root = next(p.parent for p in Path(tmp).rglob("train") if p.is_dir())
+        root = extract_hymenoptera(tar, Path(tmp))
         for seed in seeds:
             for name, overrides in PIPELINES.items():
                 r = run_cnnbench(Path(tmp) / "runs" / f"{name}-{seed}", "data=imagefolder", f"data.root={root}",

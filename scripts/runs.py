@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_TAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+HYMENOPTERA_TAR = ROOT.parent / "shared" / "datasets" / "hymenoptera.tar"
 
 
 def extract_cifar10(tar_path: Path, into: Path) -> Path:
@@ -18,6 +19,14 @@ def extract_cifar10(tar_path: Path, into: Path) -> Path:
         with tarfile.open(tar_path) as tar:
             tar.extractall(into, filter="data")
     return into / "cifar10"
+
+
+def extract_hymenoptera(tar_path: Path, into: Path) -> Path:
+    """Unpack the hymenoptera photos (ants and bees, train/ and val/) into ``into`` (once); return their folder."""
+    if not (into / "hymenoptera_data").is_dir():
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(into, filter="data")
+    return into / "hymenoptera_data"
 
 
 def run_cnnbench(run_dir: Path, *overrides: str, quiet: bool = False, cwd: Path | None = None) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnbench.engine import corruptions as c
+from cnnbench.evaluation import corruptions as c
 
 
 def gen() -> torch.Generator:

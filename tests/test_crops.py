@@ -270,7 +270,7 @@ def test_a_photo_run_records_its_pipeline_and_its_tools_use_it(tmp_path: Path) -
 
     from cnnbench.commands.evaluate import evaluate_run
     from cnnbench.commands.predict import predict_files
-    from cnnbench.commands.trained import load_trained
+    from cnnbench.finished_run import load_finished_run
     from cnnbench.train import run
 
     photo_tree(tmp_path / "photos", per_class=5)
@@ -278,7 +278,7 @@ def test_a_photo_run_records_its_pipeline_and_its_tools_use_it(tmp_path: Path) -
                        "data.val_fraction=0.4", "data.batch_size=4", f"data.cache_dir={tmp_path / 'cache'}",
                        "model=lenet5", "trainer.max_steps=2", "logger.progress=false", "logger.snapshots=0",
                        "logger.tensorboard=false", "logger.figures=false"), tmp_path / "run")
-    trained = load_trained(tmp_path / "run")
+    trained = load_finished_run(tmp_path / "run")
     assert trained.spec.pipeline == Pipeline("crop", 32, 48, 36, "bilinear")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     evaluated = evaluate_run(tmp_path / "run", out=tmp_path / "eval.json")
@@ -312,9 +312,9 @@ def test_every_command_reads_images_through_the_runs_input_spec(tmp_path: Path) 
     from cnnbench.commands.evaluate import eval_loader
     from cnnbench.commands.export import export_run
     from cnnbench.commands.predict import predict_files
-    from cnnbench.commands.trained import load_trained
     from cnnbench.commands.visualize import explained_images
     from cnnbench.engine.checkpoint import load_checkpoint
+    from cnnbench.finished_run import load_finished_run
     from cnnbench.train import run
 
     photo_tree(tmp_path / "photos", per_class=3)
@@ -324,7 +324,7 @@ def test_every_command_reads_images_through_the_runs_input_spec(tmp_path: Path) 
                        "trainer.max_steps=1", "logger.progress=false", "logger.snapshots=0",
                        "logger.tensorboard=false", "logger.figures=false", "logger.print_config=false"),
         tmp_path / "run")
-    trained = load_trained(tmp_path / "run")
+    trained = load_finished_run(tmp_path / "run")
     spec = trained.spec
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["meta"] == spec.to_dict()
     assert (spec.channels, spec.mean, spec.std) == (3, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))

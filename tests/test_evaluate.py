@@ -12,8 +12,9 @@ from conftest import run_cli
 from PIL import Image
 
 from cnnbench.commands.evaluate import main
-from cnnbench.engine.calibration import brier_score, expected_calibration_error, reliability
-from cnnbench.engine.evaluate import Scores, metrics
+from cnnbench.evaluation.calibration import brier_score, expected_calibration_error, reliability
+from cnnbench.evaluation.metrics import metrics
+from cnnbench.evaluation.scores import Scores
 
 
 def test_ece_of_a_known_set() -> None:
@@ -175,7 +176,7 @@ def test_predict_refuses_in_one_line(trained_run: Path, tmp_path: Path, capsys) 
 
 
 def test_eval_under_corruptions_against_a_baseline(trained_run: Path, tmp_path: Path, capsys) -> None:
-    from cnnbench.engine.corruptions import CORRUPTIONS
+    from cnnbench.evaluation.corruptions import CORRUPTIONS
 
     main([f"run={trained_run}", "corruptions=true", "corruption_images=64", f"baseline={trained_run}",
           f"out={tmp_path / 'c.json'}"])

@@ -255,7 +255,8 @@ def test_degenerate_class_sets_are_refused_and_macro_averages_follow_one_convent
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     from cnnbench.data import load_data
-    from cnnbench.engine.evaluate import Scores, metrics
+    from cnnbench.evaluation.metrics import metrics
+    from cnnbench.evaluation.scores import Scores
 
     photo_tree(tmp_path / "one", {"train": {"a": 6}})
     photo_tree(tmp_path / "empty", {"train": {"a": 6, "b": 6}})

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from cnnbench.engine.evaluate import confusion_matrix
+from cnnbench.evaluation.metrics import confusion_matrix
 from cnnbench.models import build_model
 from cnnbench.pictures import capture, default_feature_layers, snapshot_epochs
 from cnnbench.pictures.cards import feature_grid

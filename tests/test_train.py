@@ -117,7 +117,8 @@ def test_per_class_metrics_do_not_depend_on_the_pictures(tmp_path: Path) -> None
 
 
 def test_metrics_match_a_hand_count() -> None:
-    from cnnbench.engine.evaluate import Scores, metrics
+    from cnnbench.evaluation.metrics import metrics
+    from cnnbench.evaluation.scores import Scores
 
     # 3 classes; true labels 0,0,0,1,1,2 and top-1 predictions 0,0,1,1,2,2
     labels = torch.tensor([0, 0, 0, 1, 1, 2])
@@ -248,7 +249,7 @@ def test_load_checkpoint_rejects_bad_files(tmp_path: Path) -> None:
 
 
 def test_tta_level_2_adds_one_pixel_shifts() -> None:
-    from cnnbench.engine.evaluate import tta_logits
+    from cnnbench.evaluation.scores import tta_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3))
@@ -264,8 +265,8 @@ def test_tta_level_2_adds_one_pixel_shifts() -> None:
 
 def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror() -> None:
     from cnnbench.data import DeviceLoader, ImageSet
-    from cnnbench.engine.evaluate import predict
     from cnnbench.engine.runtime import Precision
+    from cnnbench.evaluation.scores import predict
 
     torch.manual_seed(0)
     images = ImageSet(torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 3, (10,)))

@@ -36,8 +36,9 @@ import torch
 from omegaconf import OmegaConf
 
 from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
-from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.errors import CnnbenchError
+from cnnbench.fileio import atomic_write_json
+from cnnbench.finished_run import FinishedRun, load_finished_run
 from cnnbench.rundir import own
 
 USAGE = ("usage: cnnbench-eval run=<run dir or .pt> [split=test|val|train] [folder=<class folders>] "
@@ -88,7 +89,7 @@ def setting_tag(split: str, folder: Path | None, tta: int, run_tta: int, corrupt
     return "_".join(parts)
 
 
-def eval_loader(trained: Trained, split: str, folder: Path | None, data_overrides: dict, batch_size: int,
+def eval_loader(trained: FinishedRun, split: str, folder: Path | None, data_overrides: dict, batch_size: int,
                 device: torch.device):
     """The run's preprocessing over the chosen images, unshuffled and unaugmented (``data_overrides``: parsed
     values by ``data.<key>``)."""
@@ -139,14 +140,14 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
                  out: Path | None = None, corruptions: int = 0, baseline: Path | None = None) -> dict:
     """Score ``run`` and write this setting's result file and its figures; return what was written
     (``data_overrides``: ``data.<key>`` to its text, as on the command line)."""
-    from cnnbench.engine.calibration import reliability
-    from cnnbench.engine.evaluate import confusion_matrix, metrics, predict
     from cnnbench.engine.runtime import resolve_device
-    from cnnbench.fileio import atomic_write_json
+    from cnnbench.evaluation.calibration import reliability
+    from cnnbench.evaluation.metrics import confusion_matrix, metrics
+    from cnnbench.evaluation.scores import predict
 
     if split not in ("test", "val", "train"):
         raise CnnbenchError(f"split={split}: choose test, val or train")
-    trained = load_trained(run)
+    trained = load_finished_run(run)
     data_overrides = parse_data_overrides(data_overrides or {}, trained.cfg.data)
     where = resolve_device(device)
     precision = trained.precision(where)
@@ -197,18 +198,18 @@ def _save_figures(cm: torch.Tensor, bins: list, names: list[str], ece: float, ti
     figure_image(reliability_figure(bins, ece / 100, title)).save(written["reliability"])
 
 
-def robustness(trained: Trained, loader, precision, images: int, baseline: Path | None, clean: float,
+def robustness(trained: FinishedRun, loader, precision, images: int, baseline: Path | None, clean: float,
                figure: Path) -> dict:
     """Accuracy under the corruptions on the first ``images`` images (and the baseline run's, on the same ones)."""
-    from cnnbench.engine.corruptions import MISSING
-    from cnnbench.engine.robustness import corruption_accuracy, summary
+    from cnnbench.evaluation.corruptions import NOT_AT_HAND
+    from cnnbench.evaluation.robustness import corruption_accuracy, summary
     from cnnbench.pictures.cards import figure_image
     from cnnbench.pictures.charts import robustness_figure
 
     accuracy = corruption_accuracy(trained.model, loader, precision, images)
     reference = None
     if baseline is not None:
-        other = load_trained(baseline)
+        other = load_finished_run(baseline)
         if other.class_names != trained.class_names or other.spec.image_size != trained.spec.image_size:
             raise CnnbenchError(f"baseline={baseline} was trained on other classes or sizes than run={trained.run_dir}")
         reference = corruption_accuracy(other.model.to(loader.device), loader, other.precision(loader.device), images)
@@ -216,7 +217,7 @@ def robustness(trained: Trained, loader, precision, images: int, baseline: Path 
     figure_image(robustness_figure(accuracy, clean, f"{trained.cfg.model.name}, {min(images, len(loader.data))} "
                                    "images")).save(figure)
     return {"images": min(images, len(loader.data)), "accuracy": accuracy, **summary(accuracy, reference),
-            "baseline": str(baseline) if baseline else None, "not_generated": MISSING}
+            "baseline": str(baseline) if baseline else None, "not_generated": NOT_AT_HAND}
 
 
 def print_table(result: dict) -> None:

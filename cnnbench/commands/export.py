@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from cnnbench.cli import error_boundary, flag, key_values, output_file, positive_int
-from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_write_json
+from cnnbench.finished_run import FinishedRun, load_finished_run
 from cnnbench.provenance import record
 from cnnbench.rundir import own
 
@@ -34,7 +34,7 @@ TOLERANCE = 1e-4
 ONNX_LIMIT = 2 * 1024**3  # protobuf's limit: weights above it go to an external data file
 
 
-def real_images(trained: Trained, count: int) -> torch.Tensor:
+def real_images(trained: FinishedRun, count: int) -> torch.Tensor:
     """The first ``count`` test images of the run's data, preprocessed as in evaluation (fp32, CPU)."""
     from cnnbench.commands.evaluate import eval_loader
 
@@ -67,7 +67,7 @@ def export_model(model: torch.nn.Module, x: torch.Tensor, fmt: str, out: Path, d
     return lambda batch: torch.from_numpy(session.run(None, {"x": batch.numpy()})[0])
 
 
-def card(trained: Trained, fmt: str, out: Path, x: torch.Tensor, parity: float, dynamic_batch: bool) -> dict:
+def card(trained: FinishedRun, fmt: str, out: Path, x: torch.Tensor, parity: float, dynamic_batch: bool) -> dict:
     """What a user of the exported file needs to feed it, and where it came from."""
     spec = trained.spec
     results = trained.results()
@@ -93,7 +93,7 @@ def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool
     """Export, check parity on real images, write the card; return the card."""
     if fmt not in FILES:
         raise CnnbenchError(f"format={fmt}: choose {', '.join(FILES)}")
-    trained = load_trained(run)
+    trained = load_finished_run(run)
     in_run = out is None
     out = trained.output(out, f"export/{FILES[fmt]}")
     if out.suffix.lower() not in SUFFIXES[fmt]:

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
-from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.data.decode import IMAGE_EXTENSIONS
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_write
+from cnnbench.finished_run import FinishedRun, load_finished_run
 
 USAGE = ("usage: cnnbench-predict run=<run dir or .pt> images=<file | folder | glob> [top_k=5] "
          "[out=<preds.csv | preds.json> [overwrite=true]] [batch_size=64] [device=auto]")
@@ -47,7 +47,7 @@ def image_files(spec: str) -> list[Path]:
     return files
 
 
-def predict_files(trained: Trained, files: list[Path], top_k: int, batch_size: int, device: str = "auto",
+def predict_files(trained: FinishedRun, files: list[Path], top_k: int, batch_size: int, device: str = "auto",
                   progress: bool = True) -> list[dict]:
     """One row per file: ``{"path", "predictions": [{"class", "prob"}], "error"}``."""
     from rich.progress import Progress
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     top_k, batch_size = positive_int(args, "top_k", 5), positive_int(args, "batch_size", 64)
     out = output_file(args["out"], "out", (".csv", ".json"), flag(args, "overwrite")) if "out" in args else None
     with error_boundary():
-        trained = load_trained(Path(args["run"]))
+        trained = load_finished_run(Path(args["run"]))
         files = image_files(args["images"])
         start = time.perf_counter()
         rows = predict_files(trained, files, top_k, batch_size, args.get("device", "auto"),

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
-from cnnbench.commands.trained import Trained, load_trained
 from cnnbench.errors import CnnbenchError
 from cnnbench.explain.attribution import METHODS, attribute, predicted
+from cnnbench.finished_run import FinishedRun, load_finished_run
 from cnnbench.pictures import capture, denormalize, trace
 from cnnbench.pictures.cards import GRID_CHANNELS, feature_card
 from cnnbench.pictures.explain import explanation_card, explanation_title
@@ -51,7 +51,7 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
               ) -> tuple[Path, list[tuple[str, float]]]:
     """Write the feature-map card of ``layer`` for ``image``; return the PNG path and the top-k classes with
     their probabilities."""
-    trained = load_trained(run)
+    trained = load_finished_run(run)
     cfg = trained.cfg
     spec = trained.spec
     model = trained.model
@@ -86,7 +86,7 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     return out, top
 
 
-def explained_images(trained: Trained, spec: str | None) -> tuple[torch.Tensor, list[int] | None, str]:
+def explained_images(trained: FinishedRun, spec: str | None) -> tuple[torch.Tensor, list[int] | None, str]:
     """Normalised images to explain, their true classes when known, and what they are: ``images=``'s files, or
     the run's first test images."""
     from cnnbench.commands.evaluate import eval_loader
@@ -124,7 +124,7 @@ def target_classes(target: str, probs: torch.Tensor, labels: list[int] | None, n
 def explain(run: Path, method: str, images: str | None = None, target: str = "predicted", layer: str | None = None,
             out: Path | None = None) -> Path:
     """Write the ``method`` attribution card for ``images`` (default: the run's first test images)."""
-    trained = load_trained(run)
+    trained = load_finished_run(run)
     x, labels, what = explained_images(trained, images)
     probs = predicted(trained.model, x)
     explanation = attribute(trained.model, x, target_classes(target, probs, labels, trained.class_names), method,

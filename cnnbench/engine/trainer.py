@@ -24,12 +24,12 @@ from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo, all_reduce_sum
 from cnnbench.engine.early_stopping import EarlyStopping
 from cnnbench.engine.ema import ModelEma
-from cnnbench.engine.evaluate import metrics as score_metrics
-from cnnbench.engine.evaluate import predict
 from cnnbench.engine.optim import Schedule
 from cnnbench.engine.runtime import Precision, host_rng_state, set_host_rng_state
 from cnnbench.engine.stop import StopRequest
 from cnnbench.errors import CnnbenchError
+from cnnbench.evaluation.metrics import metrics as score_metrics
+from cnnbench.evaluation.scores import predict
 from cnnbench.tracking import Reporter
 
 if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package

@@ -14,7 +14,8 @@ from torch import nn
 
 from cnnbench.anatomy import layer_fields
 from cnnbench.engine.callbacks import Callback
-from cnnbench.engine.evaluate import Scores, confusion_matrix
+from cnnbench.evaluation.metrics import confusion_matrix
+from cnnbench.evaluation.scores import Scores
 from cnnbench.explain.attribution import attribute, default_layer, predicted
 from cnnbench.explain.embeddings import penultimate_features
 from cnnbench.explain.receptive_field import effective_field

@@ -105,7 +105,7 @@ def mistakes_figure(images: torch.Tensor, labels: list[int], preds: list[int], c
 
 
 def reliability_figure(bins, ece: float, title: str):
-    """Accuracy against confidence per bin (``cnnbench.engine.calibration.Bin``), the diagonal of perfect
+    """Accuracy against confidence per bin (``cnnbench.evaluation.calibration.Bin``), the diagonal of perfect
     calibration, and how many images each bin holds."""
     plt = pyplot()
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(5.0, 5.6), dpi=100, height_ratios=[3, 1], sharex=True)

@@ -289,7 +289,7 @@ def elastic_transform(x: torch.Tensor, severity: int, g: torch.Generator) -> tor
 CORRUPTIONS = {f.__name__: f for f in (gaussian_noise, shot_noise, impulse_noise, defocus_blur, glass_blur,
                                        motion_blur, zoom_blur, snow, fog, brightness, contrast, elastic_transform,
                                        pixelate, jpeg_compression)}
-MISSING = {"frost": "blends in six photographs of frost, not at hand"}
+NOT_AT_HAND = {"frost": "blends in six photographs of frost, not at hand"}
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, g: torch.Generator) -> torch.Tensor:

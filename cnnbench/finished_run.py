@@ -1,4 +1,4 @@
-"""A trained run as the commands after training see it: its checkpoint, config, input description and model."""
+"""A finished run as the commands after training load it: its checkpoint, config, input spec and model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from cnnbench.errors import CnnbenchError
 
 
 @dataclass
-class Trained:
+class FinishedRun:
     checkpoint: Path
     run_dir: Path | None  # the cnnbench run directory holding the checkpoint; None for a checkpoint elsewhere
     cfg: DictConfig  # the run's config, as recorded in its checkpoint
@@ -53,7 +53,7 @@ class Trained:
         return rundir.earlier_results(self.run_dir) or {}
 
 
-def load_trained(run: Path) -> Trained:
+def load_finished_run(run: Path) -> FinishedRun:
     """The best checkpoint of a run directory (or the given ``.pt``) with its model rebuilt. A missing path, a
     run that failed or never saved a checkpoint, a file cnnbench did not write, or a checkpoint whose recorded
     config does not fit its weights is a one-line error."""
@@ -88,7 +88,7 @@ def load_trained(run: Path) -> Trained:
                             ) from None
 
 
-def _rebuild(ckpt: dict, ckpt_path: Path, run_dir: Path | None) -> Trained:
+def _rebuild(ckpt: dict, ckpt_path: Path, run_dir: Path | None) -> FinishedRun:
     from cnnbench.models import build_from_config
 
     cfg, spec = OmegaConf.create(ckpt["config"]), InputSpec.from_dict(ckpt["meta"])
@@ -97,4 +97,4 @@ def _rebuild(ckpt: dict, ckpt_path: Path, run_dir: Path | None) -> Trained:
             raise KeyError(f"the config has no {key}")
     model = build_from_config(cfg.model, len(spec.class_names), spec.channels, spec.image_size)
     model.load_state_dict(ckpt["model"])
-    return Trained(ckpt_path, run_dir, cfg, spec, model.eval(), ckpt.get("step"), ckpt.get("provenance"))
+    return FinishedRun(ckpt_path, run_dir, cfg, spec, model.eval(), ckpt.get("step"), ckpt.get("provenance"))

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from cnnbench.engine.corruptions import CORRUPTIONS, corrupt
-from cnnbench.engine.runtime import Precision
+from cnnbench.evaluation.corruptions import CORRUPTIONS, corrupt
 
 if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package
     from cnnbench.data.loader import DeviceLoader
+    from cnnbench.engine.runtime import Precision
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
