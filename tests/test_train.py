@@ -112,7 +112,7 @@ def test_per_class_metrics_do_not_depend_on_the_pictures(tmp_path: Path) -> None
     assert list(per_class) == [str(i) for i in range(10)] and sum(c["images"] for c in per_class.values()) == 359
     assert results["test_acc_per_class"] == {name: c["recall"] for name, c in per_class.items()}
     hits = sum(c["recall"] * c["images"] / 100 for c in per_class.values())
-    assert 100 * hits / 359 == pytest.approx(results["test_acc"], abs=1e-6)
+    assert 100 * hits / 359 == pytest.approx(results["test_acc"], abs=1e-4)  # (per-class values in float32)
     assert 0 < results["test_macro_f1"] <= 100 and results["test_top5_acc"] >= results["test_acc"]
 
 

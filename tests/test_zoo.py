@@ -153,20 +153,21 @@ def test_every_model_runs_through_the_trainer(name: str, tmp_path: Path) -> None
 @pytest.fixture(scope="module")
 def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
     data = load_data(compose_config().data)
-    x = (data.train.images[:16].float() / 255 - 0.3114) / 0.3808
-    return x, data.train.labels[:16]
+    x = (data.train.images[:8].float() / 255 - 0.3114) / 0.3808
+    return x, data.train.labels[:8]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_family_learns_real_digits(name: str, digits_batch) -> None:
-    """Adam steps on 16 real digits bring the training loss well below where it started."""
+    """Adam steps on 8 real digits bring the training loss well below where it started."""
     torch.manual_seed(0)
     x, y = digits_batch
     model = build_model(name, num_classes=10, in_channels=1, image_size=32)
     # ViT (no warm-up) and plain AlexNet are unstable at Adam's usual 1e-3: they get a lower rate, more steps
-    # (ViT the most: at 60 steps it ends at 0.755 of its first loss in fp32 on an AVX2-only CPU, 1.739 of 2.303).
-    lr, steps = {"alexnet": (3e-4, 60), "vit_tiny": (3e-4, 100)}.get(name, (1e-3, 20))
+    # (ViT: at 60 steps 0.548 of its first loss in fp32 on an AVX2-only CPU). GoogLeNet, the costliest step,
+    # memorises 8 images within 8 steps.
+    lr, steps = {"alexnet": (3e-4, 60), "vit_tiny": (3e-4, 60), "googlenet": (1e-3, 8)}.get(name, (1e-3, 20))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
