@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnbench.anatomy import count_macs
 from cnnbench.config import to_container
+from cnnbench.config.schema import crop_range
 from cnnbench.data import DataBundle, dataset_summary, load_data, make_loaders
 from cnnbench.data.build import batch_note
 from cnnbench.data.loader import DeviceLoader
@@ -102,7 +103,7 @@ def data_notes(cfg: DictConfig, data: DataBundle) -> list[str]:
     """The console's lines on the data: splits and classes, what loading noticed, the pipeline's sizes."""
     notes = [f"{cfg.name}, {dataset_summary(data)}", *data.notes]
     if data.pipeline.name == "crop":
-        notes.append(data.pipeline.describe(cfg.augment.crop_scale, cfg.augment.crop_ratio))
+        notes.append(data.pipeline.describe(*crop_range(cfg.augment)))
     elif cfg.resize_size or cfg.store_size:
         notes.append(f"{data.pipeline.describe()}; data.resize_size and store_size apply to data.pipeline=crop "
                      f"(photos) only")

@@ -86,15 +86,16 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
     return out, top
 
 
-def explained_images(trained: FinishedRun, spec: str | None) -> tuple[torch.Tensor, list[int] | None, str]:
+def explained_images(trained: FinishedRun, images: str | None) -> tuple[torch.Tensor, list[int] | None, str]:
     """Normalised images to explain, their true classes when known, and what they are: ``images=``'s files, or
     the run's first test images."""
     from cnnbench.commands.evaluate import eval_loader
     from cnnbench.commands.predict import image_files
 
-    if spec:
-        files = image_files(spec)[:EXPLAINED * 2]
-        x = torch.stack([trained.spec.transforms()(f) for f in files])
+    if images:
+        files = image_files(images)[:EXPLAINED * 2]
+        transform = trained.spec.transforms()
+        x = torch.stack([transform(f) for f in files])
         return x, None, ", ".join(f.name for f in files)
     loader = eval_loader(trained, "test", None, {}, EXPLAINED, torch.device("cpu"))
     labels = loader.labels.cpu()

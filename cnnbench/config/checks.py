@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.schema import AUTO_POLICIES, CROP_RATIO, CROP_SCALE, INTERPOLATIONS, PAD_MODES, PIPELINES
+from cnnbench.config.schema import AUTO_POLICIES, INTERPOLATIONS, PAD_MODES, PIPELINES, crop_range
 from cnnbench.errors import CnnbenchError
 
 PRINT_CONFIG = ("diff", "full", "true", "false")  # (true: full; a bool on the command line arrives as text)
@@ -64,7 +64,7 @@ def check_augment(a: DictConfig, size: int | None) -> None:
     """Augmentation values against the image side ``size`` (when known): a crop padding or cutout as large as
     the image would blank or replace it (and reflect padding cannot exceed the image)."""
     _require((a.crop_padding or 0) >= 0 and a.cutout >= 0, "data.augment.crop_padding and cutout must be >= 0")
-    scale, ratio = list(a.crop_scale or CROP_SCALE), list(a.crop_ratio or CROP_RATIO)
+    scale, ratio = map(list, crop_range(a))
     _require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, f"data.augment.crop_scale must be [low, high] with "
              f"0 < low <= high <= 1 (fractions of the image's area), got {scale}")
     _require(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], f"data.augment.crop_ratio must be [low, high] with "

@@ -46,6 +46,11 @@ class AugmentConfig:
     mix_switch_prob: float = 0.5  # with both on: probability that a mixed batch uses cutmix rather than mixup
 
 
+def crop_range(augment: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``data.augment``'s random-resized-crop scale and ratio ranges, null meaning CROP_SCALE and CROP_RATIO."""
+    return tuple(augment.crop_scale or CROP_SCALE), tuple(augment.crop_ratio or CROP_RATIO)
+
+
 class PrecisionChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"

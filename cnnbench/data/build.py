@@ -11,7 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 
 import cnnbench.data.cache as cache
 from cnnbench.config.checks import check_augment
-from cnnbench.config.schema import CROP_RATIO, CROP_SCALE
 from cnnbench.data.folders import read_filelist, read_imagefolder
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.loader import DeviceLoader
@@ -201,15 +200,14 @@ def batch_note(cfg: DictConfig, loader: DeviceLoader, images: int) -> str:
 
 
 def augment_for(augment: DictConfig, pipeline: Pipeline) -> DictConfig:
-    """``data.augment`` checked against the pipeline, with its nulls resolved: ``crop_padding`` (pad:
-    image_size / 8, CIFAR's 4 px at 32; crop: 0, the random resized crop moves the image instead),
-    ``crop_scale`` and ``crop_ratio`` (crop: torchvision's RandomResizedCrop defaults; pad: not used)."""
+    """``data.augment`` checked against the pipeline, with ``crop_padding`` null resolved (pad: image_size / 8,
+    CIFAR's 4 px at 32; crop: 0, the random resized crop moves the image instead). ``crop_scale`` and
+    ``crop_ratio`` are the crop pipeline's (null: ``config.schema.crop_range``'s defaults)."""
     if pipeline.name == "pad" and (augment.crop_scale is not None or augment.crop_ratio is not None):
         raise CnnbenchError("data.augment.crop_scale and crop_ratio shape the random resized crops of "
                             "data.pipeline=crop; this run's pipeline is pad: set data.pipeline=crop or leave them")
-    resolved = {"crop_padding": pipeline.image_size // 8 if pipeline.name == "pad" else 0, "crop_scale": CROP_SCALE,
-                "crop_ratio": CROP_RATIO}
-    augment = OmegaConf.merge(augment, {k: v for k, v in resolved.items() if augment[k] is None})
+    if augment.crop_padding is None:
+        augment = OmegaConf.merge(augment, {"crop_padding": pipeline.image_size // 8 if pipeline.name == "pad" else 0})
     check_augment(augment, pipeline.image_size)
     return augment
 

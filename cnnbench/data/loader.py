@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from cnnbench.config.schema import CROP_RATIO, CROP_SCALE, AugmentConfig
+from cnnbench.config.schema import AugmentConfig, crop_range
 from cnnbench.data.augment import Augmenter
 from cnnbench.data.crops import centre_boxes, crop_resize, resized_crop_boxes
 from cnnbench.data.images import FileImageSet, ImageSet
@@ -56,8 +56,7 @@ class DeviceLoader:
         self.sizes = None if data.sizes is None else data.sizes.to(device)
         if self.sizes is not None and pipeline is None:
             raise ValueError("images stored as canvases need their pipeline")
-        self.crop_scale = tuple(augment.crop_scale or CROP_SCALE) if augment is not None else None
-        self.crop_ratio = tuple(augment.crop_ratio or CROP_RATIO) if augment is not None else None
+        self.crop_scale, self.crop_ratio = crop_range(augment) if augment is not None else (None, None)
         self.num_classes = num_classes
         self.labels = data.labels.to(device)
         self.device = device

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from cnnbench.config.schema import CROP_RATIO, CROP_SCALE
 from cnnbench.data.decode import Resize
 from cnnbench.errors import CnnbenchError
 
@@ -64,10 +63,8 @@ class Pipeline:
             return Resize("centre", self.image_size, self.resize_size, self.interpolation)
         return Resize("square", self.image_size)
 
-    def describe(self, scale: list[float] | None = None, ratio: list[float] | None = None) -> str:
-        """One line for the console; ``scale`` and ``ratio``: the training crops' (crop pipeline; None: the
-        defaults)."""
-        scale, ratio = scale or CROP_SCALE, ratio or CROP_RATIO
+    def describe(self, scale: tuple[float, float] | None = None, ratio: tuple[float, float] | None = None) -> str:
+        """One line for the console; ``scale`` and ``ratio``: the training crops' (crop pipeline)."""
         if self.name == "pad":
             return f"data.pipeline=pad: images resized to {self.image_size}x{self.image_size}"
         return (f"data.pipeline=crop: training RandomResizedCrop({self.image_size}, scale={tuple(scale)}, "
