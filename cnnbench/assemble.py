@@ -11,20 +11,24 @@ from torch import nn
 
 from cnnbench.anatomy import count_macs
 from cnnbench.config import to_container
+from cnnbench.config.checks import check_against_data
 from cnnbench.config.schema import crop_range
 from cnnbench.data import DataBundle, dataset_summary, load_data, make_loaders
-from cnnbench.data.build import batch_note
+from cnnbench.data.build import batch_note, train_batch_size
 from cnnbench.data.loader import DeviceLoader
 from cnnbench.data.spec import InputSpec
 from cnnbench.engine.callbacks import Callback, ModelHooks
 from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo
+from cnnbench.engine.early_stopping import EarlyStopping
+from cnnbench.engine.ema import ModelEma
 from cnnbench.engine.lookahead import Lookahead
+from cnnbench.engine.loop import LoopSettings, class_weight_tensor
 from cnnbench.engine.optim import build_optimizer, build_schedule
 from cnnbench.engine.placement import LoadWatch
 from cnnbench.engine.profile import Profile
 from cnnbench.engine.runtime import Precision, has_conv
-from cnnbench.engine.trainer import Trainer, planned_steps, steps_per_epoch
+from cnnbench.engine.trainer import Trainer
 from cnnbench.models.hooks import TrainingHooks
 from cnnbench.overrides import hydra_overrides
 from cnnbench.pictures import Pictures, snapshot_epochs
@@ -64,6 +68,7 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     trainer with its callbacks."""
     t = cfg.trainer
     data = load_data(cfg.data)
+    check_against_data(cfg, data, train_batch_size(cfg.data, len(data.train), dist.world_size))
     for note in data_notes(cfg.data, data):
         reporter.info(f"data: {note}")
     model, notes = build_start_model(cfg, data.num_classes, data.channels, data.image_size, source, data.class_names)
@@ -84,8 +89,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     plan = TransferPlan(model, cfg.transfer) if cfg.transfer.strategy != "scratch" else None
     optimizer = build_optimizer(cfg.optimizer, plan.param_groups(cfg.optimizer.lr) if plan else model.parameters(),
                                 model)
-    batches = len(loaders["train"])
-    schedule = build_schedule(optimizer, cfg.scheduler, steps_per_epoch(t, batches), planned_steps(t, batches))
+    loop, batches = LoopSettings.of(t), len(loaders["train"])
+    schedule = build_schedule(optimizer, cfg.scheduler, loop.steps_per_epoch(batches), loop.planned_steps(batches))
 
     pictures = _pictures(cfg, run_dir, model, data, loaders["test"], reporter) if dist.is_main else None
     callbacks = _callbacks(cfg, model, plan, pictures, run_dir, device, dist, reporter)
@@ -93,10 +98,19 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
                      tuple(data.class_names))
     payload = {"config": to_container(cfg), "provenance": record(["cnnbench", *hydra_overrides()]),
                "meta": spec.to_dict()}
-    trainer = Trainer(t, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
+    trainer = Trainer(loop, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
                       checkpointer=Checkpointer(run_dir, payload, enabled=dist.is_main), callbacks=callbacks,
-                      dist=dist, compiled=compiled)
+                      dist=dist, compiled=compiled, **loop_parts(t, model, loaders["train"].labels, data.num_classes))
     return Run(data, model, compiled, loaders, trainer, pictures, params, macs, channels_last)
+
+
+def loop_parts(t: DictConfig, model: nn.Module, labels: torch.Tensor, num_classes: int) -> dict:
+    """The loop's optional parts that the ``trainer`` section asks for: the loss's class weights (over the
+    training ``labels``), a moving average of the weights, early stopping."""
+    es = t.early_stopping
+    return {"class_weights": class_weight_tensor(t.class_weights, labels, num_classes),
+            "ema": ModelEma(model, t.ema_decay, t.ema_warmup) if t.ema_decay else None,
+            "early_stopping": EarlyStopping(es.monitor, es.patience, es.min_delta) if es.patience else None}
 
 
 def data_notes(cfg: DictConfig, data: DataBundle) -> list[str]:

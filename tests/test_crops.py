@@ -15,6 +15,8 @@ import torchvision.transforms.v2.functional as TF
 from conftest import compose_config
 from PIL import Image
 
+from cnnbench.config import validate
+from cnnbench.config.checks import check_against_data
 from cnnbench.data import load_data, make_loaders
 from cnnbench.data.crops import centre_boxes, crop_resize, resized_crop_boxes
 from cnnbench.data.decode import Resize, decode, fit_shape
@@ -214,12 +216,13 @@ def test_auto_takes_pad_for_one_small_square_size_and_crop_otherwise(tmp_path: P
     with pytest.raises(CnnbenchError, match=r"data.pipeline=pad .* differ in size \(50x40 to 200x150 px\)"):
         load_data(photos_cfg(tmp_path / "photos", "data.pipeline=pad"))
     with pytest.raises(CnnbenchError, match="data.pipeline=crop is for photos"):
-        load_data(compose_config("data=digits", "data.pipeline=crop").data)
-    data = load_data(photos_cfg(tmp_path / "photos", "data.pipeline=pad", "data.image_size=24"))  # the old squash
+        validate(compose_config("data=digits", "data.pipeline=crop"))
+    data = load_data(photos_cfg(tmp_path / "photos", "data.pipeline=pad", "data.image_size=24"))  # a squash
     assert data.train.sizes is None and data.train.images.shape[-2:] == (24, 24)
+    cfg = compose_config("data=imagefolder", f"data.root={tmp_path / 'photos'}", "data.pipeline=pad",
+                         "data.augment.crop_scale=[0.5,1]")
     with pytest.raises(CnnbenchError, match="crop_scale and crop_ratio shape the random resized crops"):
-        make_loaders(data, photos_cfg(tmp_path / "photos", "data.pipeline=pad", "data.augment.crop_scale=[0.5,1]"),
-                     torch.device("cpu"), seed=0, channels_last=False)
+        check_against_data(cfg, data, batch_size=2)
 
 
 # -- decoding on every core -------------------------------------------------------------------------------------------

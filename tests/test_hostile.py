@@ -254,6 +254,7 @@ def test_degenerate_class_sets_are_refused_and_macro_averages_follow_one_convent
     from conftest import compose_config
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
+    from cnnbench.config.checks import check_against_data
     from cnnbench.data import load_data
     from cnnbench.evaluation.metrics import metrics
     from cnnbench.evaluation.scores import Scores
@@ -263,8 +264,9 @@ def test_degenerate_class_sets_are_refused_and_macro_averages_follow_one_convent
     (tmp_path / "empty" / "train" / "c").mkdir()
     for root, message in (("one", "has 1 class (a); a classifier needs at least 2"),
                           ("empty", "class c has no training images")):
+        cfg = compose_config("data=imagefolder", f"data.root={tmp_path / root}", "data.cache_dir=null")
         with pytest.raises(CnnbenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            load_data(compose_config("data=imagefolder", f"data.root={tmp_path / root}", "data.cache_dir=null").data)
+            check_against_data(cfg, load_data(cfg.data), batch_size=2)
     labels, preds = torch.tensor([0, 0, 1, 1, 3]), torch.tensor([0, 1, 1, 1, 0])  # class 2: in neither
     m = metrics(Scores(0.0, preds[:, None], labels), ["a", "b", "c", "d"])
     assert m["macro_f1"] == pytest.approx(100 * f1_score(labels, preds, average="macro", zero_division=0))

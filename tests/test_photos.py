@@ -199,16 +199,23 @@ def test_balanced_sampler_draws_classes_equally_and_resumes() -> None:
     assert torch.equal(torch.cat([y for _, y in loader]), drawn)
 
 
-def test_class_weights() -> None:
-    from cnnbench.engine.trainer import class_weight_tensor
+def test_class_weights(tmp_path: Path) -> None:
+    from cnnbench.config.checks import check_against_data
+    from cnnbench.engine.loop import class_weight_tensor
 
     labels = torch.tensor([0] * 6 + [1] * 2 + [2] * 0)
     assert class_weight_tensor(None, labels, 3) is None
     balanced = class_weight_tensor("balanced", labels, 3)
     assert torch.allclose(balanced[:2], torch.tensor([8 / (3 * 6), 8 / (3 * 2)]))
     assert class_weight_tensor([1.0, 2.0, 3.0], labels, 3).tolist() == [1.0, 2.0, 3.0]
+    make_tree(tmp_path, {"train": {"a": 4, "b": 4, "c": 4}})
+    cfg = compose_config("data=imagefolder", f"data.root={tmp_path}", "data.cache_dir=null", "data.val_fraction=0",
+                         "trainer.class_weights=[1.0,2.0]")
+    data = load_data(cfg.data)
     with pytest.raises(CnnbenchError, match="trainer.class_weights has 2 values but the data has 3 classes"):
-        class_weight_tensor([1.0, 2.0], labels, 3)
+        check_against_data(cfg, data, batch_size=2)
+    check_against_data(compose_config("data=imagefolder", f"data.root={tmp_path}", "data.val_fraction=0",
+                                      "trainer.class_weights=[1.0,2.0,3.0]"), data, batch_size=2)
 
 
 @pytest.mark.parametrize("override", ["trainer.class_weights=oops", "trainer.class_weights=[1,-1]",

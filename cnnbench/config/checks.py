@@ -1,16 +1,22 @@
-"""Value checks of a composed run: what types cannot say (ranges, devices, combinations), before any data is
-loaded. Wrong types and unknown keys are refused earlier, by the schema (``cnnbench.config.schema``), when
-Hydra composes the config; keys added with ``+`` are checked against it here."""
+"""Every check of a run's config: ``validate`` checks the values of a composed config before anything is loaded
+(what types cannot say: ranges, devices, combinations), ``check_against_data`` what only the loaded data can
+settle (classes, split sizes, the pipeline). Wrong types and unknown keys are refused earlier, by the schema
+(``cnnbench.config.schema``), when Hydra composes the config; keys added with ``+`` are checked against it here.
+The code that builds a run assumes a checked config."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.schema import AUTO_POLICIES, INTERPOLATIONS, PAD_MODES, PIPELINES, crop_range
+from cnnbench.config.schema import AUTO_POLICIES, INTERPOLATIONS, PAD_MODES, PHOTO_SETS, PIPELINES, crop_range
 from cnnbench.errors import CnnbenchError
+
+if TYPE_CHECKING:
+    from cnnbench.data.build import DataBundle
 
 PRINT_CONFIG = ("diff", "full", "true", "false")  # (true: full; a bool on the command line arrives as text)
 
@@ -157,6 +163,9 @@ def check_transfer(tr: DictConfig, weights: str | None) -> None:
 
 def check_data(d: DictConfig) -> None:
     """The ``data`` group's values."""
+    from cnnbench.data.build import READERS
+
+    _require(d.name in READERS, f"unknown data set {d.name!r}; available: {', '.join(sorted(READERS))}")
     _require(d.batch_size > 0, f"data.batch_size must be a positive integer, got {d.batch_size}")
     _require(d.min_steps_per_epoch >= 0, f"data.min_steps_per_epoch must be 0 (off) or more, got "
                                           f"{d.min_steps_per_epoch}")
@@ -176,6 +185,9 @@ def check_data(d: DictConfig) -> None:
     _require(d.pipeline in PIPELINES, f"data.pipeline must be one of {', '.join(PIPELINES)}, got {d.pipeline!r}")
     _require(d.interpolation in INTERPOLATIONS, f"data.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
              f"got {d.interpolation!r}")
+    _require(d.pipeline != "crop" or d.name in PHOTO_SETS, f"data.pipeline=crop is for photos of any size "
+             f"(data={' or '.join(PHOTO_SETS)}); data={d.name} is a set of small squares: use data.pipeline=pad or "
+             f"auto")
     for key in ("store_size", "resize_size", "decode_workers"):
         _require(d[key] is None or d[key] > 0, f"data.{key} must be positive (or null), got {d[key]}")
     check_augment(d.augment, d.image_size)
@@ -238,6 +250,45 @@ def check_optimizer(opt: DictConfig) -> None:
     from cnnbench.engine.optim import build_optimizer
 
     build_optimizer(opt, [torch.nn.Parameter(torch.zeros(1))])
+
+
+# -- the config against the data it loaded ---------------------------------------------------------------------------
+def check_against_data(cfg: DictConfig, data: DataBundle, batch_size: int) -> None:
+    """What only the loaded data settles: its classes against ``data.num_classes``, ``class_names`` and
+    ``trainer.class_weights``; classes a classifier can learn; the training batch (one process's, ``batch_size``)
+    against the split; a validation split for what monitors one; the augmentation against the pipeline."""
+    d, t = cfg.data, cfg.trainer
+    found = data.dataset_classes
+    _require(d.num_classes is None or d.num_classes == len(found),
+             f"data.num_classes={d.num_classes} but {d.name} has {len(found)} classes")
+    _require(not d.class_names or len(d.class_names) == len(found),
+             f"data.class_names has {len(d.class_names or ())} names but {d.name} has {len(found)} classes")
+    _require(batch_size <= len(data.train), f"data.batch_size={d.batch_size} is larger than the training split "
+             f"({len(data.train)} images); lower data.batch_size")
+    weights = t.class_weights
+    _require(weights is None or weights == "balanced" or len(weights) == len(found), f"trainer.class_weights has "
+             f"{len(weights or ())} values but the data has {len(found)} classes; give one per class, or balanced")
+    es = t.early_stopping
+    _require(not es.patience or not es.monitor.startswith("val") or data.val is not None,
+             f"trainer.early_stopping.monitor={es.monitor} needs a validation split; set data.val_fraction > 0 or "
+             f"monitor train/loss")
+    a = d.augment
+    _require(data.pipeline.name != "pad" or (a.crop_scale is None and a.crop_ratio is None),
+             "data.augment.crop_scale and crop_ratio shape the random resized crops of data.pipeline=crop; this "
+             "run's pipeline is pad: set data.pipeline=crop or leave them")
+    check_augment(a, data.image_size)
+
+
+def check_classes(d: DictConfig, found: Sequence[str], train_counts: Sequence[int], per_class: bool) -> None:
+    """Refuse class sets a classifier cannot learn (data code calls this as soon as it has read the classes,
+    before it carves splits): fewer than two classes, or (in users' folders, ``per_class``; a library set's classes
+    are its own) a class without training images: it could never be predicted, and every score of it would be 0."""
+    where = f"data.root={d.root}" if d.root else f"data={d.name}"
+    _require(len(found) >= 2, f"{where} has {len(found)} class ({', '.join(found)}); a classifier needs at least 2 "
+             f"classes (one folder, or one label, per class)")
+    empty = [name for name, n in zip(found, train_counts, strict=True) if n == 0]
+    _require(not (empty and per_class), f"{where}: class {', '.join(empty[:5])} has no training images; add "
+             f"images to it or remove its folder")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -19,6 +19,7 @@ from omegaconf import MISSING
 PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
 AUTO_POLICIES = ("trivialaugment", "randaugment")  # data.augment.auto (cnnbench.data.autoaugment)
 PIPELINES = ("auto", "pad", "crop")  # data.pipeline (cnnbench.data.pipeline)
+PHOTO_SETS = ("imagefolder", "filelist")  # data sets of users' files (any size); the others are library sets
 CROP_SCALE = [0.08, 1.0]  # data.augment.crop_scale null, pipeline crop: torchvision's RandomResizedCrop defaults
 CROP_RATIO = [3 / 4, 4 / 3]
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # data.interpolation: torchvision's InterpolationMode values

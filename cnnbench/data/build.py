@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 import cnnbench.data.cache as cache
-from cnnbench.config.checks import check_augment
+from cnnbench.config.checks import check_classes
 from cnnbench.data.folders import read_filelist, read_imagefolder
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.loader import DeviceLoader
@@ -30,6 +30,7 @@ class DataBundle:
     channels: int
     pipeline: Pipeline
     notes: tuple[str, ...] = ()  # which split selects and which is reported, where the layout decides it
+    dataset_classes: tuple[str, ...] = ()  # as the data set names them (data.class_names may rename them)
 
     @property
     def num_classes(self) -> int:
@@ -45,8 +46,6 @@ READERS = {**LIBRARY_READERS, "imagefolder": read_imagefolder, "filelist": read_
 
 
 def _read(cfg: DictConfig) -> RawSplits:
-    if cfg.name not in READERS:
-        raise CnnbenchError(f"unknown data set {cfg.name!r}; available: {', '.join(sorted(READERS))}")
     reader = READERS[cfg.name]
     if not cfg.cache_dir or cfg.name == "synthetic":
         return reader(cfg)
@@ -100,13 +99,8 @@ def load_data(cfg: DictConfig) -> DataBundle:
     test = conform(raw.test)
     val = conform(raw.val)
     class_names = list(cfg.class_names) if cfg.class_names else raw.class_names
-    if cfg.num_classes is not None and cfg.num_classes != len(raw.class_names):
-        raise CnnbenchError(f"data.num_classes={cfg.num_classes} but {cfg.name} has {len(raw.class_names)} classes")
-    if len(class_names) != len(raw.class_names):
-        raise CnnbenchError(f"data.class_names has {len(class_names)} names but {cfg.name} has "
-                            f"{len(raw.class_names)} classes")
-    check_classes(raw, cfg)
-
+    counts = torch.bincount(raw.train.labels, minlength=len(raw.class_names)).tolist()
+    check_classes(cfg, raw.class_names, counts, raw.per_class)
     if test is None:  # a train/ folder alone: the reported part is carved from it first
         train, test = _carve(train, cfg.test_fraction, cfg.split_seed + 1, raw.per_class, "test_fraction")
     # Subsets are random (fixed by split_seed) so that class-sorted folders keep every class.
@@ -116,21 +110,7 @@ def load_data(cfg: DictConfig) -> DataBundle:
         test = test.subset(random_split(len(test), cfg.num_test / len(test), cfg.split_seed)[1])
     if val is None and cfg.val_fraction > 0:
         train, val = _carve(train, cfg.val_fraction, cfg.split_seed, raw.per_class, "val_fraction")
-    return DataBundle(train, val, test, class_names, cfg.channels, pipeline, raw.notes)
-
-
-def check_classes(raw: RawSplits, cfg: DictConfig) -> None:
-    """Refuse class sets a classifier cannot learn: fewer than two classes, or a class without training images
-    (it could never be predicted, and every score of it would be 0)."""
-    where = f"data.root={cfg.root}" if cfg.root else f"data={cfg.name}"
-    if len(raw.class_names) < 2:
-        raise CnnbenchError(f"{where} has {len(raw.class_names)} class ({', '.join(raw.class_names)}); a classifier "
-                            f"needs at least 2 classes (one folder, or one label, per class)")
-    counts = torch.bincount(raw.train.labels, minlength=len(raw.class_names))
-    empty = [name for name, n in zip(raw.class_names, counts.tolist(), strict=True) if n == 0]
-    if empty and raw.per_class:  # (users' folders; a library set's classes are its own)
-        raise CnnbenchError(f"{where}: class {', '.join(empty[:5])} has no training images; add images to it or "
-                            f"remove its folder")
+    return DataBundle(train, val, test, class_names, cfg.channels, pipeline, raw.notes, tuple(raw.class_names))
 
 
 def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[float]]:
@@ -158,9 +138,6 @@ def make_loaders(
     mean, std = normalization(cfg, data.channels)
     augment = augment_for(cfg.augment, data.pipeline)
     batch_size = train_batch_size(cfg, len(data.train), world_size)
-    if batch_size > len(data.train):
-        raise CnnbenchError(f"data.batch_size={cfg.batch_size} is larger than the training split ({len(data.train)} "
-                            f"images); lower data.batch_size")
 
     def loader(images: ImageSet | FileImageSet, batch_size: int, **kwargs) -> DeviceLoader:
         return image_loader(images, batch_size, device, mean, std, cfg.num_workers, channels_last=channels_last,
@@ -200,15 +177,11 @@ def batch_note(cfg: DictConfig, loader: DeviceLoader, images: int) -> str:
 
 
 def augment_for(augment: DictConfig, pipeline: Pipeline) -> DictConfig:
-    """``data.augment`` checked against the pipeline, with ``crop_padding`` null resolved (pad: image_size / 8,
-    CIFAR's 4 px at 32; crop: 0, the random resized crop moves the image instead). ``crop_scale`` and
-    ``crop_ratio`` are the crop pipeline's (null: ``config.schema.crop_range``'s defaults)."""
-    if pipeline.name == "pad" and (augment.crop_scale is not None or augment.crop_ratio is not None):
-        raise CnnbenchError("data.augment.crop_scale and crop_ratio shape the random resized crops of "
-                            "data.pipeline=crop; this run's pipeline is pad: set data.pipeline=crop or leave them")
+    """``data.augment`` with ``crop_padding`` null resolved (pad: image_size / 8, CIFAR's 4 px at 32; crop: 0, the
+    random resized crop moves the image instead). ``crop_scale`` and ``crop_ratio`` are the crop pipeline's (null:
+    ``config.schema.crop_range``'s defaults)."""
     if augment.crop_padding is None:
         augment = OmegaConf.merge(augment, {"crop_padding": pipeline.image_size // 8 if pipeline.name == "pad" else 0})
-    check_augment(augment, pipeline.image_size)
     return augment
 
 

@@ -80,9 +80,6 @@ def _crop(cfg: DictConfig) -> Pipeline:
 
 def for_library(cfg: DictConfig, native: int) -> Pipeline:
     """The pipeline of a library data set whose images are ``native`` px squares: always ``pad``."""
-    if cfg.pipeline == "crop":
-        raise CnnbenchError(f"data.pipeline=crop is for photos of any size (data=imagefolder or filelist); "
-                            f"data={cfg.name} has {native} px images: use data.pipeline=pad or auto")
     return Pipeline.pad(cfg.image_size or native, cfg.interpolation)
 
 

@@ -1,8 +1,9 @@
 """The training loop: epochs of steps, validation, best-on-validation and resumable checkpoints.
 
-The trainer is driven by its config section (``trainer``) and a short list of callbacks
-(``cnnbench.engine.callbacks``); everything else it is given is a built object: model, optimizer, schedule,
-loaders, reporter and checkpointer.
+The trainer is driven by its settings (``cnnbench.engine.loop.LoopSettings``, read from the ``trainer`` section)
+and a short list of callbacks (``cnnbench.engine.callbacks``); everything else it is given is a built object:
+model, optimizer, schedule, loaders, reporter, checkpointer, and the optional class weights, weight average and
+early stopping.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
 from cnnbench.engine.callbacks import Callback
@@ -24,6 +24,7 @@ from cnnbench.engine.checkpoint import Checkpointer
 from cnnbench.engine.distributed import DistInfo, all_reduce_sum
 from cnnbench.engine.early_stopping import EarlyStopping
 from cnnbench.engine.ema import ModelEma
+from cnnbench.engine.loop import LoopSettings
 from cnnbench.engine.optim import Schedule
 from cnnbench.engine.runtime import Precision, host_rng_state, set_host_rng_state
 from cnnbench.engine.stop import StopRequest
@@ -34,34 +35,6 @@ from cnnbench.tracking import Reporter
 
 if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package
     from cnnbench.data.loader import DeviceLoader
-
-
-def steps_per_epoch(cfg: DictConfig, batches: int) -> int:
-    """Optimizer steps per epoch of ``batches`` batches, ``trainer.accumulate_steps`` batches per step (a
-    shorter last group still makes a step)."""
-    return math.ceil(batches / cfg.accumulate_steps)
-
-
-def planned_steps(cfg: DictConfig, batches: int) -> int:
-    """Optimizer steps of the whole run over epochs of ``batches`` batches: ``trainer.epochs`` epochs, cut
-    short by ``trainer.max_steps``."""
-    total = cfg.epochs * steps_per_epoch(cfg, batches)
-    return min(total, cfg.max_steps) if cfg.max_steps is not None else total
-
-
-def class_weight_tensor(setting, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
-    """``trainer.class_weights`` as a tensor on the labels' device: null (none), balanced (n / (classes x the
-    class's count), scikit-learn's) or one weight per class."""
-    if setting is None:
-        return None
-    if setting == "balanced":
-        counts = torch.bincount(labels, minlength=num_classes).float()
-        return len(labels) / (num_classes * counts.clamp_min(1))
-    weights = torch.tensor(list(setting), dtype=torch.float32, device=labels.device)
-    if len(weights) != num_classes:
-        raise CnnbenchError(f"trainer.class_weights has {len(weights)} values but the data has {num_classes} "
-                            f"classes; give one per class, or balanced")
-    return weights
 
 
 @dataclass
@@ -78,13 +51,14 @@ class TrainState:
 
 
 class Trainer:
-    """Fits ``model`` with what it is given; ``cfg`` is the ``trainer`` config section."""
+    """Fits ``model`` with what it is given."""
 
-    def __init__(self, cfg: DictConfig, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
-                 loaders: dict[str, DeviceLoader], *, precision: Precision, reporter: Reporter,
+    def __init__(self, settings: LoopSettings, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 schedule: Schedule, loaders: dict[str, DeviceLoader], *, precision: Precision, reporter: Reporter,
                  checkpointer: Checkpointer, callbacks: Sequence[Callback] = (), dist: DistInfo | None = None,
-                 compiled: nn.Module | None = None) -> None:
-        self.cfg = cfg
+                 compiled: nn.Module | None = None, class_weights: torch.Tensor | None = None,
+                 ema: ModelEma | None = None, early_stopping: EarlyStopping | None = None) -> None:
+        self.settings = settings
         self.model = model  # the module whose state is saved
         self.net = model if compiled is None else compiled  # the callable that runs (torch.compile'd or not)
         self.optimizer = optimizer
@@ -95,7 +69,7 @@ class Trainer:
         self.checkpointer = checkpointer
         self.callbacks = list(callbacks)
         self.dist = dist or DistInfo()
-        self.total_steps = planned_steps(cfg, len(loaders["train"]))  # optimizer steps
+        self.total_steps = settings.planned_steps(len(loaders["train"]))  # optimizer steps
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
         self.state = TrainState()
         self.interrupted = False
@@ -107,13 +81,9 @@ class Trainer:
         self._ddp_params: tuple[int, ...] = ()
         train = loaders["train"]
         self.num_classes = train.num_classes or int(train.labels.max()) + 1
-        self.class_weights = class_weight_tensor(cfg.class_weights, train.labels, self.num_classes)
-        self.ema = ModelEma(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay else None
-        es = cfg.early_stopping
-        self.early_stopping = EarlyStopping(es.monitor, es.patience, es.min_delta) if es.patience else None
-        if self.early_stopping and es.monitor.startswith("val") and "val" not in loaders:
-            raise CnnbenchError(f"trainer.early_stopping.monitor={es.monitor} needs a validation split; set "
-                                f"data.val_fraction > 0 or monitor train/loss")
+        self.class_weights = class_weights
+        self.ema = ema
+        self.early_stopping = early_stopping
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -137,7 +107,7 @@ class Trainer:
     def _loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of a batch; ``y`` is class indices (B,) or, mixed, class probabilities (B, K).
         Models with auxiliary heads (GoogLeNet) return (logits, *aux) in training: their losses weigh 0.3."""
-        smoothing, weight = self.cfg.label_smoothing, self.class_weights
+        smoothing, weight = self.settings.label_smoothing, self.class_weights
         with self.precision.autocast():
             out = net(x)
             logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
@@ -152,7 +122,7 @@ class Trainer:
 
     def _step(self) -> None:
         """The optimizer step on the accumulated gradients (clipped if configured), which it then clears."""
-        clip = self.cfg.grad_clip
+        clip = self.settings.grad_clip
         if self.scaler is not None:
             if clip:
                 self.scaler.unscale_(self.optimizer)
@@ -167,7 +137,7 @@ class Trainer:
 
     def train_one_epoch(self, stop: StopRequest) -> dict[str, float]:
         loader = self.loaders["train"]
-        state, cfg = self.state, self.cfg
+        state, loop = self.state, self.settings
         self.net.train()
         loader.set_epoch(state.epoch)
         self._loader_state = loader.state_dict()  # a mid-epoch checkpoint restarts the epoch's draws here
@@ -177,10 +147,10 @@ class Trainer:
         correct = torch.zeros((), device=loader.device, dtype=torch.long)
         seen = 0
         skip, self._skip_batches = self._skip_batches, 0
-        self.reporter.start_epoch(state.epoch + 1, cfg.epochs, len(loader))
+        self.reporter.start_epoch(state.epoch + 1, loop.epochs, len(loader))
         start = time.perf_counter()
         self.batches_done = 0
-        k, batches = cfg.accumulate_steps, len(loader)
+        k, batches = loop.accumulate_steps, len(loader)
         self.optimizer.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(loader, start=1):
             self.batches_done = i
@@ -206,12 +176,12 @@ class Trainer:
             self._call("on_step_end", state.step)
             if self.ema is not None:
                 self.ema.update(self.model, state.step)
-            if state.step % cfg.log_every == 0:
+            if state.step % loop.log_every == 0:
                 self._log_running(loss_sum, correct, seen, i)
                 stop.agree(loader.device)  # several processes stop at the same step (checked at read-outs only)
             if state.step >= self.total_steps or stop.stopping:
                 break
-            if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0 and i < len(loader):
+            if loop.checkpoint_every_steps and state.step % loop.checkpoint_every_steps == 0 and i < len(loader):
                 self.save("last.pt", mid_epoch=True)  # (the epoch's last step is saved after its evaluation)
         return self._epoch_metrics(loss_sum, correct, seen, time.perf_counter() - start)
 
@@ -241,7 +211,7 @@ class Trainer:
     @property
     def planned_end(self) -> bool:
         """Whether the planned epochs (or trainer.max_steps) are done."""
-        return self.state.epoch >= self.cfg.epochs or self.state.step >= self.total_steps
+        return self.state.epoch >= self.settings.epochs or self.state.step >= self.total_steps
 
     @property
     def finished(self) -> bool:
@@ -273,7 +243,7 @@ class Trainer:
     def _end_epoch(self, metrics: dict[str, float], stopping: bool) -> None:
         """Evaluate the epoch just trained, record it, keep the best and the last checkpoint."""
         state = self.state
-        cfg = self.cfg
+        loop = self.settings
         state.epoch += 1
         self._loader_state = self.loaders["train"].state_dict()
         self.schedule.after_epoch()
@@ -281,11 +251,11 @@ class Trainer:
             metrics.update({f"val/{k}": v for k, v in self.evaluate("val").items()})
             if self.ema is not None:
                 metrics.update({f"val_ema/{k}": v for k, v in self.evaluate("val", self.ema.module).items()})
-        if cfg.eval_every and state.epoch % cfg.eval_every == 0 and self.dist.is_main:
+        if loop.eval_every and state.epoch % loop.eval_every == 0 and self.dist.is_main:
             test = self.evaluate("test")
             metrics["test/loss"], metrics["test/acc"] = test["loss"], test["acc"]
         self.reporter.scalars(metrics, state.step)
-        self.reporter.end_epoch(state.epoch, cfg.epochs, metrics)
+        self.reporter.end_epoch(state.epoch, loop.epochs, metrics)
         state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
         if "val/acc" in metrics:  # keep the weights (trained, or their average) that validate best
             prefixes = ("val", "val_ema") if "val_ema/acc" in metrics else ("val",)
@@ -303,20 +273,20 @@ class Trainer:
         self.reporter.scalars(extra, state.step)
         self.last_epoch = self.finished or stopping
         self._call("on_epoch_end", state.epoch, metrics)
-        if self.last_epoch or state.epoch % cfg.checkpoint_every == 0:
+        if self.last_epoch or state.epoch % loop.checkpoint_every == 0:
             self.save("last.pt")
 
     def evaluate(self, split: str, net: nn.Module | None = None) -> dict[str, float]:
         """Mean cross-entropy, accuracy, balanced accuracy and macro-F1 (percent) of ``net`` (the trained model)
         on ``split``, with the configured test-time augmentation."""
-        scores = predict(self.net if net is None else net, self.loaders[split], self.precision, self.cfg.tta)
+        scores = predict(self.net if net is None else net, self.loaders[split], self.precision, self.settings.tta)
         m = score_metrics(scores, [str(c) for c in range(self.num_classes)])
         return {k: m[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")}
 
     def score(self, metrics: dict[str, float], prefix: str = "val") -> tuple[float, float]:
         """How good the ``prefix`` (val or val_ema) metrics are by ``trainer.monitor``, higher better: the
         monitored value, then, on a tie (common on small validation sets), the loss (or for the loss, accuracy)."""
-        key = self.cfg.monitor.split("/", 1)[1]
+        key = self.settings.monitor.split("/", 1)[1]
         loss, acc = metrics[f"{prefix}/loss"], metrics[f"{prefix}/acc"]
         return (-loss, acc) if key == "loss" else (metrics[f"{prefix}/{key}"], -loss)
 
@@ -379,13 +349,12 @@ class Trainer:
         s.epoch, s.step = ckpt["epoch"], ckpt["step"]
         s.best_val_acc, s.best_val_loss = ckpt.get("best_val_acc"), ckpt.get("best_val_loss")
         s.best_weights = ckpt.get("best_weights", "raw")
-        s.best_score = tuple(ckpt["best_score"]) if ckpt.get("best_score") is not None else (
-            None if s.best_val_acc is None else (s.best_val_acc, -s.best_val_loss))  # (older checkpoints)
+        s.best_score = tuple(ckpt["best_score"]) if ckpt["best_score"] is not None else None
         if self.ema is not None:  # (a checkpoint without an average starts one from the restored weights)
             self.ema.load_state_dict(ckpt.get("ema") or ckpt["model"])
         s.history = list(ckpt.get("history", []))
         if self.early_stopping is not None:
-            note = self.early_stopping.resume(ckpt.get("early_stopping"), s.history, self.cfg.epochs)
+            note = self.early_stopping.resume(ckpt.get("early_stopping"), s.history, self.settings.epochs)
             if note:
                 self.reporter.info(note)
         s.train_time_s, s.images_seen = ckpt.get("train_time_s", 0.0), ckpt.get("images_seen", 0)
