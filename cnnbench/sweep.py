@@ -29,6 +29,19 @@ MARKER = ".cnnbench-sweep"  # <sweep dir>/.cnnbench-sweep/{sweep.json, jobs/<n>.
 DONE = ("completed", "skipped")
 
 
+def register_plugins() -> None:
+    """Register cnnbench's Hydra plugins (cnnbench/hydra_plugins/, installed as ``hydra_plugins.cnnbench_*``) with
+    Hydra's public ``Plugins.register``: its scan lists only folders on ``hydra_plugins.__path__``, which an
+    editable install does not extend, and it runs once per process."""
+    try:
+        from hydra_plugins.cnnbench_sweeper.shared_study import SharedStudySweeper
+    except ImportError:  # (no cnnbench[sweeps]: no Optuna sweeper)
+        return
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(SharedStudySweeper)
+
+
 def check_sweep_dir(sweep_dir: Path, overrides: list[str], skip_completed: bool) -> None:
     """Refuse a directory that holds another sweep, or other files, unless this sweep continues it."""
     if not sweep_dir.is_dir() or not any(sweep_dir.iterdir()):

@@ -28,7 +28,7 @@ from cnnbench.config import register_configs
 from cnnbench.errors import CnnbenchError, os_error_message
 from cnnbench.fileio import atomic_copy, atomic_write_json
 from cnnbench.overrides import hydra_overrides, parse_overrides
-from cnnbench.sweep import SweepCallback, record_job, swept_keys
+from cnnbench.sweep import SweepCallback, record_job, register_plugins, swept_keys
 from cnnbench.tracking import Reporter, run_name
 
 if TYPE_CHECKING:
@@ -262,6 +262,7 @@ def main() -> None:
     # config mistakes and keeps real tracebacks for bugs.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     SweepCallback.failed = SweepCallback.total = 0  # (this call's sweep only: main() may run again in a process)
+    register_plugins()
     with error_boundary():
         _hydra_entry()
     if SweepCallback.failed:

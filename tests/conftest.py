@@ -45,11 +45,24 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, 
     ``sys.argv``, the process-wide state it changes put back), or as ``python -m cnnbench`` in a new one with
     ``process=True`` or an ``env`` (where the process itself is under test: signals, launchers, start-up)."""
     if process or env is not None:
-        full_env = {**os.environ, "CNNBENCH_CACHE": str(cwd / "cache"), **(env or {})}
-        full_env.pop("HYDRA_FULL_ERROR", None)
-        return subprocess.run([sys.executable, "-m", "cnnbench", *args], cwd=cwd, env=full_env,
+        return subprocess.run([sys.executable, "-m", "cnnbench", *args], cwd=cwd, env=cli_env(cwd, **(env or {})),
                               capture_output=True, text=True, timeout=timeout)
     return run_in_process(args, cwd)
+
+
+def cli_env(cwd: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``cnnbench`` process started by a test: its data cache under ``cwd`` (not the
+    user's), and Hydra's errors as the command prints them for users."""
+    env = {**os.environ, "CNNBENCH_CACHE": str(cwd / "cache"), **extra}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def start_cli(*args: str, cwd: Path, **extra_env: str) -> subprocess.Popen:
+    """``cnnbench ARGS`` started as a new process in ``cwd`` (output captured as text): for tests that act on it
+    while it runs."""
+    return subprocess.Popen([sys.executable, "-m", "cnnbench", *args], cwd=cwd, env=cli_env(cwd, **extra_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_in_process(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess:

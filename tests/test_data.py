@@ -36,6 +36,16 @@ def test_digits_split_is_deterministic_and_disjoint() -> None:
     assert not torch.equal(other.test.labels, a.test.labels)
 
 
+def test_the_checks_know_every_data_set_there_is_a_reader_for() -> None:
+    from cnnbench.config import validate
+    from cnnbench.config.schema import LIBRARY_SETS, PHOTO_SETS
+    from cnnbench.data.build import READERS
+
+    assert sorted(READERS) == sorted(LIBRARY_SETS + PHOTO_SETS)
+    with pytest.raises(CnnbenchError, match="unknown data set 'cifar11'; available: cifar10, cifar100, digits"):
+        validate(compose_config("data=digits", "data.name=cifar11"))
+
+
 def test_num_train_and_num_test_take_that_many_images() -> None:
     full = load_data(data_cfg())
     data = load_data(data_cfg("data.num_train=100", "data.num_test=50"))

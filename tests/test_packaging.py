@@ -51,6 +51,7 @@ def test_wheel_installs_into_a_fresh_venv_and_every_command_runs(tmp_path: Path)
     for group in ("model", "data", "optimizer", "scheduler", "transfer", "trainer", "experiment"):
         assert any(n.startswith(f"cnnbench/conf/{group}/") and n.endswith(".yaml") for n in names), group
     assert "cnnbench/conf/config.yaml" in names
+    assert "hydra_plugins/cnnbench_sweeper/shared_study.py" in names  # (where Hydra's plugin scan looks)
 
     bin_dir = fresh_venv(tmp_path / "venv")
     install = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
@@ -59,13 +60,18 @@ def test_wheel_installs_into_a_fresh_venv_and_every_command_runs(tmp_path: Path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
-    where = subprocess.run([str(bin_dir / "python"), "-c", "import cnnbench; print(cnnbench.__file__)"],
+    where = subprocess.run([str(bin_dir / "python"), "-c", "import cnnbench; print(cnnbench.__file__); "
+                            "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; "
+                            "print(*(c.__name__ for c in Plugins.instance().discover(Sweeper)))"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout + where.stderr  # the wheel's copy
-    for script in SCRIPTS:
-        proc = subprocess.run([str(bin_dir / script), "--help"], cwd=elsewhere, env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0 and "usage" in proc.stdout.lower(), f"{script}: {proc.stderr[-2000:]}"
+    assert "SharedStudySweeper" in where.stdout.split(), where.stdout + where.stderr  # found by Hydra's own scan
+    helps = {script: subprocess.Popen([str(bin_dir / script), "--help"], cwd=elsewhere, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for script in SCRIPTS}
+    for script, proc in helps.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "usage" in out.lower(), f"{script}: {err[-2000:]}"
     proc = subprocess.run([str(bin_dir / "cnnbench"), "trainer=debug", "logger.print_config=false"], cwd=elsewhere,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

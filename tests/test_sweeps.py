@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from conftest import compose_config, run_cli, start_cli
 from hydra import compose, initialize_config_module
 from PIL import Image
 
@@ -157,18 +157,44 @@ def test_a_preempted_submitit_job_is_requeued_and_ends_as_an_uninterrupted_run(t
     assert all(torch.equal(ours[k], reference[k]) for k in reference)
 
 
-@pytest.mark.slow
-def test_an_optuna_study_in_a_database_goes_on_where_it_stopped(tmp_path: Path) -> None:
-    """A study stored in SQLite: a second sweep (another directory, as after a kill) adds its trials to it."""
+def study_trials(storage: str) -> list:
     import optuna
 
-    args = ["-m", "hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=1",
-            "trainer.max_steps=5", *FAST[1:], f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}"]
-    for sweep in ("first", "second"):
-        proc = run_cli(*args, f"hydra.sweep.dir={tmp_path / sweep}", cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    study = optuna.load_study(study_name="digits_lenet5", storage=f"sqlite:///{tmp_path / 'study.db'}")
-    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
+    return optuna.load_study(study_name="digits_lenet5", storage=storage).trials
+
+
+@pytest.mark.slow
+def test_sweepers_sharing_an_optuna_study_run_its_trials_together_and_a_killed_one_is_continued(tmp_path) -> None:
+    """Two sweeper processes on one SQLite study (each with its own sweep directory) together run n_trials; a
+    sweeper killed mid-trial and rerun runs the killed trial again and what the study lacks."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["-m", "hparams_search=digits_optuna", "trainer.epochs=1", "trainer.max_steps=3", *FAST[1:],
+            f"hydra.sweeper.storage={storage}"]
+    both = [start_cli(*args, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / d}", cwd=tmp_path)
+            for d in ("a", "b")]
+    for proc in both:
+        assert proc.wait(timeout=CEILING_S) == 0, proc.communicate()[1][-2000:]
+    assert [t.state for t in study_trials(storage) if t.state != TrialState.FAIL] == [TrialState.COMPLETE] * 3
+    assert len(results(tmp_path / "a")) + len(results(tmp_path / "b")) == 3
+
+    killed = start_cli(*args, "hydra.sweeper.n_trials=5", f"hydra.sweep.dir={tmp_path / 'c'}", cwd=tmp_path)
+    deadline = time.monotonic() + CEILING_S
+    while not any(t.state == TrialState.RUNNING and t.system_attrs.get("cnnbench:sweeper", "").endswith(
+            f":{killed.pid}") for t in study_trials(storage)):  # its first trial asked: kill it mid-trial
+        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()[1][-2000:]
+        time.sleep(0.1)
+    killed.kill()
+    killed.wait(timeout=CEILING_S)
+    rerun = run_cli(*args, "hydra.sweeper.n_trials=5", f"hydra.sweep.dir={tmp_path / 'd'}", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    trials = study_trials(storage)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 5 and len(results(tmp_path / "d")) == 2
+    (gone,) = [t for t in trials if "was gone" in t.system_attrs.get("cnnbench:not_run", "")]
+    assert gone.system_attrs["cnnbench:sweeper"].endswith(f":{killed.pid}")
+    assert "holds 3 of its n_trials=5" in rerun.stderr + rerun.stdout
 
 
 @pytest.mark.slow

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.schema import AUTO_POLICIES, INTERPOLATIONS, PAD_MODES, PHOTO_SETS, PIPELINES, crop_range
+from cnnbench.config.schema import (
+    AUTO_POLICIES,
+    INTERPOLATIONS,
+    LIBRARY_SETS,
+    PAD_MODES,
+    PHOTO_SETS,
+    PIPELINES,
+    crop_range,
+)
 from cnnbench.errors import CnnbenchError
 
 if TYPE_CHECKING:
@@ -163,9 +171,8 @@ def check_transfer(tr: DictConfig, weights: str | None) -> None:
 
 def check_data(d: DictConfig) -> None:
     """The ``data`` group's values."""
-    from cnnbench.data.build import READERS
-
-    _require(d.name in READERS, f"unknown data set {d.name!r}; available: {', '.join(sorted(READERS))}")
+    _require(d.name in LIBRARY_SETS + PHOTO_SETS, f"unknown data set {d.name!r}; available: "
+             f"{', '.join(sorted(LIBRARY_SETS + PHOTO_SETS))}")
     _require(d.batch_size > 0, f"data.batch_size must be a positive integer, got {d.batch_size}")
     _require(d.min_steps_per_epoch >= 0, f"data.min_steps_per_epoch must be 0 (off) or more, got "
                                           f"{d.min_steps_per_epoch}")

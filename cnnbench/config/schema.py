@@ -20,6 +20,7 @@ PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"} 
 AUTO_POLICIES = ("trivialaugment", "randaugment")  # data.augment.auto (cnnbench.data.autoaugment)
 PIPELINES = ("auto", "pad", "crop")  # data.pipeline (cnnbench.data.pipeline)
 PHOTO_SETS = ("imagefolder", "filelist")  # data sets of users' files (any size); the others are library sets
+LIBRARY_SETS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "stl10", "synthetic")
 CROP_SCALE = [0.08, 1.0]  # data.augment.crop_scale null, pipeline crop: torchvision's RandomResizedCrop defaults
 CROP_RATIO = [3 / 4, 4 / 3]
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # data.interpolation: torchvision's InterpolationMode values
@@ -61,7 +62,7 @@ class PrecisionChoice(str, Enum):
 
 @dataclass
 class DataConfig:
-    name: str = MISSING  # digits | cifar10 | mnist | fashion_mnist | imagefolder | synthetic
+    name: str = MISSING  # one of LIBRARY_SETS (cnnbench.data.sources) or PHOTO_SETS (cnnbench.data.folders)
     root: str | None = None
     download: bool = False
     channels: int = MISSING
