@@ -13,7 +13,12 @@ import os
 import signal
 
 
+FIRED = "fault.fired"  # written in the working directory when the fault is made: a test checks that it was
+
+
 def _fail(kind: str, where: str = "") -> None:
+    with open(FIRED, "w") as f:
+        f.write(f"{kind} at {where}\n")
     if kind == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif kind in ("sigint", "sigterm"):  # handled: the run stops cleanly where it is
@@ -40,12 +45,12 @@ def install(point: str, kind: str, steps_per_epoch: int) -> None:
 
     if point in ("start", "mid_epoch"):
         at = 3 if point == "start" else steps_per_epoch + 5
-        original_step = trainer.Trainer._backward_and_step
+        original_step = trainer.Trainer._step
 
-        def step(self, loss):
-            original_step(self, loss)
+        def step(self):  # (the optimizer step that becomes state.step + 1)
+            original_step(self)
             once(self.state.step + 1 == at, f"step {at}")
-        trainer.Trainer._backward_and_step = step
+        trainer.Trainer._step = step
     elif point == "checkpoint":
         original_write = fileio.atomic_write
 

@@ -276,6 +276,7 @@ def test_fault_matrix_leaves_complete_files_honest_results_and_a_way_on(cli, tmp
     env.pop("HYDRA_FULL_ERROR", None)
     faulty = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=CEILING_S)
+    assert (tmp_path / "fault.fired").is_file(), faulty.stderr[-2000:]  # the run met its fault
     run_dir = tmp_path / "run"
     results = _complete_files(run_dir)
     if results is not None and results.get("test_acc") is not None:  # test scores belong to best.pt's weights
