@@ -12,7 +12,6 @@ import errno
 import os
 import signal
 
-
 FIRED = "fault.fired"  # written in the working directory when the fault is made: a test checks that it was
 
 

@@ -48,8 +48,20 @@ def init(strategy: str, device: torch.device) -> DistInfo:
                             "trainer.strategy=ddp ... (or use trainer.strategy=single)")
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=attempt_store(info),
+                                rank=info.rank, world_size=info.world_size)
     return info
+
+
+def attempt_store(info: DistInfo) -> dist.Store:
+    """torchrun's rendezvous store, with keys of this attempt only. After a restart (``torchrun --max-restarts``)
+    the elastic agent's store still holds the failed attempt's process-group keys under the same names, and a rank
+    that reads them before its peer has rewritten them connects to a dead process (torch 2.14: 'Connection refused',
+    or a hang); ``TORCHELASTIC_RESTART_COUNT`` numbers the attempts."""
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # (else rank 0 hosts the store)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
+                          is_master=not agent_hosts and info.rank == 0)
+    return dist.PrefixStore(f"cnnbench/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
 
 
 def device_for(info: DistInfo, device: torch.device) -> torch.device:
