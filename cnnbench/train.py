@@ -53,11 +53,12 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[DictConfig], None] |
 
     started_at = time.time()
     overrides = hydra_overrides()
+    swept = swept_keys(overrides)
     resolved = resolve(cfg, overrides)
     cfg = resolved.cfg
     try:
         rt = settle(cfg.trainer, run_dir)
-        with _reporter(cfg, rt, overrides) as reporter:
+        with _reporter(cfg, rt, run_name(cfg.model.name, parse_overrides(overrides), swept)) as reporter:
             _announce(cfg, resolved.notes, reporter)
             built = build_run(cfg, rt.run_dir, rt.device, rt.precision, rt.dist, reporter, resolved.source)
             reporter.info(rt.describe())
@@ -66,15 +67,14 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[DictConfig], None] |
                 return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": rt.dist.rank,
                         "best_val_acc": None}
             info = {"device": str(rt.device), "processes": rt.dist.world_size, "threads": rt.threads[0],
-                    "started_at": started_at, "run_name": reporter.log_dir.name, "swept": swept_keys(overrides)}
+                    "started_at": started_at, "run_name": reporter.log_dir.name, "swept": swept}
             return test_and_record(cfg, built, rt.run_dir, rt.precision, reporter, overrides, info)
     finally:
         distributed.shutdown()
 
 
-def _reporter(cfg: DictConfig, rt: Runtime, overrides: list[str]) -> Reporter:
-    """The console and TensorBoard of the run (rank 0's: the other ranks stay quiet)."""
-    name = run_name(cfg.model.name, parse_overrides(overrides), swept_keys(overrides))
+def _reporter(cfg: DictConfig, rt: Runtime, name: str) -> Reporter:
+    """The console and TensorBoard of the run ``name`` (rank 0's: the other ranks stay quiet)."""
     return Reporter(rt.run_dir, tensorboard=cfg.logger.tensorboard and rt.dist.is_main, progress=cfg.logger.progress,
                     quiet=not rt.dist.is_main, run_name=name)
 

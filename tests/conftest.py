@@ -65,6 +65,52 @@ def start_cli(*args: str, cwd: Path, **extra_env: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def run_forked(args: tuple[str, ...], cwd: Path, prepare=None) -> subprocess.CompletedProcess:
+    """``cnnbench ARGS`` in a child process forked from this one, after ``prepare()`` (fault injection) there: a
+    process of its own, that may be killed or crash, without the ~8 s a new Python spends importing torch,
+    torchvision and torchmetrics on 2 cores. One thread (OMP_NUM_THREADS=1: a forked child must not use the
+    parent's OpenMP pool)."""
+    log = cwd / f".forked-{os.getpid()}.log"
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            import signal
+            import traceback
+
+            from hydra.core.global_hydra import GlobalHydra
+
+            os.chdir(cwd)
+            out = open(log, "w")  # noqa: SIM115 (closed by _exit)
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            sys.stdout = sys.stderr = out
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+            os.environ.update(CNNBENCH_CACHE=str(cwd / "cache"), OMP_NUM_THREADS="1")
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+            GlobalHydra.instance().clear()
+            if prepare is not None:
+                prepare()
+            from cnnbench.train import main
+
+            sys.argv = ["cnnbench", *args]
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except BaseException:
+                traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    log.unlink(missing_ok=True)
+    return subprocess.CompletedProcess(["cnnbench", *args], os.waitstatus_to_exitcode(status), text, text)
+
+
 def run_in_process(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess:
     """``cnnbench ARGS`` as ``main()`` in this process, in ``cwd``; the working directory, environment, argv,
     torch's thread count and determinism and the signal handlers are restored afterwards, so one run cannot

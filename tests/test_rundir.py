@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import faults
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_forked
 
 QUIET = ["logger.tensorboard=false", "logger.figures=false", "logger.snapshots=0", "logger.print_config=false",
          "logger.progress=false"]
@@ -269,13 +270,8 @@ def _complete_files(run_dir: Path) -> dict | None:
 @pytest.mark.parametrize("point", ["start", "mid_epoch", "checkpoint", "evaluation", "results"])
 def test_fault_matrix_leaves_complete_files_honest_results_and_a_way_on(cli, tmp_path: Path, point: str,
                                                                        kind: str) -> None:
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import faults; "
-            f"faults.install({point!r}, {kind!r}, {STEPS_PER_EPOCH}); from cnnbench.train import main; "
-            f"sys.argv = ['cnnbench', *{[*FAULT_RUN, 'hydra.run.dir=run']!r}]; main()")
-    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    faulty = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=CEILING_S)
+    faulty = run_forked((*FAULT_RUN, "hydra.run.dir=run"), tmp_path,
+                        prepare=lambda: faults.install(point, kind, STEPS_PER_EPOCH))
     assert (tmp_path / "fault.fired").is_file(), faulty.stderr[-2000:]  # the run met its fault
     run_dir = tmp_path / "run"
     results = _complete_files(run_dir)
