@@ -60,7 +60,7 @@ def attempt_store(info: DistInfo) -> dist.Store:
     or a hang); ``TORCHELASTIC_RESTART_COUNT`` numbers the attempts."""
     agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # (else rank 0 hosts the store)
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
-                          is_master=not agent_hosts and info.rank == 0)
+                          is_master=not agent_hosts and info.rank == 0, timeout=dist.default_pg_timeout)
     return dist.PrefixStore(f"cnnbench/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
 
 
