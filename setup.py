@@ -6,4 +6,4 @@ from setuptools import find_namespace_packages, find_packages, setup
 
 setup(packages=find_packages(include=["cnnbench", "cnnbench.*"])
       + ["cnnbench.conf"] + [f"cnnbench.conf.{p}" for p in find_namespace_packages(where="conf")]
-      + [f"hydra_plugins.{p}" for p in find_packages(where="cnnbench/hydra_plugins")])
+      + find_namespace_packages(include=["hydra_plugins.cnnbench_*"]))

@@ -30,7 +30,7 @@ DONE = ("completed", "skipped")
 
 
 def register_plugins() -> None:
-    """Register cnnbench's Hydra plugins (cnnbench/hydra_plugins/, installed as ``hydra_plugins.cnnbench_*``) with
+    """Register cnnbench's Hydra plugins (the top-level hydra_plugins/, ``hydra_plugins.cnnbench_*``) with
     Hydra's public ``Plugins.register``: its scan lists only folders on ``hydra_plugins.__path__``, which an
     editable install does not extend, and it runs once per process."""
     try:

@@ -81,15 +81,16 @@ class SharedStudyImpl(OptunaSweeperImpl):
         tables, and the losers retry (then the tables are there)."""
         from sqlalchemy.exc import SQLAlchemyError
 
-        for attempt in range(tries):
+        def create() -> optuna.Study:
+            return optuna.create_study(study_name=self.study_name, storage=self.storage,
+                                       directions=self._get_directions(), load_if_exists=True)
+
+        for attempt in range(tries - 1):
             try:
-                return optuna.create_study(study_name=self.study_name, storage=self.storage,
-                                           directions=self._get_directions(), load_if_exists=True)
+                return create()
             except SQLAlchemyError:
-                if attempt == tries - 1:
-                    raise
                 time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return create()
 
     def _configure_trials(self, trials: list, search_space: dict, fixed_params: dict) -> list:
         study = trials[0].study
