@@ -80,26 +80,17 @@ def run_forked(args: tuple[str, ...], cwd: Path, prepare=None) -> subprocess.Com
 
             from hydra.core.global_hydra import GlobalHydra
 
-            os.chdir(cwd)
             out = open(log, "w")  # noqa: SIM115 (closed by _exit)
             os.dup2(out.fileno(), 1)
             os.dup2(out.fileno(), 2)
             sys.stdout = sys.stderr = out
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-            os.environ.update(CNNBENCH_CACHE=str(cwd / "cache"), OMP_NUM_THREADS="1")
-            os.environ.pop("HYDRA_FULL_ERROR", None)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             GlobalHydra.instance().clear()
             if prepare is not None:
                 prepare()
-            from cnnbench.train import main
-
-            sys.argv = ["cnnbench", *args]
             try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+                code = _main(args, cwd, OMP_NUM_THREADS="1")
             except BaseException:
                 traceback.print_exc()
         finally:
@@ -111,6 +102,23 @@ def run_forked(args: tuple[str, ...], cwd: Path, prepare=None) -> subprocess.Com
     return subprocess.CompletedProcess(["cnnbench", *args], os.waitstatus_to_exitcode(status), text, text)
 
 
+def _main(args: tuple[str, ...], cwd: Path, **extra_env: str) -> int:
+    """Run ``cnnbench ARGS`` as ``main()`` here, in ``cwd`` with the environment of ``cli_env``; its exit code.
+    (The callers restore the process state, or leave the process.)"""
+    from cnnbench.train import main
+
+    os.chdir(cwd)
+    env = cli_env(cwd, **extra_env)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["cnnbench", *args]
+    try:
+        main()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
+    return 0
+
+
 def run_in_process(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProcess:
     """``cnnbench ARGS`` as ``main()`` in this process, in ``cwd``; the working directory, environment, argv,
     torch's thread count and determinism and the signal handlers are restored afterwards, so one run cannot
@@ -119,22 +127,13 @@ def run_in_process(args: tuple[str, ...], cwd: Path) -> subprocess.CompletedProc
 
     import torch
 
-    from cnnbench.train import main
-
     saved_cwd, saved_env, saved_argv = os.getcwd(), dict(os.environ), sys.argv
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
-    out, err, code = io.StringIO(), io.StringIO(), 0
+    out, err = io.StringIO(), io.StringIO()
     try:
-        os.chdir(cwd)
-        os.environ["CNNBENCH_CACHE"] = str(cwd / "cache")
-        os.environ.pop("HYDRA_FULL_ERROR", None)
-        sys.argv = ["cnnbench", *args]
         with redirect_stdout(out), redirect_stderr(err):
-            try:
-                main()
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            code = _main(args, cwd)
     finally:
         os.chdir(saved_cwd)
         os.environ.clear()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import cli_env, compose_config
 
 from cnnbench.engine.checkpoint import load_checkpoint
 
@@ -87,7 +86,7 @@ def test_photo_crops_on_the_gpu(tmp_path: Path) -> None:
 
 
 def test_nccl_ddp_with_one_process(tmp_path: Path) -> None:
-    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
+    env = cli_env(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                            "-m", "cnnbench", "trainer.strategy=ddp", "trainer.device=cuda", "trainer.epochs=2",
                            "hydra.run.dir=run", *QUIET], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, start_cli
 
 COMMON = ["model=small_resnet", "model.widths=[16,32,64]", "data.num_train=1000", "data.num_test=100",
           "trainer.epochs=3", "trainer.deterministic=true", "logger.tensorboard=false", "logger.snapshots=0",
@@ -24,10 +22,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def start(tmp_path: Path, run: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "cnnbench", *COMMON, f"hydra.run.dir={run}", *extra],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_cli(*COMMON, f"hydra.run.dir={run}", *extra, cwd=tmp_path)
 
 
 CEILING_S = 3600  # only against a hung process: the wait is on the process, whatever the machine's speed

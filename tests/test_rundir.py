@@ -20,7 +20,7 @@ from pathlib import Path
 import faults
 import pytest
 import torch
-from conftest import ROOT, run_forked
+from conftest import ROOT, run_forked, start_cli
 
 QUIET = ["logger.tensorboard=false", "logger.figures=false", "logger.snapshots=0", "logger.print_config=false",
          "logger.progress=false"]
@@ -33,13 +33,6 @@ def snapshot(run_dir: Path) -> dict[str, tuple[int, str]]:
     """Every file under ``run_dir``: its modification time and content hash."""
     return {str(p.relative_to(run_dir)): (p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
             for p in sorted(run_dir.rglob("*")) if p.is_file()}
-
-
-def start(cwd: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "CNNBENCH_CACHE": str(cwd / "cache")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "cnnbench", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def _written(path: Path) -> int:
@@ -68,7 +61,7 @@ def completed(cli, tmp_path: Path) -> Path:
 
 def test_overwrite_leaves_nothing_of_the_old_run_to_be_scored(completed: Path, tmp_path: Path) -> None:
     old = json.loads((completed / "results.json").read_text())
-    proc = start(tmp_path, *LONG, "hydra.run.dir=run", "trainer.overwrite=true")
+    proc = start_cli(*LONG, "hydra.run.dir=run", "trainer.overwrite=true", cwd=tmp_path)
     wait_until_training(completed, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=CEILING_S)
@@ -109,10 +102,10 @@ def test_an_interrupted_run_directory_is_protected_like_a_completed_one(cli, com
 
 @pytest.mark.slow
 def test_two_processes_cannot_share_a_run_directory(tmp_path: Path) -> None:
-    first = start(tmp_path, *LONG, "hydra.run.dir=run")
+    first = start_cli(*LONG, "hydra.run.dir=run", cwd=tmp_path)
     try:
         wait_until_training(tmp_path / "run", first)
-        second = start(tmp_path, *SHORT, "hydra.run.dir=run", "trainer.overwrite=true")
+        second = start_cli(*SHORT, "hydra.run.dir=run", "trainer.overwrite=true", cwd=tmp_path)
         out, err = second.communicate(timeout=CEILING_S)
         assert second.returncode == 2 and f"in use by another cnnbench run (process {first.pid})" in err, err
         assert len(err.strip().splitlines()) == 1
@@ -143,7 +136,7 @@ def test_non_finite_weights_are_never_checkpointed(cli, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_in_the_first_epoch_is_interrupted_and_resumable(cli, tmp_path: Path) -> None:
-    proc = start(tmp_path, *LONG, "hydra.run.dir=run")
+    proc = start_cli(*LONG, "hydra.run.dir=run", cwd=tmp_path)
     wait_until_training(tmp_path / "run", proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=CEILING_S)

@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -132,11 +130,7 @@ def test_a_preempted_submitit_job_is_requeued_and_ends_as_an_uninterrupted_run(t
              "logger.print_config=false", "logger.tensorboard=false", "logger.figures=false", "logger.snapshots=0",
              "logger.progress=false"]
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "cnnbench", "-m", "hydra/launcher=submitit_local", *train,
-                             f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_cli("-m", "hydra/launcher=submitit_local", *train, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     started = sweep / "0" / ".hydra" / "config.yaml"  # written when training starts
     deadline = time.monotonic() + CEILING_S
     while not started.is_file():
