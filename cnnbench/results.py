@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.assemble import Run
 from cnnbench.engine.checkpoint import load_checkpoint
-from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops
+from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops, training_tflops
 from cnnbench.engine.runtime import Precision
 from cnnbench.engine.trainer import Trainer
 from cnnbench.evaluation.metrics import metrics
@@ -124,8 +124,8 @@ def _notes(trainer: Trainer, scored_weights: str | None, run_dir: Path, reporter
 def speed(macs: int, images_per_s: float, precision: Precision, device: str, processes: int) -> dict:
     """The machine, and the run's achieved training TFLOP/s against the measured peak (MFU)."""
     where = torch.device(device)
-    return {"machine": machine_name(where),
-            **efficiency(macs, images_per_s, peak_tflops(where, precision.name), processes)}
+    peak = peak_tflops(where, precision.name, achieved=training_tflops(macs, images_per_s) / processes)
+    return {"machine": machine_name(where), **efficiency(macs, images_per_s, peak, processes)}
 
 
 # the scalars HParams compares runs by (their last values): all are curves or results the run logs anyway
