@@ -12,7 +12,7 @@ from torch import nn
 from cnnbench.anatomy import count_macs
 from cnnbench.config import to_container
 from cnnbench.config.checks import check_against_data
-from cnnbench.config.schema import crop_range
+from cnnbench.config.schema import GRAPH_MODES, crop_range
 from cnnbench.data import DataBundle, dataset_summary, load_data, make_loaders
 from cnnbench.data.build import batch_note, train_batch_size
 from cnnbench.data.loader import DeviceLoader
@@ -77,9 +77,11 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     model, channels_last = place_model(model, t, device)
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, (data.channels, data.image_size, data.image_size))
-    compiled = torch.compile(model) if t.compile else None
+    compiled = torch.compile(model, mode=t.compile_mode) if t.compile else None
+    graphs = compiled is not None and device.type == "cuda" and t.compile_mode in GRAPH_MODES
+    how = f", compiled ({t.compile_mode}{', CUDA graphs' if graphs else ''})" if compiled is not None else ""
     reporter.info(f"model: {cfg.model.name}, {params:,} parameters; device {device}, precision {precision.name}"
-                  f"{', channels_last' if channels_last else ''}{', compiled' if compiled is not None else ''}")
+                  f"{', channels_last' if channels_last else ''}{how}")
 
     loaders = make_loaders(data, cfg.data, device, seed=t.seed, channels_last=channels_last, rank=dist.rank,
                            world_size=dist.world_size)
@@ -100,7 +102,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
                "meta": spec.to_dict()}
     trainer = Trainer(loop, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
                       checkpointer=Checkpointer(run_dir, payload, enabled=dist.is_main), callbacks=callbacks,
-                      dist=dist, compiled=compiled, **loop_parts(t, model, loaders["train"].labels, data.num_classes))
+                      dist=dist, compiled=compiled, cuda_graphs=graphs,
+                      **loop_parts(t, model, loaders["train"].labels, data.num_classes))
     return Run(data, model, compiled, loaders, trainer, pictures, params, macs, channels_last)
 
 

@@ -41,7 +41,7 @@ def score_test(run: Run, run_dir: Path, precision: Precision, tta: int) -> TestS
         return TestScores()
     ckpt = load_checkpoint(best)
     run.model.load_state_dict(ckpt["model"])
-    scores = predict(run.model if run.compiled is None else run.compiled, run.loaders["test"], precision, tta)
+    scores = predict(run.trainer.eval_net, run.loaders["test"], precision, tta)
     return TestScores(metrics(scores, run.data.class_names), ckpt["step"], ckpt.get("weights", "raw"), scores)
 
 

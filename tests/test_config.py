@@ -103,6 +103,8 @@ def test_cifar10_speedrun_is_airbench94_in_cnnbench_terms() -> None:
         ("trainer.early_stopping.patience=2 trainer.early_stopping.monitor=val_ema/acc",
          "trainer.early_stopping.monitor=val_ema/acc needs trainer.ema_decay > 0"),
         ("model=small_resnet model.drop_path=1.0", "model.drop_path must be in [0, 1)"),
+        ("trainer.compile=true trainer.compile_mode=fast", "trainer.compile_mode must be one of default, reduce-"),
+        ("trainer.compile_mode=reduce-overhead", "trainer.compile_mode=reduce-overhead needs trainer.compile=true"),
         ("model=vit_tiny model.drop_path=-0.1", "model.drop_path must be in [0, 1)"),
     ],
 )

@@ -81,18 +81,22 @@ def test_small_resnet_on_real_cifar10_imagefolder(cifar_subset: Path, tmp_path: 
 @pytest.mark.slow
 def test_compile_wraps_the_model_the_trainer_runs(tmp_path: Path) -> None:
     """``trainer.compile=true``: the trainer steps (and the test scores) the torch.compile'd module, whose
-    parameters are the model's. Built only: compiling happens at the first call, which the cuda tests make."""
+    parameters are the model's. Built only: compiling happens at the first call, which the cuda tests make. A
+    mode that replays CUDA graphs on a GPU is plain compilation on the CPU: the compiled module also evaluates."""
     from cnnbench.assemble import build_run
     from cnnbench.engine.distributed import DistInfo
     from cnnbench.engine.runtime import resolve_precision
     from cnnbench.tracking import Reporter
 
-    cfg = compose_config("trainer.compile=true", "logger.tensorboard=false", "logger.snapshots=0")
     device = torch.device("cpu")
-    with Reporter(tmp_path, tensorboard=False, progress=False, quiet=True) as reporter:
-        built = build_run(cfg, tmp_path, device, resolve_precision("fp32", device), DistInfo(), reporter)
-    assert built.compiled is not None and built.trainer.net is built.compiled
-    assert built.compiled._orig_mod is built.model
+    for mode in ("default", "reduce-overhead"):
+        cfg = compose_config("trainer.compile=true", f"trainer.compile_mode={mode}", "logger.tensorboard=false",
+                             "logger.snapshots=0")
+        with Reporter(tmp_path, tensorboard=False, progress=False, quiet=True) as reporter:
+            built = build_run(cfg, tmp_path, device, resolve_precision("fp32", device), DistInfo(), reporter)
+        assert built.compiled is not None and built.trainer.net is built.compiled
+        assert built.compiled._orig_mod is built.model
+        assert built.trainer.eval_net is built.compiled and not built.trainer.cuda_graphs
 
 
 def test_failed_run_writes_results_with_error(tmp_path: Path) -> None:
@@ -281,3 +285,4 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror() -> None:
     plain = predict(model, loader, Precision("fp32", "cpu"), tta=0)
     with torch.no_grad():
         assert torch.equal(plain.preds, model(x).argmax(1))
+

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.config.schema import (
     AUTO_POLICIES,
+    COMPILE_MODES,
     INTERPOLATIONS,
     LIBRARY_SETS,
     PAD_MODES,
@@ -235,6 +236,10 @@ def check_trainer(t: DictConfig) -> None:
              f"{t.checkpoint_every_steps}")
     check_device(t.device)
     _require(t.strategy in ("single", "ddp"), f"trainer.strategy must be single or ddp, got {t.strategy!r}")
+    _require(t.compile_mode in COMPILE_MODES, f"trainer.compile_mode must be one of {', '.join(COMPILE_MODES)}, "
+                                              f"got {t.compile_mode!r}")
+    _require(t.compile or t.compile_mode == "default", f"trainer.compile_mode={t.compile_mode} needs "
+                                                       "trainer.compile=true")
 
 
 def check_logger(log: DictConfig) -> None:

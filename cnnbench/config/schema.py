@@ -23,6 +23,8 @@ PHOTO_SETS = ("imagefolder", "filelist")  # data sets of users' files (any size)
 LIBRARY_SETS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "stl10", "synthetic")
 CROP_SCALE = [0.08, 1.0]  # data.augment.crop_scale null, pipeline crop: torchvision's RandomResizedCrop defaults
 CROP_RATIO = [3 / 4, 4 / 3]
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # trainer.compile_mode
+GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the compile modes that replay CUDA graphs on a GPU
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # data.interpolation: torchvision's InterpolationMode values
 
 
@@ -110,6 +112,9 @@ class TrainerConfig:
     precision: PrecisionChoice = PrecisionChoice.auto
     channels_last: bool | None = None  # null = on for conv nets
     compile: bool = False
+    # torch.compile's mode: default | reduce-overhead | max-autotune (both replay CUDA graphs on a GPU: for small
+    # batches whose steps are bound by kernel launches) | max-autotune-no-cudagraphs
+    compile_mode: str = "default"
     threads: int | None = None  # CPU threads; null = the cores / processes on this machine (OMP_NUM_THREADS if set)
     profile: bool = False  # torch.profiler over a few steps: <run dir>/profile/{ops.txt,trace.json}
     seed: int = 0

@@ -56,11 +56,16 @@ class Trainer:
     def __init__(self, settings: LoopSettings, model: nn.Module, optimizer: torch.optim.Optimizer,
                  schedule: Schedule, loaders: dict[str, DeviceLoader], *, precision: Precision, reporter: Reporter,
                  checkpointer: Checkpointer, callbacks: Sequence[Callback] = (), dist: DistInfo | None = None,
-                 compiled: nn.Module | None = None, class_weights: torch.Tensor | None = None,
-                 ema: ModelEma | None = None, early_stopping: EarlyStopping | None = None) -> None:
+                 compiled: nn.Module | None = None, cuda_graphs: bool = False,
+                 class_weights: torch.Tensor | None = None, ema: ModelEma | None = None,
+                 early_stopping: EarlyStopping | None = None) -> None:
         self.settings = settings
         self.model = model  # the module whose state is saved
-        self.net = model if compiled is None else compiled  # the callable that runs (torch.compile'd or not)
+        self.net = model if compiled is None else compiled  # the callable that trains (torch.compile'd or not)
+        # ``compiled`` replays CUDA graphs: each replay overwrites the last one's outputs, so every training step
+        # is marked as a new one, and evaluation (test-time augmentation averages several passes) runs the model
+        self.cuda_graphs = cuda_graphs
+        self.eval_net = model if cuda_graphs else self.net
         self.optimizer = optimizer
         self.schedule = schedule
         self.loaders = loaders
@@ -108,6 +113,8 @@ class Trainer:
         """Loss and logits of a batch; ``y`` is class indices (B,) or, mixed, class probabilities (B, K).
         Models with auxiliary heads (GoogLeNet) return (logits, *aux) in training: their losses weigh 0.3."""
         smoothing, weight = self.settings.label_smoothing, self.class_weights
+        if self.cuda_graphs:  # a new step: the graphs' outputs of the last one are consumed
+            torch.compiler.cudagraph_mark_step_begin()
         with self.precision.autocast():
             out = net(x)
             logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
@@ -279,7 +286,7 @@ class Trainer:
     def evaluate(self, split: str, net: nn.Module | None = None) -> dict[str, float]:
         """Mean cross-entropy, accuracy, balanced accuracy and macro-F1 (percent) of ``net`` (the trained model)
         on ``split``, with the configured test-time augmentation."""
-        scores = predict(self.net if net is None else net, self.loaders[split], self.precision, self.settings.tta)
+        scores = predict(self.eval_net if net is None else net, self.loaders[split], self.precision, self.settings.tta)
         m = score_metrics(scores, [str(c) for c in range(self.num_classes)])
         return {k: m[k] for k in ("loss", "acc", "balanced_acc", "macro_f1")}
 
