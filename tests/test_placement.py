@@ -46,6 +46,16 @@ def test_peak_is_measured_once_and_cached(tmp_path: Path, monkeypatch) -> None:
     assert peak_tflops(cpu, "fp32") > 0 and len(calls) == 2
 
 
+def test_precision_names_are_plain_strings() -> None:
+    """The config's enum resolves to its value: the peak's cache key reads "| fp32 |" whichever way it was set."""
+    from cnnbench.config.schema import PrecisionChoice
+    from cnnbench.engine.runtime import resolve_precision
+
+    for choice in (PrecisionChoice.fp32, "fp32"):
+        name = resolve_precision(choice, torch.device("cpu")).name
+        assert type(name) is str and f"{name}" == "fp32"
+
+
 def test_a_run_near_the_cached_peak_measures_it_again(tmp_path: Path, monkeypatch) -> None:
     """A peak probed while other work shared the cores is too low: a run reaching more than RECHECK_SHARE of it
     probes again, and the cache keeps the larger of the two."""

@@ -68,6 +68,7 @@ class Precision:
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
     """``auto``: bf16 on GPUs and CPUs with native bf16, fp16 on older CUDA GPUs, fp32 elsewhere."""
+    name = getattr(name, "value", name)  # the config's PrecisionChoice formats as "PrecisionChoice.fp32" in keys
     if name == "auto":
         if device.type == "cuda":
             name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
