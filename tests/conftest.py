@@ -18,6 +18,7 @@ from cnnbench.config import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_TAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+HYMENOPTERA_TAR = ROOT.parent / "shared" / "datasets" / "hymenoptera.tar"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 register_configs()
@@ -175,6 +176,17 @@ def cifar_subset(tmp_path_factory) -> Path:
             if len(taken) == 20 and all(taken[k] >= quota[k[0]] for k in taken):
                 break
     return out
+
+
+@pytest.fixture(scope="session")
+def hymenoptera(tmp_path_factory) -> Path:
+    """The hymenoptera photos (398 JPEGs of ants and bees, 193 to 2592 px wide): their folder of train/ and val/."""
+    if not HYMENOPTERA_TAR.is_file():
+        pytest.skip(f"hymenoptera photos not found at {HYMENOPTERA_TAR}")
+    out = tmp_path_factory.mktemp("hymenoptera")
+    with tarfile.open(HYMENOPTERA_TAR) as tar:
+        tar.extractall(out, filter="data")
+    return next(p.parent for p in out.rglob("train") if p.is_dir())
 
 
 def tensorboard_run(run_dir: Path) -> Path:

@@ -239,18 +239,9 @@ def test_decoding_in_worker_processes_equals_decoding_here(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_real_photos_train_and_evaluate_with_aspect_kept(tmp_path: Path) -> None:
+def test_real_photos_train_and_evaluate_with_aspect_kept(hymenoptera: Path) -> None:
     """The hymenoptera photos (193 to 2592 px wide, aspect 0.62 to 3.4): stored whole, evaluation as torchvision."""
-    import tarfile
-
-    from conftest import ROOT
-
-    tar = ROOT.parent / "shared" / "datasets" / "hymenoptera.tar"
-    if not tar.is_file():
-        pytest.skip(f"hymenoptera photos not found at {tar}")
-    with tarfile.open(tar) as t:
-        t.extractall(tmp_path, filter="data")
-    root = next(p.parent for p in tmp_path.rglob("train") if p.is_dir())
+    root = hymenoptera
     data = load_data(photos_cfg(root, "data.image_size=64"))
     aspects = data.train.sizes[:, 1] / data.train.sizes[:, 0]
     assert data.pipeline.name == "crop" and aspects.max() > 2.5 and aspects.min() < 0.7  # not squashed

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.config.schema import (
@@ -182,6 +183,12 @@ def check_data(d: DictConfig) -> None:
     _require(0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
     _require(d.sampler in ("shuffle", "balanced"), f"data.sampler must be shuffle or balanced, got {d.sampler!r}")
     _require(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
+    _require(d.decode_device == "cpu" or d.decode_device.split(":")[0] == "cuda",
+             f"data.decode_device must be cpu, cuda or cuda:N, got {d.decode_device!r}")
+    _require(d.decode_device == "cpu" or d.name in PHOTO_SETS, f"data.decode_device={d.decode_device} decodes image "
+             f"files (data={' or '.join(PHOTO_SETS)}); data={d.name} is read from its library's arrays")
+    _require(d.decode_device == "cpu" or torch.cuda.is_available(),
+             f"data.decode_device={d.decode_device} needs a CUDA GPU and none is visible; use data.decode_device=cpu")
     _require(d.image_size is None or d.image_size > 0, f"data.image_size must be positive, got {d.image_size}")
     _require(len(d.mean) in (1, d.channels) and len(d.std) == len(d.mean),
              f"data.mean and data.std need 1 or {d.channels} values each, got {list(d.mean)} and {list(d.std)}")

@@ -74,6 +74,7 @@ class DataConfig:
     resize_size: int | None = None  # crop: evaluation's Resize before CenterCrop(image_size); null: image_size / 0.875
     interpolation: str = "bilinear"  # crop: bilinear | bicubic | nearest (model.weights: the weights' own)
     decode_workers: int | None = None  # processes decoding image files; null: every core
+    decode_device: str = "cpu"  # cpu (Pillow, every core) | cuda | cuda:N (JPEGs in batches by nvJPEG: batch_decode)
     num_classes: int | None = None  # imagefolder: null takes it from the class folders
     class_names: list[str] | None = None
     mean: list[float] = field(default_factory=lambda: [0.5])

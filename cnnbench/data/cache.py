@@ -57,6 +57,8 @@ def cache_key(cfg) -> dict:
     """What decides the decoded images of the ``data`` config ``cfg``."""
     key = {"name": cfg.name, "channels": cfg.channels, "decode": DECODE_VERSION,
            **{k: cfg[k] for k in CONFIG_KEYS}}
+    if cfg.decode_device != "cpu":  # nvJPEG's pixels differ from Pillow's by a grey level or two
+        key["decoder"] = "nvjpeg"
     if cfg.root is not None:
         root = Path(cfg.root).expanduser().resolve()
         key.update(root=str(root), files=files_fingerprint(root) if root.is_dir() else None)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from cnnbench.data.batch_decode import decode_batched
 from cnnbench.data.decode import IMAGE_EXTENSIONS, fit_shape
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.parallel import decode_all, probe_all
@@ -183,8 +184,10 @@ def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str], n
     if gigabytes <= cfg.max_memory_gb:
         # Decode everything now. A file that is not a readable image stops the run with its path: silently
         # training on fewer images would hide a broken data set.
-        files = {split: ImageSet(decode_all(f.paths, f.channels, f.spec, cfg.decode_workers), f.labels, f.sizes)
-                 for split, f in files.items()}
+        files = {split: ImageSet(_decode(f, cfg), f.labels, f.sizes) for split, f in files.items()}
+    elif cfg.decode_device != "cpu":
+        notes += (f"data.decode_device={cfg.decode_device} decodes folders held in memory: this one "
+                  f"({gigabytes:.1f} GB decoded) streams, decoded by DataLoader workers on the CPU",)
     train = names["train"]
     if "test" in files:
         test, val = files["test"], files.get("val")
@@ -200,6 +203,13 @@ def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str], n
                  f"data.val_fraction={cfg.val_fraction} of the rest selects (fixed by data.split_seed)",)
     notes += tuple(overlap_warnings(found, names))
     return RawSplits(files["train"], test, found["train"][2], val=val, per_class=True, notes=notes, pipeline=pipeline)
+
+
+def _decode(files: FileImageSet, cfg: DictConfig) -> torch.Tensor:
+    """Every image of ``files``, decoded as ``data.decode_device`` says (Pillow on every core, or nvJPEG)."""
+    if cfg.decode_device == "cpu":
+        return decode_all(files.paths, files.channels, files.spec, cfg.decode_workers)
+    return decode_batched(files.paths, files.channels, files.spec, torch.device(cfg.decode_device))
 
 
 def overlap_warnings(found: dict[str, Scanned], names: dict[str, str]) -> list[str]:
