@@ -9,12 +9,15 @@
       the hardware sets on (b) / (a).
 
     python scripts/bench_throughput.py [--steps 100] [--warmup 10] [--device cpu|cuda] [--shared ../shared]
+                                       [--compile-mode reduce-overhead]
 
-Each is timed over ``steps`` steps after ``warmup`` untimed ones (DataLoader workers starting, oneDNN creating
-its kernels), the steady state; for (b), whose trainer times whole runs, as the difference between a run of
-warmup + steps and one of warmup steps. Figures, not a test: prints the machine (CPU model and flags), images/s
-of each, the ratios, and each one's model FLOPs utilisation: 6 x forward MACs per image against the machine's
-dense-GEMM peak in the variant's precision (cnnbench.engine.hardware).
+Each is timed over ``steps`` steps after ``warmup`` untimed ones (DataLoader workers starting, oneDNN creating its
+kernels), the steady state; for (b), whose trainer times whole epochs, as the rate of the epochs after the first
+when warmup + steps cover two epochs or more (351 steps each), else as the difference between a run of warmup +
+steps and one of warmup steps. ``--compile-mode M`` adds (b) with ``trainer.compile=true trainer.compile_mode=M``
+(reduce-overhead: the step replayed as CUDA graphs on a GPU). Figures, not a test: prints the machine (CPU model
+and flags), images/s of each, the ratios, and each one's model FLOPs utilisation: 6 x forward MACs per image
+against the machine's dense-GEMM peak in the variant's precision (cnnbench.engine.hardware).
 """
 
 from __future__ import annotations
@@ -74,11 +77,30 @@ def reference_loop(root: Path, warmup: int, steps: int, device: torch.device) ->
     return timed_steps(loader, warmup, steps, channels_last=False, autocast=contextlib.nullcontext, device=device)
 
 
-def cnnbench_run(root: Path, steps: int, work: Path, device: torch.device) -> dict:
-    return run_cnnbench(work / f"run{steps}", "data=imagefolder", f"data.root={root}", "model=small_resnet",
-                        f"trainer.device={device}",
+def cnnbench_run(root: Path, steps: int, work: Path, device: torch.device, *extra: str) -> dict:
+    return run_cnnbench(work / f"run{steps}{'_compiled' if extra else ''}", "data=imagefolder", f"data.root={root}",
+                        "model=small_resnet", f"trainer.device={device}", f"trainer.epochs={steps // 351 + 1}",
                         f"trainer.max_steps={steps}", "logger.print_config=false", f"data.cache_dir={work / 'cache'}",
-                        quiet=True)
+                        *extra, quiet=True)
+
+
+def steady_rate(root: Path, warmup: int, steps: int, work: Path, device: torch.device, *extra: str) -> tuple:
+    """(b): cnnbench's images/s after its start-up, and its results.json. Over the epochs after the first when
+    the run has two or more, else the difference of a run of warmup + steps and one of warmup steps."""
+    results = cnnbench_run(root, warmup + steps, work, device, *extra)
+    later, done = [], results["history"][0]["step"]
+    for epoch in results["history"][1:]:
+        later.append(((epoch["step"] - done) * BATCH, epoch["train/images_per_s"]))
+        done = epoch["step"]
+    if later:
+        return sum(n for n, _ in later) / sum(n / rate for n, rate in later), results
+    short = cnnbench_run(root, warmup, work, device, *extra)
+    timed = results["train_time_s"] - short["train_time_s"]
+    if timed < 0.2 * results["train_time_s"]:  # start-up noise (a GPU's lazy init, cuDNN's autotuning) dominates
+        print(f"(b) unresolved: {warmup} + {steps} steps took {results['train_time_s']:.1f} s and {warmup} steps "
+              f"{short['train_time_s']:.1f} s; raise --steps")
+        return float("nan"), results
+    return steps * BATCH / timed, results
 
 
 def hand_loop(root: Path, warmup: int, steps: int, work: Path, device: torch.device) -> float:
@@ -112,6 +134,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"))
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--compile-mode", help="also (b) with trainer.compile=true and this trainer.compile_mode")
     args = parser.parse_args()
     dev = args.device
     # As cnnbench (and torchvision's reference scripts) do outside deterministic mode: cuDNN picks the fastest
@@ -120,14 +143,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cnnbench-bench-"))
     root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", work)
 
-    short = cnnbench_run(root, args.warmup, work, dev)  # first: also builds the decoded cache that (c) reads
-    results = cnnbench_run(root, args.warmup + args.steps, work, dev)
-    timed = results["train_time_s"] - short["train_time_s"]
-    if timed < 0.2 * results["train_time_s"]:  # start-up noise (a GPU's lazy init, cuDNN's autotuning) dominates
-        print(f"(b) unresolved: {args.warmup} + {args.steps} steps took {results['train_time_s']:.1f} s and "
-              f"{args.warmup} steps {short['train_time_s']:.1f} s; raise --steps")
-        timed = float("nan")
-    b = args.steps * BATCH / timed
+    b, results = steady_rate(root, args.warmup, args.steps, work, dev)  # first: builds the cache (c) reads
+    mode = ("trainer.compile=true", f"trainer.compile_mode={args.compile_mode}") if args.compile_mode else ()
+    b_compiled = steady_rate(root, args.warmup, args.steps, work, dev, *mode)[0] if mode else None
     c = hand_loop(root, args.warmup, args.steps, work, dev)
     a = reference_loop(root, args.warmup, args.steps, dev)
     from cnnbench.anatomy import count_macs
@@ -153,6 +171,9 @@ def main() -> None:
     print(f"(a) reference loop (ImageFolder + PIL transforms, 2 workers, fp32): {a:8.1f} images/s  {mfu(a, 'fp32')}")
     print(f"(b) cnnbench defaults:                                          {b:8.1f} images/s  {mfu(b, p)}  "
           f"({b / a:.2f}x (a))")
+    if b_compiled is not None:
+        print(f"(b) with torch.compile, mode {args.compile_mode}:{' ' * (21 - len(args.compile_mode))}"
+              f"{b_compiled:8.1f} images/s  {mfu(b_compiled, p)}  ({b_compiled / b:.2f}x (b))")
     print(f"(c) hand-written loop on cnnbench's data path and precision:   {c:8.1f} images/s  {mfu(c, p)}  "
           f"(cnnbench is {100 * (b / c - 1):+.1f}% against it)")
     print(f"(b) with its warm-up steps counted, as cnnbench reports it:    {results['train_images_per_s']:8.1f} "

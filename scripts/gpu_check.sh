@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# On a machine with a CUDA GPU: the GPU tests, the throughput benchmark and the CIFAR-10 speedrun with 3 seeds,
-# then one summary table. Aims at under 10 minutes on one current GPU.
+# On a machine with a CUDA GPU, in the order of the device time worth spending: the GPU tests; the CIFAR-10
+# speedrun with 3 seeds, beside airbench94's own code when AIRBENCH94 names a copy of its legacy/airbench94.py
+# (scripts/airbench_compare.py); the throughput benchmark at batch 128 over 2,000 steps, eager and with the step
+# replayed as CUDA graphs (trainer.compile_mode=reduce-overhead); JPEG decoding on the GPU (nvJPEG) against
+# Pillow; then one summary table. About 10 minutes on one current GPU.
 #
-#   bash scripts/gpu_check.sh [OUT_DIR]        (OUT_DIR default: gpu_check/; needs ../shared/datasets for CIFAR-10)
+#   [AIRBENCH94=PATH] bash scripts/gpu_check.sh [OUT_DIR]
+#       (OUT_DIR default: gpu_check/; needs ../shared/datasets for CIFAR-10)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu_check}"
@@ -20,22 +24,35 @@ tests_rc=$?
 tests_s=$((SECONDS - start))
 
 start=$SECONDS
-(cd scripts && "$py" bench_throughput.py --device cuda --steps 200 --warmup 20) > "$out/bench.txt" 2>&1
+if [ -n "${AIRBENCH94:-}" ]; then
+  (cd scripts && "$py" airbench_compare.py --airbench94 "$(realpath "$AIRBENCH94")" --seeds 0,1,2 --device cuda) \
+    > "$out/speedrun.txt" 2>&1
+else
+  (cd scripts && "$py" speedrun.py --seeds 0,1,2 trainer.device=cuda) > "$out/speedrun.txt" 2>&1
+fi
+speed_rc=$?
+speed_s=$((SECONDS - start))
+
+start=$SECONDS
+(cd scripts && "$py" bench_throughput.py --device cuda --steps 2000 --warmup 50 --compile-mode reduce-overhead) \
+  > "$out/bench.txt" 2>&1
 bench_rc=$?
 bench_s=$((SECONDS - start))
 
 start=$SECONDS
-(cd scripts && "$py" speedrun.py --seeds 0,1,2 trainer.device=cuda) > "$out/speedrun.txt" 2>&1
-speed_rc=$?
-speed_s=$((SECONDS - start))
+(cd scripts && "$py" bench_decode.py --device cuda) > "$out/decode.txt" 2>&1
+decode_rc=$?
+decode_s=$((SECONDS - start))
 
 echo
 echo "| check | result | seconds |"
 echo "|---|---|---:|"
 echo "| cuda-marked tests | $(tail -n 1 "$out/cuda_tests.txt") (exit $tests_rc) | $tests_s |"
-echo "| bench_throughput.py --device cuda | $(grep -m1 '^(b)' "$out/bench.txt" | tr -s ' ' || echo "exit $bench_rc") | $bench_s |"
-echo "| speedrun, 3 seeds | $(grep -m1 'mean ± std' "$out/speedrun.txt" || echo "exit $speed_rc") | $speed_s |"
+echo "| speedrun, 3 seeds | $(grep -m1 -E '^\| mean' "$out/speedrun.txt" || echo "exit $speed_rc") | $speed_s |"
+echo "| bench_throughput.py, eager | $(grep -m1 '^(b) cnnbench' "$out/bench.txt" | tr -s ' ' || echo "exit $bench_rc") | $bench_s |"
+echo "| bench_throughput.py, CUDA graphs | $(grep -m1 '^(b) with torch.compile' "$out/bench.txt" | tr -s ' ') | |"
+echo "| bench_decode.py --device cuda | $(grep 'batched on' "$out/decode.txt" | tr -s ' ' | paste -sd ';' || echo "exit $decode_rc") | $decode_s |"
 echo
 cat "$out/gpu.txt"
 grep -m1 '^machine' "$out/bench.txt" || true
-[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $speed_rc -eq 0 ]
+[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $speed_rc -eq 0 ] && [ $decode_rc -eq 0 ]
