@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import types
 from pathlib import Path
 
 import torch
-from runs import ROOT, extract_cifar10
+from runs import ROOT, extract_cifar10, write_between_markers
 from speedrun import run_seed
 
 # (text in airbench94.py, what replaces it, why): each must be found, or the file is not the one this script knows
@@ -207,10 +206,7 @@ def main() -> None:
         pairs[seed] = tuple(done if i % 2 == 0 else done[::-1])
         print(table(pairs), flush=True)
     if args.write:
-        page = ROOT / "docs" / "speed.md"
-        block = f"<!-- airbench:start -->\n{table(pairs)}\n<!-- airbench:end -->"
-        page.write_text(re.sub(r"<!-- airbench:start -->.*?<!-- airbench:end -->", block, page.read_text(),
-                               flags=re.S))
+        write_between_markers(ROOT / "docs" / "speed.md", "airbench", table(pairs))
 
 
 if __name__ == "__main__":

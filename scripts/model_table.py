@@ -7,10 +7,9 @@
 from __future__ import annotations
 
 import argparse
-import re
-from pathlib import Path
 
 import torch
+from runs import ROOT, write_between_markers
 
 from cnnbench.anatomy import analyze
 from cnnbench.models import build_model, list_models
@@ -57,13 +56,7 @@ def main() -> None:
     text = table()
     print(text)
     if args.write:
-        page = Path(__file__).resolve().parents[1] / "docs" / "models.md"
-        start, end = "<!-- model-table:start -->", "<!-- model-table:end -->"
-        content = page.read_text()
-        new = re.sub(f"{start}.*?{end}", f"{start}\n{text}\n{end}", content, flags=re.S)
-        if new == content and start not in content:
-            raise SystemExit(f"{page} has no {start} ... {end} markers")
-        page.write_text(new)
+        write_between_markers(ROOT / "docs" / "models.md", "model-table", text)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ the recipe's batched augmentations. Figures, not a test: about 50 minutes on 2 C
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from runs import ROOT, extract_cifar10, run_cnnbench
+from runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
 
 CIFAR = ["data.mean=[0.4914,0.4822,0.4465]", "data.std=[0.2470,0.2435,0.2616]", "scheduler.warmup_epochs=1",
          "logger.print_config=false", "logger.progress=false", "logger.snapshots=0", "logger.figures=false"]
@@ -124,9 +123,7 @@ def main() -> None:
     text = table(results, rates)
     print(text)
     if args.write:
-        page = ROOT / "docs" / "training.md"
-        block = f"<!-- recipe:start -->\n{text}\n<!-- recipe:end -->"
-        page.write_text(re.sub(r"<!-- recipe:start -->.*?<!-- recipe:end -->", block, page.read_text(), flags=re.S))
+        write_between_markers(ROOT / "docs" / "training.md", "recipe", text)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,16 @@ def extract_hymenoptera(tar_path: Path, into: Path) -> Path:
         with tarfile.open(tar_path) as tar:
             tar.extractall(into, filter="data")
     return into / "hymenoptera_data"
+
+
+def write_between_markers(page: Path, name: str, text: str) -> None:
+    """Put ``text`` between the ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers of ``page``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    content = page.read_text()
+    if start not in content or end not in content:
+        sys.exit(f"{page} has no {start} ... {end} markers")
+    page.write_text(re.sub(f"{re.escape(start)}.*?{re.escape(end)}", lambda _: f"{start}\n{text}\n{end}", content,
+                           flags=re.S))
 
 
 def run_cnnbench(run_dir: Path, *overrides: str, quiet: bool = False, cwd: Path | None = None) -> dict:

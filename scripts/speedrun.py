@@ -11,12 +11,11 @@ Figures, not a test.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import tempfile
 from pathlib import Path
 
-from runs import ROOT, extract_cifar10, run_cnnbench
+from runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
 
 
 def run_seed(root: Path, seed: int, work: Path, extra: list[str]) -> dict:
@@ -53,10 +52,7 @@ def main() -> None:
     text = table(results)
     print(text)
     if args.write:
-        page = ROOT / "docs" / "speed.md"
-        block = f"<!-- speedrun:start -->\n{text}\n<!-- speedrun:end -->"
-        page.write_text(re.sub(r"<!-- speedrun:start -->.*?<!-- speedrun:end -->", block, page.read_text(),
-                               flags=re.S))
+        write_between_markers(ROOT / "docs" / "speed.md", "speedrun", text)
 
 
 if __name__ == "__main__":
