@@ -65,8 +65,9 @@ def test_files_the_batch_decoder_refuses_take_the_pillow_path(tmp_path: Path, de
 
 
 def test_decode_device_is_checked() -> None:
-    with pytest.raises(CnnbenchError, match="data.decode_device must be cpu, cuda or cuda:N, got 'gpu'"):
-        validate(compose_config("data=imagefolder", "data.root=/x", "data.decode_device=gpu"))
+    for wrong in ("gpu", "cuda:first"):
+        with pytest.raises(CnnbenchError, match=f"data.decode_device must be cpu, cuda or cuda:N, got '{wrong}'"):
+            validate(compose_config("data=imagefolder", "data.root=/x", f"data.decode_device={wrong}"))
     with pytest.raises(CnnbenchError, match="decodes image files .* data=digits is read from its library's arrays"):
         validate(compose_config("data.decode_device=cuda"))
     if not torch.cuda.is_available():

@@ -7,6 +7,7 @@ The code that builds a run assumes a checked config."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +184,7 @@ def check_data(d: DictConfig) -> None:
     _require(0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}")
     _require(d.sampler in ("shuffle", "balanced"), f"data.sampler must be shuffle or balanced, got {d.sampler!r}")
     _require(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
-    _require(d.decode_device == "cpu" or d.decode_device.split(":")[0] == "cuda",
+    _require(re.fullmatch(r"cpu|cuda(:\d+)?", d.decode_device) is not None,
              f"data.decode_device must be cpu, cuda or cuda:N, got {d.decode_device!r}")
     _require(d.decode_device == "cpu" or d.name in PHOTO_SETS, f"data.decode_device={d.decode_device} decodes image "
              f"files (data={' or '.join(PHOTO_SETS)}); data={d.name} is read from its library's arrays")
