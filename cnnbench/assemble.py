@@ -77,6 +77,8 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     model, channels_last = place_model(model, t, device)
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, (data.channels, data.image_size, data.image_size))
+    if t.compile:  # from a clean slate: what earlier runs in this process compiled would change the kernels
+        torch.compiler.reset()
     compiled = torch.compile(model, mode=t.compile_mode) if t.compile else None
     graphs = compiled is not None and device.type == "cuda" and t.compile_mode in GRAPH_MODES
     how = f", compiled ({t.compile_mode}{', CUDA graphs' if graphs else ''})" if compiled is not None else ""

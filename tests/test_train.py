@@ -286,3 +286,21 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror() -> None:
     with torch.no_grad():
         assert torch.equal(plain.preds, model(x).argmax(1))
 
+
+
+@pytest.mark.slow
+def test_a_compiled_run_after_another_in_one_process_trains_as_a_fresh_one(tmp_path: Path) -> None:
+    """torch.compile keeps per-process state that changes the next compilation's kernels (a sweep's jobs run in
+    one process): each run compiles from a clean slate, so a second run trains bit for bit as it does alone."""
+    run = ("model=small_resnet", "model.widths=[16,32,64]", "data.num_train=1024", "data.num_test=128",
+           "data.batch_size=64", "trainer.epochs=2", "trainer.precision=fp32", "trainer.deterministic=true",
+           "trainer.accumulate_steps=2", "trainer.lookahead_every=2", "trainer.ema_decay=0.9", "trainer.compile=true",
+           "logger.tensorboard=false", "logger.snapshots=0", "logger.figures=false", "logger.print_config=false")
+    for name in ("first", "second"):  # in this process, one after the other
+        assert run_cli(*run, f"hydra.run.dir={name}", cwd=tmp_path).returncode == 0
+    alone = run_cli(*run, "hydra.run.dir=alone", cwd=tmp_path, process=True)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    second, fresh = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True)["model"]
+                     for d in ("second", "alone"))
+    for key, value in second.items():
+        assert torch.equal(value, fresh[key]), key
