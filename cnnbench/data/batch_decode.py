@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
-from cnnbench.data.decode import Resize, decode, fit_shape
+from cnnbench.data.decode import Resize, decode, resize_to
+from cnnbench.data.parallel import gather
 
 BATCH = 256  # files per decode_jpeg call: enough to keep the decoder busy, little memory
 JPEG_MAGIC = (0xFF, 0xD8, 0xFF)
@@ -31,22 +32,11 @@ def is_jpeg(data: torch.Tensor) -> bool:
 def resized(image: torch.Tensor, spec: Resize) -> torch.Tensor:
     """A decoded uint8 (C, H, W) image at the size ``spec`` says, as ``decode.decode`` makes it with Pillow: the
     content of a ``fit`` image at the top-left of a zero square canvas."""
-    import torchvision.transforms.v2.functional as TF
-    from torchvision.transforms import InterpolationMode
-
-    mode = InterpolationMode(spec.interpolation)
-    if spec.mode == "centre":
-        image = TF.resize(image, [spec.resize], interpolation=mode, antialias=True)
-        return TF.center_crop(image, [spec.size, spec.size])
-    height, width = image.shape[-2:]
-    size = spec.size or width
-    shape = fit_shape(height, width, size) if spec.mode == "fit" else (size, size)
-    if (height, width) != shape:
-        image = TF.resize(image, list(shape), interpolation=mode, antialias=True)
+    image = resize_to(image, spec)
     if spec.mode != "fit":
         return image
-    canvas = image.new_zeros((image.shape[0], size, size))
-    canvas[:, :shape[0], :shape[1]] = image
+    canvas = image.new_zeros((image.shape[0], spec.size, spec.size))
+    canvas[:, :image.shape[1], :image.shape[2]] = image
     return canvas
 
 
@@ -83,9 +73,9 @@ def _bytes(path: str) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
 
 
-def decode_batched(paths: Sequence[str], channels: int, spec: Resize, device: torch.device) -> torch.Tensor:
-    """Every file of ``paths`` decoded per ``spec``: uint8 (N, C, size, size) on the CPU."""
-    out = None
+def _batches(paths: Sequence[str], channels: int, spec: Resize, device: torch.device
+             ) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first position, uint8 (B, C, size, size) on the CPU) for each batch of ``BATCH`` files of ``paths``."""
     for start in range(0, len(paths), BATCH):
         chunk = list(paths[start:start + BATCH])
         data = [_bytes(p) for p in chunk]
@@ -93,11 +83,12 @@ def decode_batched(paths: Sequence[str], channels: int, spec: Resize, device: to
         images: list[torch.Tensor | None] = [None] * len(chunk)
         for i, image in zip(jpegs, _decoded([data[i] for i in jpegs], channels, device), strict=True):
             images[i] = image
-        rows = torch.stack([
+        yield start, torch.stack([
             resized(image, spec).cpu() if image is not None
             else torch.from_numpy(decode(path, channels, spec)).permute(2, 0, 1)  # Pillow: refused, or not a JPEG
             for path, image in zip(chunk, images, strict=True)])
-        if out is None:
-            out = torch.empty((len(paths), *rows.shape[1:]), dtype=torch.uint8)
-        out[start:start + len(rows)] = rows
-    return out
+
+
+def decode_batched(paths: Sequence[str], channels: int, spec: Resize, device: torch.device) -> torch.Tensor:
+    """Every file of ``paths`` decoded per ``spec``: uint8 (N, C, size, size) on the CPU."""
+    return gather(_batches(paths, channels, spec, device), len(paths))

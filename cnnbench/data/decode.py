@@ -58,17 +58,20 @@ def to_8bit(img):
     return img
 
 
-def _resized(img, spec: Resize):
-    """The upright 8-bit Pillow image ``img`` at the size ``spec`` says (the canvas of ``fit`` not yet added)."""
+def resize_to(img, spec: Resize):
+    """The upright 8-bit image ``img`` (a Pillow image, or a uint8 (C, H, W) tensor) at the size ``spec`` says
+    (the canvas of ``fit`` not yet added), by torchvision's functions for either kind."""
     import torchvision.transforms.v2.functional as TF
     from torchvision.transforms import InterpolationMode
 
     mode = InterpolationMode(spec.interpolation)
-    if spec.mode == "centre":  # exactly torchvision's Resize(resize) + CenterCrop(size) on a PIL image
-        return TF.center_crop(TF.resize(img, [spec.resize], interpolation=mode), [spec.size, spec.size])
-    size = spec.size or img.width
-    shape = fit_shape(img.height, img.width, size) if spec.mode == "fit" else (size, size)
-    return img if (img.height, img.width) == shape else TF.resize(img, list(shape), interpolation=mode)
+    if spec.mode == "centre":  # exactly torchvision's Resize(resize) + CenterCrop(size)
+        return TF.center_crop(TF.resize(img, [spec.resize], interpolation=mode, antialias=True),
+                              [spec.size, spec.size])
+    height, width = TF.get_size(img)
+    size = spec.size or width
+    shape = fit_shape(height, width, size) if spec.mode == "fit" else (size, size)
+    return img if (height, width) == tuple(shape) else TF.resize(img, list(shape), interpolation=mode, antialias=True)
 
 
 @contextmanager
@@ -90,7 +93,7 @@ def decode(path: str | Path, channels: int, spec: Resize) -> np.ndarray:
     """One image file as a uint8 array (size, size, C) per ``spec`` (the content of a ``fit`` image at its
     top-left, zeros around it). An unreadable file is a one-line error naming it."""
     with _opened(path) as img:
-        img = _resized(to_8bit(img).convert("RGB" if channels == 3 else "L"), spec)
+        img = resize_to(to_8bit(img).convert("RGB" if channels == 3 else "L"), spec)
         array = np.array(img, dtype=np.uint8).reshape(img.height, img.width, channels)  # (a writable copy)
     if spec.mode == "fit":
         canvas = np.zeros((spec.size, spec.size, channels), np.uint8)

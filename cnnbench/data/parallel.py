@@ -61,13 +61,14 @@ def _chunks(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int 
                 bar.advance(task, len(result))
 
 
-def _gather(chunks: Iterator[tuple[int, np.ndarray]], n: int, arrange: Callable = lambda rows: rows
-            ) -> torch.Tensor:
-    """The chunks' rows, each chunk ``arrange``d, put in place in one tensor of ``n`` rows allocated once (no
-    concatenated copy: a data set near data.max_memory_gb must not need that much memory twice)."""
+def gather(chunks: Iterator[tuple[int, np.ndarray | torch.Tensor]], n: int, arrange: Callable = lambda rows: rows
+           ) -> torch.Tensor:
+    """The chunks' rows (arrays or tensors), each chunk ``arrange``d, put in place in one tensor of ``n`` rows
+    allocated once (no concatenated copy: a data set near data.max_memory_gb must not need that much memory
+    twice)."""
     out = None
     for start, rows in chunks:
-        rows = arrange(torch.from_numpy(rows))
+        rows = arrange(torch.as_tensor(rows))
         if out is None:
             out = torch.empty((n, *rows.shape[1:]), dtype=rows.dtype)
         out[start:start + len(rows)] = rows
@@ -77,9 +78,9 @@ def _gather(chunks: Iterator[tuple[int, np.ndarray]], n: int, arrange: Callable 
 def decode_all(paths: Sequence[str], channels: int, spec: Resize, workers: int | None = None) -> torch.Tensor:
     """Every file of ``paths`` decoded per ``spec``: uint8 (N, C, size, size)."""
     chunks = _chunks(_decode_chunk, list(paths), (channels, spec), workers, "decoding")
-    return _gather(chunks, len(paths), lambda rows: rows.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
+    return gather(chunks, len(paths), lambda rows: rows.permute(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
 
 
 def probe_all(paths: Sequence[str], workers: int | None = None) -> torch.Tensor:
     """(height, width) of every file of ``paths`` as decoded upright, from the headers: int64 (N, 2)."""
-    return _gather(_chunks(_probe_chunk, list(paths), (), workers, "reading the sizes of"), len(paths))
+    return gather(_chunks(_probe_chunk, list(paths), (), workers, "reading the sizes of"), len(paths))
