@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,10 @@ from pathlib import Path
 import torch
 from runs import ROOT, extract_cifar10, write_between_markers
 from speedrun import run_seed
+
+from cnnbench.data.batch_decode import decode_batched
+from cnnbench.data.decode import Resize
+from cnnbench.engine.runtime import cpu_supports_bf16
 
 # (text in airbench94.py, what replaces it, why): each must be found, or the file is not the one this script knows
 ADAPTATIONS = (
@@ -68,7 +73,7 @@ def load_airbench(path: Path, device: torch.device) -> types.ModuleType:
     cuda = device.type == "cuda"
     module.__dict__.update(
         DEVICE=device,
-        DTYPE=torch.half if cuda else (torch.bfloat16 if cpu_bf16() else torch.float32),
+        DTYPE=torch.half if cuda else (torch.bfloat16 if cpu_supports_bf16() else torch.float32),
         Event=(lambda: torch.cuda.Event(enable_timing=True)) if cuda else WallEvent,
         synchronize=torch.cuda.synchronize if cuda else (lambda: None),
     )
@@ -76,16 +81,8 @@ def load_airbench(path: Path, device: torch.device) -> types.ModuleType:
     return module
 
 
-def cpu_bf16() -> bool:
-    from cnnbench.engine.runtime import cpu_supports_bf16
-
-    return cpu_supports_bf16()
-
-
 def write_tensors(root: Path, into: Path) -> None:
     """The JPEG folder as airbench's ``train.pt`` / ``test.pt`` (uint8 NHWC images, labels, class names), once."""
-    from torchvision.io import decode_jpeg, read_file
-
     into.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         target = into / f"{split}.pt"
@@ -93,15 +90,13 @@ def write_tensors(root: Path, into: Path) -> None:
             continue
         classes = sorted(p.name for p in (root / split).iterdir() if p.is_dir())  # ImageFolder's order
         files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / split / name).iterdir())]
-        images = decode_jpeg([read_file(str(f)) for f, _ in files])
-        torch.save({"images": torch.stack(images).permute(0, 2, 3, 1).contiguous(),
+        images = decode_batched([str(f) for f, _ in files], 3, Resize("square"), torch.device("cpu"))  # at their size
+        torch.save({"images": images.permute(0, 2, 3, 1).contiguous(),
                     "labels": torch.tensor([c for _, c in files]), "classes": classes}, target)
 
 
 def airbench_child(path: Path, data: Path, seed: int, device: str, epochs: float, out: Path) -> None:
     """One airbench94 run (in this process): its accuracy and the time of its training steps, to ``out``."""
-    import os
-
     dev = torch.device(device)
     ab = load_airbench(path, dev)
     spent = {"whiten": 0.0, "tta": 0.0}

@@ -45,6 +45,7 @@ def rate(n: int, seconds: float) -> str:
 def measure(name: str, splits: dict[str, list[str]], before_size: int, pipeline: Pipeline, workers: int,
             device: str | None) -> None:
     every = [p for paths in splits.values() for p in paths]
+    specs = {split: pipeline.train_resize if split == "train" else pipeline.eval_resize for split in splits}
     start = time.perf_counter()
     for p in every:
         read_image(p, 3, before_size)
@@ -53,13 +54,12 @@ def measure(name: str, splits: dict[str, list[str]], before_size: int, pipeline:
     start = time.perf_counter()
     probe_all(every, workers)
     probed = time.perf_counter() - start
-    for split, paths in splits.items():
-        decode_all(paths, 3, pipeline.train_resize if split == "train" else pipeline.eval_resize, workers)
+    pillow = {split: decode_all(paths, 3, specs[split], workers) for split, paths in splits.items()}
     after = time.perf_counter() - start
 
     start = time.perf_counter()
     for split, paths in splits.items():
-        decode_all(paths, 3, pipeline.train_resize if split == "train" else pipeline.eval_resize, 1)
+        decode_all(paths, 3, specs[split], 1)
     serial = time.perf_counter() - start
     print(f"{name}: {len(every)} files")
     print(f"  before (1 thread, squashed to {before_size} px):      {rate(len(every), before)}")
@@ -69,14 +69,11 @@ def measure(name: str, splits: dict[str, list[str]], before_size: int, pipeline:
     if device:  # data.decode_device: JPEGs in batches (nvJPEG on a GPU), against Pillow on the processes
         import torch
 
-        batched, start = {}, time.perf_counter()
-        for split, paths in splits.items():
-            spec = pipeline.train_resize if split == "train" else pipeline.eval_resize
-            batched[split] = decode_batched(paths, 3, spec, torch.device(device))
+        start = time.perf_counter()
+        batched = {split: decode_batched(paths, 3, specs[split], torch.device(device))
+                   for split, paths in splits.items()}
         seconds = time.perf_counter() - start
-        worst = max(int((batched[s].int() - decode_all(paths, 3, pipeline.train_resize if s == "train" else
-                                                       pipeline.eval_resize, workers).int()).abs().max())
-                    for s, paths in splits.items())
+        worst = max(int((batched[s].int() - pillow[s].int()).abs().max()) for s in splits)
         print(f"  batched on {device} (data.decode_device), no header pass: {rate(len(every), seconds)}  "
               f"{serial / seconds:.2f}x the 1-process Pillow path; pixels within {worst} grey levels of it")
 
