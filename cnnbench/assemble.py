@@ -77,10 +77,7 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     model, channels_last = place_model(model, t, device)
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, (data.channels, data.image_size, data.image_size))
-    if t.compile:  # from a clean slate: what earlier runs in this process compiled would change the kernels
-        torch.compiler.reset()
-    compiled = torch.compile(model, mode=t.compile_mode) if t.compile else None
-    graphs = compiled is not None and device.type == "cuda" and t.compile_mode in GRAPH_MODES
+    compiled, graphs = compile_model(model, t, device)
     how = f", compiled ({t.compile_mode}{', CUDA graphs' if graphs else ''})" if compiled is not None else ""
     reporter.info(f"model: {cfg.model.name}, {params:,} parameters; device {device}, precision {precision.name}"
                   f"{', channels_last' if channels_last else ''}{how}")
@@ -107,6 +104,15 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
                       dist=dist, compiled=compiled, cuda_graphs=graphs,
                       **loop_parts(t, model, loaders["train"].labels, data.num_classes))
     return Run(data, model, compiled, loaders, trainer, pictures, params, macs, channels_last)
+
+
+def compile_model(model: nn.Module, t: DictConfig, device: torch.device) -> tuple[nn.Module | None, bool]:
+    """``torch.compile(model)`` in ``trainer.compile_mode`` (None without ``trainer.compile``), and whether it
+    replays CUDA graphs."""
+    if not t.compile:
+        return None, False
+    torch.compiler.reset()  # from a clean slate: what earlier runs in this process compiled would change the kernels
+    return torch.compile(model, mode=t.compile_mode), device.type == "cuda" and t.compile_mode in GRAPH_MODES
 
 
 def loop_parts(t: DictConfig, model: nn.Module, labels: torch.Tensor, num_classes: int) -> dict:
