@@ -120,7 +120,7 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
     ("args", "message"),
     [
         (["model=no_such_model"], "available options in 'model': airbench, alexnet, efficientnet_b0"),
-        (["optimizer=no_such_opt"], "available options in 'optimizer': adam, adamw, sgd"),
+        (["optimizer=no_such_opt"], "available options in 'optimizer': adam, adamw, muon, sgd"),
         (["trainer.epochs=abc"], "could not be converted to Integer"),
         (["trainer.precision=fp64"], "expected one of [auto, fp32, bf16, fp16]"),
         (["optimizer.lr=-1"], "optimizer.lr must be a positive number, got -1"),
@@ -154,8 +154,9 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
     for text in ("cnnbench", "vgg16_bn, vgg19, vgg19_bn, vit_b_16, vit_small, vit_tiny",
-                 "optimizer: adam, adamw, sgd", "experiment: cifar10_reference, cifar10_speedrun, modern_recipe",
-                 "scheduler: cosine, none, onecycle, step", "data: cifar10, cifar100, digits"):
+                 "optimizer: adam, adamw, muon, sgd",
+                 "experiment: cifar10_reference, cifar10_speedrun, cifar10_speedrun_muon, modern_recipe",
+                 "scheduler: cosine, linear, none, onecycle, step", "data: cifar10, cifar100, digits"):
         assert text in proc.stdout, text
     groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     assert "schema" not in groups and "model_" not in groups  # the option schemas are not options

@@ -200,6 +200,16 @@ def test_lookahead_and_alternating_flip_resume_exactly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_muon_resumes_exactly(tmp_path: Path) -> None:
+    """Muon's momentum in both kinds of groups (orthogonalised filters, SGD for the rest) survives a kill."""
+    tricks = ["optimizer=muon", "optimizer.normalize_weights=true", "optimizer.weight_decay=1e-3"]
+    ckpt, reference = kill_and_resume(tmp_path, tricks, every=5, min_step=35)
+    kinds = {g["orthogonalize"] for g in ckpt["optimizer"]["param_groups"]}
+    assert kinds == {True, False} and all("momentum_buffer" in s for s in ckpt["optimizer"]["state"].values())
+    assert_same_run(tmp_path / "killed", reference)
+
+
+@pytest.mark.slow
 def test_recipe_options_resume_exactly(tmp_path: Path) -> None:
     """Every training-recipe option on at once (EMA, mixup + cutmix, TrivialAugment, random erasing, drop path,
     accumulation, early stopping that does not trigger, no decay on norms and biases): killed mid-epoch,

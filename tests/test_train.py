@@ -179,6 +179,20 @@ def test_step_and_onecycle_and_constant() -> None:
     assert _lrs("scheduler=none", "optimizer.lr=0.3") == pytest.approx([0.3] * 100)
 
 
+def test_linear_falls_from_lr_to_end_factor_at_the_last_step() -> None:
+    lrs = _lrs("scheduler=linear", "optimizer.lr=0.2")
+    assert lrs == pytest.approx([0.2 * (1 - s / 100) for s in range(100)])  # airbench94_muon's lr x (1 - s / steps)
+    warm = _lrs("scheduler=linear", "optimizer.lr=0.2", "scheduler.warmup_epochs=2", "scheduler.end_factor=0.5")
+    assert warm[0] == pytest.approx(0.02) and warm[20] == pytest.approx(0.2) and warm[-1] > 0.1
+
+
+def test_onecycle_whose_rise_ends_at_the_first_step_does_not_divide_by_zero() -> None:
+    # pct_start x total = 1: torch's OneCycleLR alone raises ZeroDivisionError at its first step
+    lrs = _lrs("scheduler=onecycle", "scheduler.pct_start=0.01", "optimizer.lr=0.2", "scheduler.div_factor=1",
+               "scheduler.anneal_strategy=linear")
+    assert lrs[0] == pytest.approx(0.2) and lrs[1] < lrs[0] and lrs == sorted(lrs, reverse=True)
+
+
 def test_onecycle_as_airbench_triangle_keeps_momentum() -> None:
     cfg = ("scheduler=onecycle", "optimizer.lr=1.0", "scheduler.anneal_strategy=linear", "scheduler.div_factor=5",
            "scheduler.final_div_factor=2.857", "scheduler.pct_start=0.23", "scheduler.cycle_momentum=false")

@@ -138,6 +138,9 @@ def check_scheduler(s: DictConfig) -> None:
                  f"scheduler.min_lr must be a number >= 0, got {s.min_lr!r}")
     if s.name == "step":
         _require(_positive(s.step_size) and _positive(s.gamma), "scheduler.step_size and gamma must be positive")
+    if s.name == "linear":
+        _require(isinstance(s.end_factor, int | float) and 0 <= s.end_factor <= 1,
+                 f"scheduler.end_factor must be in [0, 1], got {s.end_factor!r}")
     if s.name == "onecycle":
         _require(_positive(s.pct_start) and s.pct_start < 1, f"scheduler.pct_start must be in (0, 1), got "
                  f"{s.pct_start!r}")

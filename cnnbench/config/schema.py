@@ -208,11 +208,20 @@ class OneCycleConfig(SchedulerConfig):
 
 
 @dataclass
+class LinearConfig(SchedulerConfig):
+    """torch.optim.lr_scheduler.LinearLR from the full rate down to lr x end_factor at the last step."""
+
+    name: str = "linear"
+    end_factor: float = 0.0
+
+
+@dataclass
 class ConstantConfig(SchedulerConfig):
     name: str = "none"
 
 
-SCHEDULERS = {"cosine": CosineConfig, "step": StepConfig, "onecycle": OneCycleConfig, "none": ConstantConfig}
+SCHEDULERS = {"cosine": CosineConfig, "step": StepConfig, "onecycle": OneCycleConfig, "linear": LinearConfig,
+              "none": ConstantConfig}
 
 
 # -- transfer: cnnbench.transfer ---------------------------------------------------------------------------------
@@ -288,7 +297,21 @@ class AdamWConfig(AdamConfig):
     weight_decay: float = 0.01
 
 
-OPTIMIZERS = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig}
+@dataclass
+class MuonConfig(OptimizerConfig):
+    """cnnbench.engine.muon.Muon: orthogonalised momentum for conv filters and weight matrices, SGD for the rest."""
+
+    _target_: str = "cnnbench.engine.muon.Muon"
+    lr: float = 0.02
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5  # Newton-Schulz iterations per step
+    normalize_weights: bool = False  # rescale each filter bank to norm sqrt(out_channels) before its step
+    other_lr_scale: float = 1.0  # biases, normalisation layers and the classifier: SGD at lr x this
+    other_momentum: float = 0.9
+
+
+OPTIMIZERS = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig, "muon": MuonConfig}
 
 
 # -- model: cnnbench.models (one schema per registered builder) ---------------------------------------------------

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import lr_scheduler as lrs
 
 from cnnbench.errors import CnnbenchError
+from cnnbench.models.surgery import find_heads
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -33,6 +34,8 @@ def build_optimizer(cfg: DictConfig, params: Iterable, model: nn.Module | None =
     kwargs = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in OWN_KEYS])
     if model is not None and (scale != 1.0 or not decay_norm_bias):
         params = split_norm_bias(params, model, scale, cfg.lr, cfg.get("weight_decay", 0.0), decay_norm_bias)
+    if model is not None and _is_muon(cfg.get("_target_")):
+        params = split_heads(params, model)
     try:
         return instantiate(kwargs, params=params, _convert_="all")
     except InstantiationException as e:
@@ -64,6 +67,32 @@ def split_norm_bias(params: Iterable, model: nn.Module, scale: float, lr: float,
         if norm:
             out.append({**g, "params": norm, "lr": g.get("lr", lr) * scale,
                         "weight_decay": decay / scale if decay_norm_bias else 0.0})
+    return out
+
+
+def _is_muon(target: str | None) -> bool:
+    from cnnbench.engine.muon import Muon
+
+    try:
+        return isinstance(target, str) and issubclass(get_class(target), Muon)
+    except (ImportError, ValueError, TypeError):
+        return False  # a bad _target_ is reported by instantiate, with the optimizer's own message
+
+
+def split_heads(params: Iterable, model: nn.Module) -> list[dict]:
+    """Split ``params`` (tensors or groups) so that the classifier's parameters form groups of their own with
+    ``orthogonalize=False``: Muon is for hidden layers, and the output layer trains with SGD (Jordan 2024)."""
+    try:
+        head_ids = {id(p) for name in find_heads(model) for p in model.get_submodule(name).parameters()}
+    except CnnbenchError as e:
+        raise CnnbenchError(f"optimizer=muon trains the classifier with SGD, but {e}") from None
+    out = []
+    for g in (g if isinstance(g, dict) else {"params": [g]} for g in params):
+        tensors = list(g["params"])
+        hidden = [p for p in tensors if id(p) not in head_ids]
+        head = [p for p in tensors if id(p) in head_ids]
+        out += [{**g, "params": hidden}] if hidden else []
+        out += [{**g, "params": head, "orthogonalize": False}] if head else []
     return out
 
 
@@ -122,9 +151,15 @@ def build_scheduler(
         main = lrs.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=cfg.min_lr)
     elif name == "step":
         main = lrs.StepLR(optimizer, step_size=max(round(cfg.step_size * unit), 1), gamma=cfg.gamma)
+    elif name == "linear":
+        main = lrs.LinearLR(optimizer, start_factor=1.0, end_factor=cfg.end_factor, total_iters=max(total - warmup, 1))
     elif name == "onecycle":
         lrs_max = [g["lr"] for g in optimizer.param_groups]
-        main = lrs.OneCycleLR(optimizer, max_lr=lrs_max, total_steps=max(total, 2), pct_start=cfg.pct_start,
+        total = max(total, 2)
+        # OneCycleLR divides by zero when its rise ends exactly at step 0 (pct_start x total = 1): a hair later is
+        # the same schedule (step 0 at the start value, the fall from there).
+        pct_start = cfg.pct_start * (1 + 1e-6) if math.isclose(cfg.pct_start * total, 1.0) else cfg.pct_start
+        main = lrs.OneCycleLR(optimizer, max_lr=lrs_max, total_steps=total, pct_start=pct_start,
                               anneal_strategy=cfg.anneal_strategy, div_factor=cfg.div_factor,
                               final_div_factor=cfg.final_div_factor, cycle_momentum=cfg.cycle_momentum)
     else:  # none
