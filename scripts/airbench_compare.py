@@ -1,7 +1,8 @@
 """airbench94's own code beside `experiment=cifar10_speedrun`, seed by seed, on the same machine and the same data.
 
     python scripts/airbench_compare.py --airbench94 PATH/airbench94.py [--seeds 0,1,2] [--device cpu|cuda]
-                                       [--shared ../shared] [--write] [extra cnnbench overrides ...]
+                                       [--experiment cifar10_speedrun_muon] [--shared ../shared] [--write]
+                                       [extra cnnbench overrides ...]
 
 PATH is your copy of ``legacy/airbench94.py`` from https://github.com/KellerJordan/cifar10-airbench (MIT licence,
 (c) 2024 Keller Jordan); it is not shipped with cnnbench. The script runs that file's own ``main()`` (network,
@@ -147,7 +148,7 @@ def run_airbench(path: Path, data: Path, seed: int, device: str, epochs: float, 
     return json.loads(out.read_text())
 
 
-def table(pairs: dict[int, tuple[dict, dict]]) -> str:
+def table(pairs: dict[int, tuple[dict, dict]], experiment: str) -> str:
     rows = ["| seed | airbench94 accuracy | airbench94 time | cnnbench accuracy | cnnbench time | cnnbench speed |",
             "|---|---:|---:|---:|---:|---:|"]
     for seed, (a, c) in pairs.items():
@@ -163,7 +164,8 @@ def table(pairs: dict[int, tuple[dict, dict]]) -> str:
     rows.append(f"| mean | **{mean(0, 'test_acc')}%** | {a_time:.1f} s | **{mean(1, 'test_acc')}%** | "
                 f"{c_time:.1f} s | **{a_time / c_time:.2f}x** |")
     a, c = next(iter(pairs.values()))
-    rows.append(f"\n{c['machine']}; airbench94 in {a['dtype']} ({a['steps']} steps), cnnbench precision "
+    rows.append(f"\n{c['machine']}; airbench94 in {a['dtype']} ({a['steps']} steps), cnnbench "
+                f"`experiment={experiment}` in "
                 f"{c['precision']} ({c['steps']} steps, MFU {100 * c['mfu']:.1f}% of {c['peak_tflops']:.2f} TFLOP/s); "
                 f"torch {torch.__version__}")
     return "\n".join(rows)
@@ -179,8 +181,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--epochs", type=float, default=0,
-                        help="a shorter run of both (quick checks; default: each side's own, 9.9 and 10)")
+                        help="a shorter run of both (quick checks; default: each side's own: 9.9 and the experiment's)")
     parser.add_argument("--work", type=Path, help="folder for the unpacked data and the runs (default: a new one)")
+    parser.add_argument("--experiment", default="cifar10_speedrun", help="cnnbench's side (default: %(default)s; "
+                        "cifar10_speedrun_muon: 8 epochs with Muon)")
     parser.add_argument("--write", action="store_true", help="write the table into docs/speed.md")
     args, extra = parser.parse_known_args()
     if not args.airbench94.is_file():
@@ -196,12 +200,12 @@ def main() -> None:
     for i, seed in enumerate(args.seeds):
         sides = [lambda s=seed: run_airbench(args.airbench94.resolve(), work / "tensors" / "cifar10", s, args.device,
                                              args.epochs, work),
-                 lambda s=seed: run_seed(root, s, work, extra)]
+                 lambda s=seed: run_seed(root, s, work, extra, args.experiment)]
         done = [side() for side in (sides if i % 2 == 0 else sides[::-1])]
         pairs[seed] = tuple(done if i % 2 == 0 else done[::-1])
-        print(table(pairs), flush=True)
+        print(table(pairs, args.experiment), flush=True)
     if args.write:
-        write_between_markers(ROOT / "docs" / "speed.md", "airbench", table(pairs))
+        write_between_markers(ROOT / "docs" / "speed.md", "airbench", table(pairs, args.experiment))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 # speedrun with 3 seeds, beside airbench94's own code when AIRBENCH94 names a copy of its legacy/airbench94.py
 # (scripts/airbench_compare.py); the throughput benchmark at batch 128 over 2,000 steps, eager and with the step
 # replayed as CUDA graphs (trainer.compile_mode=reduce-overhead); JPEG decoding on the GPU (nvJPEG) against
-# Pillow; then one summary table. About 10 minutes on one current GPU.
+# Pillow; then one summary table. About 10 minutes on one current GPU. SPEEDRUN names the recipes (default both:
+# cifar10_speedrun, and cifar10_speedrun_muon: 8 epochs with Muon).
 #
-#   [AIRBENCH94=PATH] bash scripts/gpu_check.sh [OUT_DIR]
+#   [AIRBENCH94=PATH] [SPEEDRUN=cifar10_speedrun_muon] bash scripts/gpu_check.sh [OUT_DIR]
 #       (OUT_DIR default: gpu_check/; needs ../shared/datasets for CIFAR-10)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +25,16 @@ tests_rc=$?
 tests_s=$((SECONDS - start))
 
 start=$SECONDS
-if [ -n "${AIRBENCH94:-}" ]; then
-  (cd scripts && "$py" airbench_compare.py --airbench94 "$(realpath "$AIRBENCH94")" --seeds 0,1,2 --device cuda) \
-    > "$out/speedrun.txt" 2>&1
-else
-  (cd scripts && "$py" speedrun.py --seeds 0,1,2 trainer.device=cuda) > "$out/speedrun.txt" 2>&1
-fi
-speed_rc=$?
+speed_rc=0
+for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
+  if [ -n "${AIRBENCH94:-}" ]; then
+    (cd scripts && "$py" airbench_compare.py --airbench94 "$(realpath "$AIRBENCH94")" --seeds 0,1,2 --device cuda \
+      --experiment "$recipe") > "$out/$recipe.txt" 2>&1
+  else
+    (cd scripts && "$py" speedrun.py --seeds 0,1,2 --experiment "$recipe" trainer.device=cuda) > "$out/$recipe.txt" 2>&1
+  fi
+  speed_rc=$((speed_rc || $?))
+done
 speed_s=$((SECONDS - start))
 
 start=$SECONDS
@@ -48,7 +52,9 @@ echo
 echo "| check | result | seconds |"
 echo "|---|---|---:|"
 echo "| cuda-marked tests | $(tail -n 1 "$out/cuda_tests.txt") (exit $tests_rc) | $tests_s |"
-echo "| speedrun, 3 seeds | $(grep -m1 -E '^\| mean' "$out/speedrun.txt" || echo "exit $speed_rc") | $speed_s |"
+for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
+  echo "| $recipe, 3 seeds | $(grep -m1 -E '^\| mean' "$out/$recipe.txt" || echo "failed") | $speed_s |"
+done
 echo "| bench_throughput.py, eager | $(grep -m1 '^(b) cnnbench' "$out/bench.txt" | tr -s ' ' || echo "exit $bench_rc") | $bench_s |"
 echo "| bench_throughput.py, CUDA graphs | $(grep -m1 '^(b) with torch.compile' "$out/bench.txt" | tr -s ' ') | |"
 echo "| bench_decode.py --device cuda | $(grep 'batched on' "$out/decode.txt" | tr -s ' ' | paste -sd ';' || echo "exit $decode_rc") | $decode_s |"

@@ -1,10 +1,11 @@
 """Run `experiment=cifar10_speedrun` on the real CIFAR-10 for several seeds and print the table of docs/speed.md.
 
-    python scripts/speedrun.py [--seeds 0,1,2] [--shared ../shared] [--write] [extra cnnbench overrides ...]
+    python scripts/speedrun.py [--seeds 0,1,2] [--shared ../shared] [--experiment cifar10_speedrun_muon]
+                               [--write] [extra cnnbench overrides ...]
 
 Each seed is one `cnnbench experiment=cifar10_speedrun data=imagefolder data.root=<extracted> trainer.seed=N`
-(about 9 minutes each on 2 CPU cores); the table (test accuracy, training time, images/s, mean and standard
-deviation) goes to stdout, and with --write between the speedrun markers of docs/speed.md.
+(about 9 minutes each on 2 CPU cores with bf16); the table (test accuracy, training time, images/s, mean and
+standard deviation) goes to stdout, and with --write between the experiment's markers of docs/speed.md.
 Figures, not a test.
 """
 
@@ -17,9 +18,11 @@ from pathlib import Path
 
 from runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
 
+MARKERS = {"cifar10_speedrun": "speedrun", "cifar10_speedrun_muon": "muon"}  # experiment: its table in docs/speed.md
 
-def run_seed(root: Path, seed: int, work: Path, extra: list[str]) -> dict:
-    return run_cnnbench(work / f"seed{seed}", "experiment=cifar10_speedrun", "data=imagefolder",
+
+def run_seed(root: Path, seed: int, work: Path, extra: list[str], experiment: str = "cifar10_speedrun") -> dict:
+    return run_cnnbench(work / f"{experiment}_seed{seed}", f"experiment={experiment}", "data=imagefolder",
                         f"data.root={root}", f"trainer.seed={seed}", f"data.cache_dir={work / 'cache'}",
                         "logger.print_config=false", "logger.progress=false", *extra)
 
@@ -44,15 +47,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
                         help="comma-separated (default 0,1,2)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--experiment", choices=list(MARKERS), default="cifar10_speedrun")
     parser.add_argument("--write", action="store_true", help="write the table into docs/speed.md")
     args, extra = parser.parse_known_args()
     work = Path(tempfile.mkdtemp(prefix="cnnbench-speedrun-"))
     root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", work)
-    results = {seed: run_seed(root, seed, work, extra) for seed in args.seeds}
+    results = {seed: run_seed(root, seed, work, extra, args.experiment) for seed in args.seeds}
     text = table(results)
     print(text)
     if args.write:
-        write_between_markers(ROOT / "docs" / "speed.md", "speedrun", text)
+        write_between_markers(ROOT / "docs" / "speed.md", MARKERS[args.experiment], text)
 
 
 if __name__ == "__main__":
