@@ -337,8 +337,8 @@ def test_every_command_reads_images_through_the_runs_input_spec(tmp_path: Path) 
     x, _, _ = explained_images(trained, str(tmp_path / "photos" / "val"))
     assert torch.equal(x, trained_x)
     rows = predict_files(trained, files, top_k=2, batch_size=4, device="cpu", progress=False)
-    with torch.no_grad():
-        probs = trained.model(ours).softmax(1)
+    with torch.no_grad(), trained.precision(torch.device("cpu")).autocast():  # the run's precision (bf16 or fp32)
+        probs = torch.cat([trained.model(batch).float().softmax(1) for batch in ours.split(4)])  # predict's batches
     for row, p in zip(rows, probs, strict=True):
         by_class = {q["class"]: q["prob"] for q in row["predictions"]}
         assert by_class == pytest.approx({"ant": float(p[0]), "bee": float(p[1])}, abs=1e-6)
