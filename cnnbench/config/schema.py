@@ -117,6 +117,9 @@ class TrainerConfig:
     # batches whose steps are bound by kernel launches) | max-autotune-no-cudagraphs
     compile_mode: str = "default"
     threads: int | None = None  # CPU threads; null = the cores / processes on this machine (OMP_NUM_THREADS if set)
+    # glibc keeps freed memory for the next step instead of returning it to the OS (engine/host_memory.py): no page
+    # faults per step, ~20% faster CPU steps at large batches; false returns it (a lower resident size)
+    keep_host_memory: bool = True
     profile: bool = False  # torch.profiler over a few steps: <run dir>/profile/{ops.txt,trace.json}
     seed: int = 0
     deterministic: bool = False

@@ -1,4 +1,5 @@
-"""Where and how a run computes: device, processes, threads, precision (autocast), memory format and seeds."""
+"""Where and how a run computes: device, processes, threads, host memory, precision (autocast), memory format and
+seeds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from cnnbench.engine import distributed, placement
+from cnnbench.engine import distributed, host_memory, placement
 from cnnbench.engine.distributed import DistInfo
 from cnnbench.errors import CnnbenchError
 
@@ -139,6 +140,8 @@ def settle(t: DictConfig, run_dir: Path) -> Runtime:
     run_dir = distributed.shared_run_dir(run_dir)
     device = distributed.device_for(dist, device) if t.strategy == "ddp" else placement.sweep_device(device)
     threads = placement.settle(device, t.threads)
+    if t.keep_host_memory:
+        host_memory.keep_freed_memory()
     load = placement.LoadProbe() if device.type == "cpu" and dist.world_size == 1 else None
     precision = resolve_precision(t.precision, device)
     seed_everything(t.seed, t.deterministic)
