@@ -138,11 +138,15 @@ def airbench_child(path: Path, data: Path, seed: int, device: str, epochs: float
     ab.main(seed)
     steps = math.ceil(len(next(d for d in loaders if d.shuffle)) * ab.hyp["opt"]["train_epochs"])
     out.write_text(json.dumps({"test_acc": 100 * final["acc"], "train_time_s": final["total"] - sum(spent.values()),
-                               "steps": steps, "dtype": str(ab.DTYPE).removeprefix("torch.")}))
+                               "steps": steps, "dtype": str(ab.DTYPE).removeprefix("torch."), "epochs": epochs}))
 
 
 def run_airbench(path: Path, data: Path, seed: int, device: str, epochs: float, work: Path) -> dict:
+    """One airbench94 run in a process of its own; a finished one in ``work`` (same seed, epochs) is reused."""
     out = work / f"airbench_seed{seed}.json"
+    if out.exists() and json.loads(out.read_text()).get("epochs") == epochs:
+        print(f"airbench94 seed {seed}: reusing {out}", flush=True)
+        return json.loads(out.read_text())
     subprocess.run([sys.executable, __file__, "--child", str(path), str(data), str(seed), device, str(epochs),
                     str(out)], check=True)
     return json.loads(out.read_text())
@@ -182,7 +186,8 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--epochs", type=float, default=0,
                         help="a shorter run of both (quick checks; default: each side's own: 9.9 and the experiment's)")
-    parser.add_argument("--work", type=Path, help="folder for the unpacked data and the runs (default: a new one)")
+    parser.add_argument("--work", type=Path, help="folder for the unpacked data and the runs (default: a new one); "
+                        "airbench94 runs finished there are reused")
     parser.add_argument("--experiment", default="cifar10_speedrun", help="cnnbench's side (default: %(default)s; "
                         "cifar10_speedrun_muon: 8 epochs with Muon)")
     parser.add_argument("--write", action="store_true", help="write the table into docs/speed.md")
