@@ -38,6 +38,12 @@ def orthogonalize(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tenso
     return x.T if tall else x
 
 
+def as_groups(params: Iterable) -> list[dict]:
+    """``params`` as optimizer parameter groups: a list of group dicts as it is, plain tensors as one group."""
+    params = list(params)
+    return params if params and isinstance(params[0], dict) else [{"params": params}]
+
+
 class Muon(torch.optim.Optimizer):
     """Muon for every parameter of two or more dimensions, nesterov SGD for the rest.
 
@@ -66,11 +72,8 @@ class Muon(torch.optim.Optimizer):
     @staticmethod
     def _split(params: Iterable, lr: float, other_lr_scale: float, other_momentum: float) -> list[dict]:
         """Each group in two: its matrices (orthogonalised) and the rest (SGD at lr x other_lr_scale)."""
-        params = list(params)
-        groups = [g if isinstance(g, dict) else {"params": [g]} for g in params] if params and \
-            isinstance(params[0], dict) else [{"params": params}]
         out = []
-        for g in groups:
+        for g in as_groups(params):
             tensors = list(g["params"])
             wanted = g.get("orthogonalize", True)
             matrices = [p for p in tensors if wanted and p.ndim >= 2]

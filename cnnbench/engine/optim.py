@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import lr_scheduler as lrs
 
+from cnnbench.engine.muon import Muon, as_groups
 from cnnbench.errors import CnnbenchError
 from cnnbench.models.surgery import find_heads
 
@@ -71,8 +72,6 @@ def split_norm_bias(params: Iterable, model: nn.Module, scale: float, lr: float,
 
 
 def _is_muon(target: str | None) -> bool:
-    from cnnbench.engine.muon import Muon
-
     try:
         return isinstance(target, str) and issubclass(get_class(target), Muon)
     except (ImportError, ValueError, TypeError):
@@ -87,7 +86,7 @@ def split_heads(params: Iterable, model: nn.Module) -> list[dict]:
     except CnnbenchError as e:
         raise CnnbenchError(f"optimizer=muon trains the classifier with SGD, but {e}") from None
     out = []
-    for g in (g if isinstance(g, dict) else {"params": [g]} for g in params):
+    for g in as_groups(params):
         tensors = list(g["params"])
         hidden = [p for p in tensors if id(p) not in head_ids]
         head = [p for p in tensors if id(p) in head_ids]
