@@ -144,9 +144,10 @@ def airbench_child(path: Path, data: Path, seed: int, device: str, epochs: float
 def run_airbench(path: Path, data: Path, seed: int, device: str, epochs: float, work: Path) -> dict:
     """One airbench94 run in a process of its own; a finished one in ``work`` (same seed, epochs) is reused."""
     out = work / f"airbench_seed{seed}.json"
-    if out.exists() and json.loads(out.read_text()).get("epochs") == epochs:
+    finished = json.loads(out.read_text()) if out.exists() else {}
+    if finished.get("epochs") == epochs:
         print(f"airbench94 seed {seed}: reusing {out}", flush=True)
-        return json.loads(out.read_text())
+        return finished
     subprocess.run([sys.executable, __file__, "--child", str(path), str(data), str(seed), device, str(epochs),
                     str(out)], check=True)
     return json.loads(out.read_text())

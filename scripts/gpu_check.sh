@@ -24,9 +24,10 @@ start=$SECONDS
 tests_rc=$?
 tests_s=$((SECONDS - start))
 
-start=$SECONDS
 speed_rc=0
+declare -A speed_s
 for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
+  start=$SECONDS
   if [ -n "${AIRBENCH94:-}" ]; then
     (cd scripts && "$py" airbench_compare.py --airbench94 "$(realpath "$AIRBENCH94")" --seeds 0,1,2 --device cuda \
       --experiment "$recipe") > "$out/$recipe.txt" 2>&1
@@ -34,8 +35,8 @@ for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
     (cd scripts && "$py" speedrun.py --seeds 0,1,2 --experiment "$recipe" trainer.device=cuda) > "$out/$recipe.txt" 2>&1
   fi
   speed_rc=$((speed_rc || $?))
+  speed_s[$recipe]=$((SECONDS - start))
 done
-speed_s=$((SECONDS - start))
 
 start=$SECONDS
 (cd scripts && "$py" bench_throughput.py --device cuda --steps 2000 --warmup 50 --compile-mode reduce-overhead) \
@@ -53,7 +54,7 @@ echo "| check | result | seconds |"
 echo "|---|---|---:|"
 echo "| cuda-marked tests | $(tail -n 1 "$out/cuda_tests.txt") (exit $tests_rc) | $tests_s |"
 for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
-  echo "| $recipe, 3 seeds | $(grep -m1 -E '^\| mean' "$out/$recipe.txt" || echo "failed") | $speed_s |"
+  echo "| $recipe, 3 seeds | $(grep -m1 -E '^\| mean' "$out/$recipe.txt" || echo "failed") | ${speed_s[$recipe]} |"
 done
 echo "| bench_throughput.py, eager | $(grep -m1 '^(b) cnnbench' "$out/bench.txt" | tr -s ' ' || echo "exit $bench_rc") | $bench_s |"
 echo "| bench_throughput.py, CUDA graphs | $(grep -m1 '^(b) with torch.compile' "$out/bench.txt" | tr -s ' ') | |"
