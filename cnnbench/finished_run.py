@@ -12,7 +12,8 @@ from torch import nn
 from cnnbench import rundir
 from cnnbench.data.spec import InputSpec
 from cnnbench.engine.checkpoint import load_checkpoint
-from cnnbench.engine.runtime import Precision, resolve_precision
+from cnnbench.engine.host_memory import keep_freed_memory
+from cnnbench.engine.runtime import Precision, resolve_device, resolve_precision
 from cnnbench.errors import CnnbenchError
 
 
@@ -34,6 +35,15 @@ class FinishedRun:
         """The run's precision on ``device`` (fp16, a GPU format, becomes auto elsewhere)."""
         name = self.cfg.trainer.precision
         return resolve_precision("auto" if name == "fp16" and device.type != "cuda" else name, device)
+
+    def settle(self, device: str) -> tuple[torch.device, Precision]:
+        """Where and how the commands run this model: ``device`` resolved (``auto``: a GPU when there is one), the
+        run's precision there, and the run's ``trainer.keep_host_memory`` for this process's allocator (large CPU
+        batches reuse freed memory instead of faulting it in again, as in training)."""
+        where = resolve_device(device)
+        if OmegaConf.select(self.cfg, "trainer.keep_host_memory", default=True):
+            keep_freed_memory()
+        return where, self.precision(where)
 
     def output(self, out: Path | None, default: str) -> Path:
         """Where a command writes: ``out``, else ``default`` inside the run directory (recorded there as

@@ -1,12 +1,14 @@
 """``trainer.keep_host_memory`` measured: CPU training steps with glibc keeping freed memory, and returning it.
 
-    python scripts/bench_host_memory.py [--model airbench] [--batch 1000] [--steps 10] [--repeats 2]
+    python scripts/bench_host_memory.py [--model airbench] [--batch 1000] [--steps 10] [--repeats 2] [--inference]
 
 Each case runs in a process of its own (the allocator setting lasts a process's life), the two alternating
 ``--repeats`` times so that the machine's drift falls on both: ``--steps`` training steps (forward, backward,
 nesterov SGD) of ``--model`` on random 3x32x32 batches, in the precision ``precision=auto`` picks, channels_last,
-after 2 unmeasured ones. Prints images/s, the process's kernel (system) and user CPU time over the measured
-steps, its minor page faults and its resident size at the end. Figures, not a test: run it on an idle machine.
+after 2 unmeasured ones; with ``--inference``, forward passes in eval mode without gradients instead (what
+``cnnbench-eval`` and ``cnnbench-predict`` run, under the run's setting). Prints images/s, the process's kernel
+(system) and user CPU time over the measured steps, its minor page faults and its resident size at the end.
+Figures, not a test: run it on an idle machine.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import time
 
 
-def child(mode: str, model: str, batch: int, steps: int) -> dict:
+def child(mode: str, model: str, batch: int, steps: int, inference: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -37,12 +39,17 @@ def child(mode: str, model: str, batch: int, steps: int) -> dict:
     y = torch.randint(0, 10, (batch,))
 
     def step() -> None:
+        if inference:
+            with torch.no_grad(), precision.autocast():
+                net(x)
+            return
         with precision.autocast():
             loss = F.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    net.train(not inference)
     for _ in range(2):
         step()
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -58,14 +65,15 @@ def child(mode: str, model: str, batch: int, steps: int) -> dict:
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        mode, model, batch, steps = sys.argv[2:6]
-        print(json.dumps(child(mode, model, int(batch), int(steps))))
+        mode, model, batch, steps, inference = sys.argv[2:7]
+        print(json.dumps(child(mode, model, int(batch), int(steps), inference == "1")))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="airbench")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--inference", action="store_true", help="forward passes in eval mode, no gradients")
     args = parser.parse_args()
     import torch
 
@@ -74,12 +82,13 @@ def main() -> None:
 
     cpu = torch.device("cpu")
     print(f"{machine_name(cpu)}, precision {resolve_precision('auto', cpu).name}; {args.model}, batch "
-          f"{args.batch}, {args.steps} steps per case")
+          f"{args.batch}, {args.steps} {'forward passes' if args.inference else 'steps'} per case")
     print("| glibc | images/s | kernel time | user time | page faults | resident |\n|---|---:|---:|---:|---:|---:|")
     for i in range(args.repeats):
         for mode in ("return", "keep") if i % 2 == 0 else ("keep", "return"):
-            out = subprocess.run([sys.executable, __file__, "--child", mode, args.model, str(args.batch),
-                                  str(args.steps)], capture_output=True, text=True, check=True).stdout
+            command = [sys.executable, __file__, "--child", mode, args.model, str(args.batch), str(args.steps),
+                       str(int(args.inference))]
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             r = json.loads(out.splitlines()[-1])
             label = "keeps freed memory" if mode == "keep" else "returns it (glibc's default)"
             print(f"| {label} | {r['images_per_s']:.0f} | {r['system_s']:.1f} s | {r['user_s']:.1f} s | "

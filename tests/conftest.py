@@ -216,3 +216,29 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+FAULTS = """
+import resource, sys, torch
+{setup}
+def step():  # a training step's pattern: large blocks (above glibc's mmap threshold) alive together, then freed
+    blocks = [torch.ones(40 * 2**20, dtype=torch.uint8) for _ in range(4)]
+    del blocks
+for _ in range(10):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def page_faults(setup: str) -> int:
+    """Minor page faults of 10 steps that each allocate four 40 MiB blocks and free them, in a new process after
+    ``setup`` (Python source; its ``sys.exit(3)`` skips the test: no mallopt in this C library)."""
+    done = subprocess.run([sys.executable, "-c", FAULTS.format(setup=setup)], capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode == 3:
+        pytest.skip("this C library has no mallopt")
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import page_faults, run_cli
 from PIL import Image
 
 from cnnbench.commands.evaluate import main
@@ -77,6 +78,27 @@ def test_eval_reproduces_the_runs_test_score(trained_run: Path, capsys) -> None:
     for name in ("eval_test_confusion_matrix.png", "eval_test_reliability.png"):
         with Image.open(trained_run / "figures" / name) as img:
             assert min(img.size) > 300
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_commands_keep_host_memory_as_the_run_did(trained_run: Path, tmp_path: Path) -> None:
+    """evaluate and predict run the model where ``FinishedRun.settle`` says, under the run's
+    ``trainer.keep_host_memory``: large CPU batches then reuse freed memory instead of faulting it in again."""
+    from cnnbench.engine.checkpoint import load_checkpoint
+    from cnnbench.finished_run import load_finished_run
+
+    ckpt = load_checkpoint(trained_run / "checkpoints" / "best.pt")
+    ckpt["config"]["trainer"]["keep_host_memory"] = False
+    torch.save(ckpt, tmp_path / "returns.pt")
+    trained = load_finished_run(trained_run)
+    assert trained.settle("cpu") == (torch.device("cpu"), trained.precision(torch.device("cpu")))
+
+    def faults(checkpoint: Path) -> int:
+        return page_faults(f"from cnnbench.finished_run import load_finished_run\n"
+                           f"load_finished_run({str(checkpoint)!r}).settle('cpu')")
+
+    kept, returned = faults(trained_run / "checkpoints" / "best.pt"), faults(tmp_path / "returns.pt")
+    assert kept * 10 < returned and returned > 10 * 4 * 5000
 
 
 def test_eval_other_splits_and_a_folder(trained_run: Path, tmp_path: Path) -> None:

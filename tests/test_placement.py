@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import page_faults, run_cli
 from torch import nn
 
 from cnnbench.anatomy import count_macs
@@ -166,32 +166,10 @@ def test_run_reports_threads_and_mfu(tmp_path: Path) -> None:
     assert results["train_tflops"] == pytest.approx(6 * results["macs"] * results["train_images_per_s"] / 1e12)
 
 
-FAULTS = """
-import resource, sys, torch
-from cnnbench.engine.host_memory import keep_freed_memory
-if sys.argv[1] == "keep" and not keep_freed_memory():
-    sys.exit(3)
-def step():  # a training step's pattern: large blocks (above glibc's mmap threshold) alive together, then freed
-    blocks = [torch.ones(40 * 2**20, dtype=torch.uint8) for _ in range(4)]
-    del blocks
-for _ in range(10):
-    step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
-    step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_kept_host_memory_is_reused_without_page_faults() -> None:
-    def faults(mode: str) -> int:
-        done = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=300)
-        if done.returncode == 3:
-            pytest.skip("this C library has no mallopt")
-        assert done.returncode == 0, done.stderr
-        return int(done.stdout)
-
-    returned, kept = faults("return"), faults("keep")
+    returned = page_faults("")
+    kept = page_faults("from cnnbench.engine.host_memory import keep_freed_memory\n"
+                       "if not keep_freed_memory():\n    sys.exit(3)")
     assert returned > 10 * 4 * 5000  # each 40 MiB block faulted in again (10,240 pages of 4 KiB)
     assert kept * 10 < returned  # the memory freed reused from the heap

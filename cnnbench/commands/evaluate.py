@@ -140,7 +140,6 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
                  out: Path | None = None, corruptions: int = 0, baseline: Path | None = None) -> dict:
     """Score ``run`` and write this setting's result file and its figures; return what was written
     (``data_overrides``: ``data.<key>`` to its text, as on the command line)."""
-    from cnnbench.engine.runtime import resolve_device
     from cnnbench.evaluation.calibration import reliability
     from cnnbench.evaluation.metrics import confusion_matrix, metrics
     from cnnbench.evaluation.scores import predict
@@ -149,8 +148,7 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
         raise CnnbenchError(f"split={split}: choose test, val or train")
     trained = load_finished_run(run)
     data_overrides = parse_data_overrides(data_overrides or {}, trained.cfg.data)
-    where = resolve_device(device)
-    precision = trained.precision(where)
+    where, precision = trained.settle(device)
     tta = trained.cfg.trainer.tta if tta is None else tta
     tag = setting_tag(split, folder, tta, trained.cfg.trainer.tta, corruptions, data_overrides)
     in_run = out is None

@@ -52,10 +52,7 @@ def predict_files(trained: FinishedRun, files: list[Path], top_k: int, batch_siz
     """One row per file: ``{"path", "predictions": [{"class", "prob"}], "error"}``."""
     from rich.progress import Progress
 
-    from cnnbench.engine.runtime import resolve_device
-
-    where = resolve_device(device)
-    precision = trained.precision(where)
+    where, precision = trained.settle(device)
     model = trained.model.to(where)
     names, k = trained.class_names, min(top_k, len(trained.class_names))
     rows: list[dict] = []
