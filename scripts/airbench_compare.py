@@ -2,6 +2,7 @@
 
     python scripts/airbench_compare.py --airbench94 PATH/airbench94.py [--seeds 0,1,2] [--device cpu|cuda]
                                        [--experiment cifar10_speedrun_muon] [--shared ../shared] [--write]
+                                       [--airbench-keep-host-memory]
                                        [extra cnnbench overrides ...]
 
 PATH is your copy of ``legacy/airbench94.py`` from https://github.com/KellerJordan/cifar10-airbench (MIT licence,
@@ -16,6 +17,10 @@ that the machine's drift falls on both. Training time is the same span on both s
 (airbench's own timer minus its whitening initialisation and final TTA evaluation; cnnbench's ``train_time_s``).
 Prints accuracy, training time and cnnbench's speed as a multiple of airbench94's; with --write the table goes
 between the airbench markers of docs/speed.md. Figures, not a test.
+
+airbench94 runs with glibc's default allocator, as published. ``--airbench-keep-host-memory`` gives its process
+the malloc settings of cnnbench's ``trainer.keep_host_memory`` (freed memory kept for the next step), so the two
+sides differ in their algorithms only; those runs are kept apart in ``--work`` (``airbench_kept_seed*.json``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +44,7 @@ from speedrun import run_seed
 
 from cnnbench.data.batch_decode import decode_batched
 from cnnbench.data.decode import Resize
+from cnnbench.engine.host_memory import keep_freed_memory
 from cnnbench.engine.runtime import cpu_supports_bf16
 
 # (text in airbench94.py, what replaces it, why): each must be found, or the file is not the one this script knows
@@ -96,8 +103,10 @@ def write_tensors(root: Path, into: Path) -> None:
                     "labels": torch.tensor([c for _, c in files]), "classes": classes}, target)
 
 
-def airbench_child(path: Path, data: Path, seed: int, device: str, epochs: float, out: Path) -> None:
+def airbench_child(path: Path, data: Path, seed: int, device: str, epochs: float, out: Path, keep: bool) -> None:
     """One airbench94 run (in this process): its accuracy and the time of its training steps, to ``out``."""
+    if keep and not keep_freed_memory():
+        sys.exit("--airbench-keep-host-memory: this C library has no mallopt (glibc's malloc only)")
     dev = torch.device(device)
     ab = load_airbench(path, dev)
     spent = {"whiten": 0.0, "tta": 0.0}
@@ -138,18 +147,25 @@ def airbench_child(path: Path, data: Path, seed: int, device: str, epochs: float
     ab.main(seed)
     steps = math.ceil(len(next(d for d in loaders if d.shuffle)) * ab.hyp["opt"]["train_epochs"])
     out.write_text(json.dumps({"test_acc": 100 * final["acc"], "train_time_s": final["total"] - sum(spent.values()),
-                               "steps": steps, "dtype": str(ab.DTYPE).removeprefix("torch."), "epochs": epochs}))
+                               "steps": steps, "dtype": str(ab.DTYPE).removeprefix("torch."), "epochs": epochs,
+                               "keep_host_memory": keep, **cpu_times()}))
 
 
-def run_airbench(path: Path, data: Path, seed: int, device: str, epochs: float, work: Path) -> dict:
+def cpu_times() -> dict:
+    """This process's CPU seconds so far, in the kernel and in user code (page faults show in the first)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return {"kernel_s": used.ru_stime, "user_s": used.ru_utime}
+
+
+def run_airbench(path: Path, data: Path, seed: int, device: str, epochs: float, work: Path, keep: bool) -> dict:
     """One airbench94 run in a process of its own; a finished one in ``work`` (same seed, epochs) is reused."""
-    out = work / f"airbench_seed{seed}.json"
+    out = work / f"airbench{'_kept' if keep else ''}_seed{seed}.json"
     finished = json.loads(out.read_text()) if out.exists() else {}
     if finished.get("epochs") == epochs:
         print(f"airbench94 seed {seed}: reusing {out}", flush=True)
         return finished
     subprocess.run([sys.executable, __file__, "--child", str(path), str(data), str(seed), device, str(epochs),
-                    str(out)], check=True)
+                    str(out), str(int(keep))], check=True)
     return json.loads(out.read_text())
 
 
@@ -169,7 +185,8 @@ def table(pairs: dict[int, tuple[dict, dict]], experiment: str) -> str:
     rows.append(f"| mean | **{mean(0, 'test_acc')}%** | {a_time:.1f} s | **{mean(1, 'test_acc')}%** | "
                 f"{c_time:.1f} s | **{a_time / c_time:.2f}x** |")
     a, c = next(iter(pairs.values()))
-    rows.append(f"\n{c['machine']}; airbench94 in {a['dtype']} ({a['steps']} steps), cnnbench "
+    allocator = "freed memory kept" if a.get("keep_host_memory") else "glibc's default"
+    rows.append(f"\n{c['machine']}; airbench94 in {a['dtype']} ({a['steps']} steps, malloc: {allocator}), cnnbench "
                 f"`experiment={experiment}` in "
                 f"{c['precision']} ({c['steps']} steps, MFU {100 * c['mfu']:.1f}% of {c['peak_tflops']:.2f} TFLOP/s); "
                 f"torch {torch.__version__}")
@@ -178,8 +195,8 @@ def table(pairs: dict[int, tuple[dict, dict]], experiment: str) -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        path, data, seed, device, epochs, out = sys.argv[2:8]
-        return airbench_child(Path(path), Path(data), int(seed), device, float(epochs), Path(out))
+        path, data, seed, device, epochs, out, keep = sys.argv[2:9]
+        return airbench_child(Path(path), Path(data), int(seed), device, float(epochs), Path(out), keep == "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--airbench94", type=Path, required=True, help="your copy of legacy/airbench94.py")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
@@ -191,6 +208,8 @@ def main() -> None:
                         "airbench94 runs finished there are reused")
     parser.add_argument("--experiment", default="cifar10_speedrun", help="cnnbench's side (default: %(default)s; "
                         "cifar10_speedrun_muon: 8 epochs with Muon)")
+    parser.add_argument("--airbench-keep-host-memory", action="store_true",
+                        help="airbench94 under trainer.keep_host_memory's malloc settings (default: as published)")
     parser.add_argument("--write", action="store_true", help="write the table into docs/speed.md")
     args, extra = parser.parse_known_args()
     if not args.airbench94.is_file():
@@ -205,13 +224,14 @@ def main() -> None:
     pairs = {}
     for i, seed in enumerate(args.seeds):
         sides = [lambda s=seed: run_airbench(args.airbench94.resolve(), work / "tensors" / "cifar10", s, args.device,
-                                             args.epochs, work),
+                                             args.epochs, work, args.airbench_keep_host_memory),
                  lambda s=seed: run_seed(root, s, work, extra, args.experiment)]
         done = [side() for side in (sides if i % 2 == 0 else sides[::-1])]
         pairs[seed] = tuple(done if i % 2 == 0 else done[::-1])
         print(table(pairs, args.experiment), flush=True)
     if args.write:
-        write_between_markers(ROOT / "docs" / "speed.md", "airbench", table(pairs, args.experiment))
+        marker = "airbench-kept" if args.airbench_keep_host_memory else "airbench"
+        write_between_markers(ROOT / "docs" / "speed.md", marker, table(pairs, args.experiment))
 
 
 if __name__ == "__main__":
