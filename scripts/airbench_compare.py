@@ -20,7 +20,8 @@ between the airbench markers of docs/speed.md. Figures, not a test.
 
 airbench94 runs with glibc's default allocator, as published. ``--airbench-keep-host-memory`` gives its process
 the malloc settings of cnnbench's ``trainer.keep_host_memory`` (freed memory kept for the next step), so the two
-sides differ in their algorithms only; those runs are kept apart in ``--work`` (``airbench_kept_seed*.json``).
+sides differ in their algorithms only; those runs are kept apart in ``--work`` (``airbench_kept_seed*.json``)
+and --write puts their table between the airbench-kept markers.
 """
 
 from __future__ import annotations
