@@ -11,10 +11,10 @@ from torch import nn
 
 from cnnbench.anatomy import count_macs
 from cnnbench.config import to_container
-from cnnbench.config.checks import check_against_data
 from cnnbench.config.schema import GRAPH_MODES, crop_range
 from cnnbench.data import DataBundle, dataset_summary, load_data, make_loaders
 from cnnbench.data.build import batch_note, train_batch_size
+from cnnbench.data.checks import check_against_data
 from cnnbench.data.loader import DeviceLoader
 from cnnbench.data.spec import InputSpec
 from cnnbench.engine.callbacks import Callback, ModelHooks

@@ -7,12 +7,13 @@ becomes ``error: <one line>`` on stderr and exit code 2; anything else is a bug 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cnnbench.errors import CnnbenchError, one_line, os_error_message
+from cnnbench.errors import CnnbenchError, first_line, one_line, os_error_message
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -38,8 +39,18 @@ def error_boundary() -> Iterator[None]:
         if message is None:
             raise
         fail(message)
+    except RuntimeError as e:  # the machine's memory (torch's OutOfMemoryError is a RuntimeError too)
+        if not out_of_memory(e):
+            raise
+        fail(f"out of memory: {first_line(e, 160)}; lower data.batch_size, data.eval_batch_size or data.image_size")
     except KeyboardInterrupt:  # Ctrl-C before training started (once it has, the trainer stops cleanly)
         fail("interrupted", code=130)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that the device or the host could not serve."""
+    return type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e) or \
+        "out of memory" in str(e).lower()
 
 
 def key_values(argv: list[str], usage: str, keys: set[str], required: set[str] = frozenset(),
@@ -67,11 +78,20 @@ def output_file(value: str, key: str, suffixes: tuple[str, ...], overwrite: bool
     """``key=value`` as a file to write, checked before any work (so that nothing computed is lost): one of
     ``suffixes``, not a folder, in a folder that exists or can be made and is writable, and not an existing file
     unless ``overwrite``."""
+    try:
+        return _output_file(value, key, suffixes, overwrite)
+    except OSError as e:  # (a name too long, a loop of links: the path cannot be used at all)
+        fail(os_error_message(e) or f"{key}={value}: {e.strerror or e}")
+
+
+def _output_file(value: str, key: str, suffixes: tuple[str, ...], overwrite: bool) -> Path:
     path = Path(value).expanduser()
     if path.is_dir() or value.endswith(("/", os.sep)):
         fail(f"{key}={value} is a folder; give a file name ending in {' or '.join(suffixes)}")
     if path.suffix.lower() not in suffixes:
         fail(f"{key}={value} must end in {' or '.join(suffixes)}")
+    if path.is_symlink() and not overwrite:
+        fail(f"{key}={value} is a symbolic link; give a new file name or overwrite=true to replace the link")
     if path.exists() and not path.is_file():
         fail(f"{key}={value} is not a regular file; give a new file name")
     if path.exists() and not overwrite:
@@ -106,3 +126,10 @@ def positive_int(args: dict[str, str], key: str, default: int) -> int:
     if not value.isdigit() or int(value) < 1:
         fail(f"{key} must be a whole number >= 1, got {value!r}")
     return int(value)
+
+
+def continue_command(run_dir: Path) -> str:
+    """This command, copy-pasteable, continuing the run in ``run_dir`` (``trainer.resume=auto`` there)."""
+    own = ("hydra.run.dir=", "trainer.resume=", "trainer.overwrite=")
+    kept = [a for a in sys.argv[1:] if not a.lstrip("+~").startswith(own)]
+    return shlex.join(["cnnbench", *kept, f"hydra.run.dir={run_dir}", "trainer.resume=auto"])

@@ -12,6 +12,30 @@ class CnnbenchError(Exception):
     """
 
 
+def first_line(error: BaseException | str, limit: int = 160) -> str:
+    """The first line of an exception's text, cut at a word boundary within ``limit`` characters (with ...)."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else ""
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:(")
+    return f"{cut} ..."
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ``CnnbenchError(message)`` unless ``ok``: a check that reads as the rule it enforces."""
+    if not ok:
+        raise CnnbenchError(message)
+
+
+class NotRegularFile(OSError):
+    """A path that cnnbench would read or replace is a FIFO, a device, a folder or (where links are not followed)
+    a symbolic link."""
+
+    def __init__(self, path: object, what: str = "not a regular file") -> None:
+        super().__init__(errno.EINVAL, what, str(path))
+
+
 def one_line(error: BaseException) -> str:
     """Fold a Hydra/OmegaConf error (several lines with key dumps) into one readable line."""
     parts: list[str] = []
@@ -33,16 +57,26 @@ def one_line(error: BaseException) -> str:
 
 
 USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EEXIST,
-                  errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
+                  errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.ENAMETOOLONG, errno.ELOOP}
+HINTS = {errno.EEXIST: "a file stands where a folder is needed", errno.ENOTDIR: "a file stands in the path",
+         errno.EISDIR: "it is a folder, not a file", errno.ENOENT: "no such file or folder",
+         errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes a name, 4096 a "
+                             "path): choose a shorter one",
+         errno.ELOOP: "the path runs through a loop of symbolic links"}
 
 
 def os_error_message(e: OSError) -> str | None:
     """One line for a file-system failure a user can cause (permissions, read-only or full disk, a file where a
-    folder should be), else None."""
+    folder should be, a name too long, a FIFO where a file should be), else None."""
+    where = f" {e.filename}" if e.filename else ""
+    if isinstance(e, NotRegularFile):
+        return f"cannot use{where}: it is {e.strerror}; cnnbench reads and replaces only regular files"
     if e.errno not in USER_OS_ERRORS:
         return None
-    where = f" {e.filename}" if e.filename else ""
-    hint = {errno.EEXIST: "a file stands where a folder is needed", errno.ENOTDIR: "a file stands in the path",
-            errno.EISDIR: "it is a folder, not a file", errno.ENOENT: "no such file or folder"}.get(
-        e.errno, "check the permissions and free space of the output directory")
-    return f"cannot write{where}: {e.strerror or e}; {hint}"
+    hint = HINTS.get(e.errno, "check the permissions and free space of the output directory")
+    name = e.filename if isinstance(e.filename, str) else ""
+    if e.errno == errno.ENAMETOOLONG and len(name) > 200:  # (the path itself would be the whole line)
+        where = f" {name[:80]}...{name[-40:]}"
+    verb = "write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM) \
+        else "use"
+    return f"cannot {verb}{where}: {e.strerror or e}; {hint}"

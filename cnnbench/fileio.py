@@ -1,13 +1,18 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file."""
+"""Files written atomically (a reader, or a crash, never sees half a file), and files read only when they are
+regular files (a FIFO or a device at a path cnnbench reads would block it forever)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from cnnbench.errors import NotRegularFile, first_line
 
 
 def _umask() -> int:
@@ -45,9 +50,40 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def read_regular(path: Path | str, follow: bool = True) -> bytes:
+    """The bytes of ``path`` when it is a regular file (``follow=False``: and not a symbolic link). Anything else
+    raises ``NotRegularFile`` without blocking: the file is opened non-blocking and checked before it is read."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow:
+            raise NotRegularFile(path, "a symbolic link, which cnnbench does not follow here") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(path)
+        os.set_blocking(fd, True)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def is_regular(path: Path | str) -> bool:
+    """Whether ``path`` itself (not what a link points to) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path``. The file gets the
-    mode a plain ``open()`` would (0644 under the usual umask), not mkstemp's 0600."""
+    """Write through a temporary file in the same folder, fsync, then rename over ``path`` (a link there is
+    replaced, never followed). The file gets the mode a plain ``open()`` would (0644 under the usual umask), not
+    mkstemp's 0600. A failed write (a full disk) names the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX)
@@ -58,6 +94,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # (a write's error names no file: say which)
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -76,7 +117,16 @@ def atomic_save(obj: Any, path: Path) -> None:
         if "PytorchStreamWriter" not in str(e) and "unexpected pos" not in str(e):
             raise
         raise OSError(errno.ENOSPC if "unexpected pos" in str(e) else errno.EIO,
-                      f"writing failed ({str(e).splitlines()[0][:80]}); is the disk full?", str(path)) from None
+                      f"writing failed ({first_line(e, 80)}); is the disk full?", str(path)) from None
+
+
+def save_image(image: Any, path: Path) -> None:
+    """Save a PIL image atomically, in the format its suffix names (a link at ``path`` is replaced, not
+    followed)."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    atomic_write(path, lambda f: image.save(f, format=fmt))
 
 
 def atomic_copy(src: Path, dst: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,11 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnbench import rundir
+from cnnbench.config.artefact import recorded_config
 from cnnbench.data.spec import InputSpec
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.host_memory import keep_freed_memory
 from cnnbench.engine.runtime import Precision, resolve_device, resolve_precision
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, first_line
 
 
 @dataclass
@@ -50,11 +52,22 @@ class FinishedRun:
         cnnbench's). A checkpoint outside a run directory has no place of its own: ``out=`` is required, and
         nothing is ever written beside such a checkpoint unasked."""
         if out is not None:
+            self.check_output(out)
             return out
         if self.run_dir is None:
             raise CnnbenchError(f"{self.checkpoint} is not inside a cnnbench run directory; give out=<file> for "
                                 f"what this command writes")
         return self.run_dir / default
+
+    def check_output(self, out: Path) -> None:
+        """Refuse an ``out=`` that is this command's own input (the checkpoint) or a file that a run's training
+        wrote: no command replaces another's output."""
+        if os.path.realpath(out) == os.path.realpath(self.checkpoint):
+            raise CnnbenchError(f"out={out} is the checkpoint this command reads; give another file name")
+        holder = rundir.training_output(out)
+        if holder is not None:
+            raise CnnbenchError(f"out={out} is a file that training wrote in {holder}; give a file name of its own "
+                                f"(outside checkpoints/, .hydra/ and tensorboard/, not results.json)")
 
     def results(self) -> dict:
         """The run's results.json (empty for a checkpoint outside a run directory, or when unreadable)."""
@@ -63,26 +76,12 @@ class FinishedRun:
         return rundir.earlier_results(self.run_dir) or {}
 
 
-def load_finished_run(run: Path) -> FinishedRun:
+def load_finished_run(run: Path, allow_unfinished: bool = False) -> FinishedRun:
     """The best checkpoint of a run directory (or the given ``.pt``) with its model rebuilt. A missing path, a
     run that failed or never saved a checkpoint, a file cnnbench did not write, or a checkpoint whose recorded
-    config does not fit its weights is a one-line error."""
-    run = Path(run).expanduser()
-    if not run.exists():
-        raise CnnbenchError(f"run={run}: no such run directory or checkpoint")
-    if run.is_dir():
-        ckpt_path, run_dir = run / "checkpoints" / "best.pt", run
-        if not ckpt_path.is_file():
-            status = (rundir.earlier_results(run) or {}).get("status")
-            said = f" (its results.json says {status})" if status else ""
-            raise CnnbenchError(f"{run} has no checkpoints/best.pt{said}; give a run directory that cnnbench "
-                                "trained, or a checkpoint file")
-    elif run.is_file():
-        ckpt_path = run
-        run_dir = run.parent.parent if run.parent.name == "checkpoints" and rundir.is_run_dir(run.parent.parent) \
-            else None
-    else:
-        raise CnnbenchError(f"run={run} is not a regular file or a folder; give a run directory or a checkpoint")
+    config does not fit its weights or fails the command line's checks is a one-line error. A run still training,
+    or one that did not complete, is refused unless ``allow_unfinished`` (its best checkpoint as it is then)."""
+    ckpt_path, run_dir = rundir.locate_checkpoint(Path(run).expanduser(), "run", "best.pt", allow_unfinished)
     ckpt = load_checkpoint(ckpt_path)
     if not ckpt.get("config") or not ckpt.get("meta"):
         raise CnnbenchError(f"{ckpt_path} has no config or input description (not written by this cnnbench); "
@@ -92,7 +91,7 @@ def load_finished_run(run: Path) -> FinishedRun:
     except CnnbenchError:
         raise
     except Exception as e:  # a foreign or edited file: any shape of wrongness, said in one line
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        first = first_line(e, 200)
         raise CnnbenchError(f"{ckpt_path}: its recorded config does not fit its weights or is malformed "
                             f"({type(e).__name__}: {first}); give a checkpoint that cnnbench wrote, unchanged"
                             ) from None
@@ -101,10 +100,8 @@ def load_finished_run(run: Path) -> FinishedRun:
 def _rebuild(ckpt: dict, ckpt_path: Path, run_dir: Path | None) -> FinishedRun:
     from cnnbench.models import build_from_config
 
-    cfg, spec = OmegaConf.create(ckpt["config"]), InputSpec.from_dict(ckpt["meta"])
-    for key in ("model.name", "trainer.precision", "trainer.tta", "data.batch_size"):
-        if OmegaConf.select(cfg, key, default=None) is None:  # (keys the commands read)
-            raise KeyError(f"the config has no {key}")
+    cfg = recorded_config(ckpt["config"], str(ckpt_path))  # (data, checked as the command line is)
+    spec = InputSpec.from_dict(ckpt["meta"])
     model = build_from_config(cfg.model, len(spec.class_names), spec.channels, spec.image_size)
     model.load_state_dict(ckpt["model"])
     return FinishedRun(ckpt_path, run_dir, cfg, spec, model.eval(), ckpt.get("step"), ckpt.get("provenance"))

@@ -1,23 +1,24 @@
 """Leaderboards of sweeps: one row per configuration, seeds aggregated, sorted by validation accuracy.
 
-Written at the end of every multirun (a Hydra callback) and on demand with ``cnnbench-report DIR [DIR ...]``:
-``leaderboard.csv``, ``leaderboard.md`` and two plots (test accuracy against parameters and against training
-time) in the first directory, and the table on the console. Rows are never ranked by test accuracy.
+Written at the end of every multirun (a Hydra callback) and on demand with ``cnnbench-report DIR [DIR ...]``
+(``cnnbench.report_files``): ``leaderboard.csv``, ``leaderboard.md`` and plots in the first directory, and the
+table on the console. Rows are never ranked by test accuracy.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from cnnbench import manifest
+from cnnbench.fileio import read_regular
 from cnnbench.overrides import parse_overrides
 from cnnbench.provenance import SOFTWARE_KEYS
 
@@ -49,7 +50,7 @@ def find_runs(paths: list[Path], skipped: list[str] | None = None) -> list[dict]
 
 def _read_results(path: Path) -> tuple[dict | None, str]:
     try:
-        run = json.loads(path.read_bytes().decode("utf-8"))
+        run = json.loads(read_regular(path).decode("utf-8"))
     except OSError as e:
         return None, f"unreadable ({e.strerror})"
     except UnicodeDecodeError:
@@ -73,7 +74,7 @@ def _eval_scores(run_dir: Path, run: dict) -> dict:
     found = {}
     for path in [run_dir / "eval_test.json", *sorted(run_dir.glob("eval_test_corruptions*.json"))]:
         try:
-            scores = json.loads(path.read_text())
+            scores = json.loads(read_regular(path, follow=False))
         except (OSError, ValueError):
             continue
         if not isinstance(scores, dict) or scores.get("split") != "test" or scores.get("data_overrides") or \
@@ -103,12 +104,21 @@ def config_value(run: dict, key: str) -> str:
     recorded (``.hydra/config.yaml``); "-" when neither has it (a digits run has no data.root)."""
     if key in ("model", "data") and run.get(key):
         return str(run[key])
-    try:
-        cfg = OmegaConf.load(Path(run["run_dir"]) / ".hydra" / "config.yaml")
-        value = OmegaConf.select(cfg, GROUP_VALUES.get(key, key), default=None)
-    except Exception:  # (no or unreadable config: the report goes on)
-        return "-"
+    value = recorded_value(Path(run["run_dir"]), GROUP_VALUES.get(key, key))
     return "-" if value is None else str(value).rsplit(".", 1)[-1] if key == "optimizer" else str(value)
+
+
+def recorded_value(run_dir: Path, key: str) -> Any:
+    """``key`` (dotted) of the config a run recorded in ``.hydra/config.yaml``, read as plain YAML data (never
+    interpolated); None when the file or the key is missing or unreadable."""
+    text = manifest.read(run_dir, ".hydra/config.yaml")
+    try:
+        node = yaml.safe_load(text) if text is not None else None
+    except yaml.YAMLError:
+        return None
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, (str, int, float, bool)) else None
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -124,7 +134,7 @@ def build_leaderboard(runs: list[dict]) -> Leaderboard:
     all_keys = sorted({k for p in parsed for k in p})
     swept = [k for k in all_keys if len({p.get(k) for p in parsed}) > 1 and k != SEED_KEY]
     board = Leaderboard(keys=swept or ["model"], total=len(runs))
-    versions = [(r.get("provenance") or {}).get("software") or {} for r in runs]
+    versions = [(r.get("provenance") or {}).get("software") or {} for r in runs if r.get("status") == "completed"]
     board.software = [k for k in SOFTWARE_KEYS if len({v.get(k) for v in versions}) > 1]
     groups: dict[tuple, list[dict]] = {}
     for run, p in zip(runs, parsed, strict=True):
@@ -187,48 +197,6 @@ def to_markdown(board: Leaderboard) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_csv(board: Leaderboard, path: Path) -> None:
-    fields = [*board.keys, "seeds", "params", "macs"] + [f"{m}{s}" for m in METRICS for s in ("", "_std")] + (
-        ["software"] if board.software else [])
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(board.rows)
-
-
-def plot(board: Leaderboard, out_dir: Path) -> list[Path]:
-    """Test accuracy against parameters and against training time, and (when the runs were scored under
-    corruptions) mean corruption accuracy against parameters: one labelled point per configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for x_key, x_label, name, log, y_key in (
-            ("params", "parameters", "acc_vs_params.png", True, "test_acc"),
-            ("train_time_s", "training time (s)", "acc_vs_time.png", False, "test_acc"),
-            ("params", "parameters", "corruption_acc_vs_params.png", True, "corruption_acc")):
-        points = [(r[x_key], r[y_key], r.get(f"{y_key}_std") or 0, r["label"])
-                  for r in board.rows if r.get(x_key) and r.get(y_key) is not None]
-        if not points:
-            continue
-        fig, ax = plt.subplots(figsize=(min(14.0, 7 + 0.25 * len(points)), 5), dpi=110)
-        for x, y, err, label in points:
-            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        if log:
-            ax.set_xscale("log")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel("test accuracy (%)" if y_key == "test_acc" else "mean accuracy under corruptions (%)")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / name)
-        plt.close(fig)
-        paths.append(out_dir / name)
-    return paths
-
-
 def print_table(board: Leaderboard, console: Console | None = None, title: str = "leaderboard") -> None:
     console = console or Console(width=None if Console().is_terminal else 160)
     header, lines = _display_rows(board)
@@ -243,19 +211,3 @@ def print_table(board: Leaderboard, console: Console | None = None, title: str =
                       f"column[/yellow]")
     for f in board.failed:
         console.print(f"[red]{f['status']}[/red] {f['run_dir']}: {f['error']}")
-
-
-def write_report(paths: list[Path], out_dir: Path | None = None, console: Console | None = None,
-                 skipped: list[str] | None = None) -> Leaderboard:
-    """Build, print and write the leaderboard of the runs under ``paths`` into ``out_dir`` (default: the first);
-    nothing is written when there is no run. Files that are not runs' results are added to ``skipped``."""
-    out_dir = out_dir or paths[0]
-    board = build_leaderboard(find_runs(paths, skipped))
-    if board.total == 0:
-        return board
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(board, out_dir / "leaderboard.csv")
-    (out_dir / "leaderboard.md").write_text(to_markdown(board))
-    plot(board, out_dir)
-    print_table(board, console)
-    return board

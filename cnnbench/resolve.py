@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.checks import validate
+from cnnbench.config.checks import check_transfer, validate
 from cnnbench.overrides import parse_overrides
 from cnnbench.rundir import CONTINUE_OR_START
 
@@ -18,29 +18,35 @@ PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "trainer.resu
 
 @dataclass(frozen=True)
 class Resolved:
-    """The final config (read-only), what resolving it decided, and the checkpoint ``transfer.checkpoint`` read."""
+    """The final config (read-only), what resolving it decided, the checkpoint ``transfer.checkpoint`` read and
+    the ``data`` values taken from it."""
 
     cfg: DictConfig
     notes: list[str] = field(default_factory=list)
     source: dict | None = None
+    inherited: dict = field(default_factory=dict)
 
 
 def resolve(composed: DictConfig, overrides: list[str]) -> Resolved:
     """Turn the composed config and the command's overrides into the run's final config; ``composed`` stays as
     Hydra made it."""
-    from cnnbench.transfer.build import apply_weights_preprocessing, load_source_checkpoint
+    from cnnbench.engine.optim import check_arguments
+    from cnnbench.transfer.build import apply_source_spec, apply_weights_preprocessing, load_source_checkpoint
 
     cfg = copy.deepcopy(composed)
     given = parse_overrides(overrides)
     absolute_paths(cfg)
     preprocessing = apply_weights_preprocessing(cfg, set(given))
-    validate(cfg)
+    check_transfer(cfg.transfer, cfg.model.get("weights"))  # (before its checkpoint is read)
     source = load_source_checkpoint(cfg)
+    inherited, input_note = apply_source_spec(cfg, source, set(given)) if source is not None else ({}, None)
+    validate(cfg)
+    check_arguments(cfg.optimizer)
     if source is not None:  # the source's model becomes this run's (recorded and rebuilt as such)
         cfg.model = source["config"]["model"]
     OmegaConf.set_readonly(cfg, True)
-    notes = [note for note in (preprocessing, optimizer_note(cfg, given)) if note]
-    return Resolved(cfg, notes, source)
+    notes = [note for note in (preprocessing, input_note, optimizer_note(cfg, given)) if note]
+    return Resolved(cfg, notes, source, inherited)
 
 
 def absolute_paths(cfg: DictConfig) -> None:

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.assemble import Run
+from cnnbench.cli import continue_command
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops, training_tflops
 from cnnbench.engine.runtime import Precision
@@ -17,9 +18,9 @@ from cnnbench.engine.trainer import Trainer
 from cnnbench.evaluation.metrics import metrics
 from cnnbench.evaluation.scores import Scores, predict
 from cnnbench.fileio import atomic_write_json
+from cnnbench.manifest import own
 from cnnbench.overrides import parse_overrides
 from cnnbench.provenance import record
-from cnnbench.rundir import own
 from cnnbench.tracking import Reporter
 
 
@@ -118,7 +119,7 @@ def _notes(trainer: Trainer, scored_weights: str | None, run_dir: Path, reporter
                       "better than the trained weights")
     if trainer.interrupted:
         reporter.info(f"interrupted after step {trainer.state.step}; checkpoint in "
-                      f"{run_dir / 'checkpoints' / 'last.pt'}")
+                      f"{run_dir / 'checkpoints' / 'last.pt'}; continue with: {continue_command(run_dir)}")
 
 
 def speed(macs: int, images_per_s: float, precision: Precision, device: str, processes: int) -> dict:

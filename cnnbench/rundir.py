@@ -23,7 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,51 +31,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench import fileio
 from cnnbench.errors import CnnbenchError
+from cnnbench.manifest import MANIFEST, check_writable, inside, is_run_dir, own, owned, read
 
 CONTINUE_OR_START = "continue_or_start"  # trainer.resume: continue this directory's run if it has one, else start
-MANIFEST = ".cnnbench-files"  # what cnnbench wrote in a run directory: one relative path a line, folders end in /
-
-
-def owned(run_dir: Path) -> list[str]:
-    """The paths (relative; a folder written whole ends in ``/``) that cnnbench recorded in ``run_dir``."""
-    try:
-        lines = (Path(run_dir) / MANIFEST).read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    return list(dict.fromkeys(line for line in lines if line and not line.startswith(("/", "../"))))
-
-
-def own(run_dir: Path, *paths: str | Path) -> None:
-    """Record ``paths`` as cnnbench's, before they are written: a kill between the record and the write leaves
-    nothing unrecorded. A ``str`` is a name inside ``run_dir`` (``checkpoints/last.pt``; a folder that is wholly
-    cnnbench's as ``name/``); a ``Path`` is where a file is (absolute, or from the working directory)."""
-    run_dir = Path(run_dir)
-    known = set(owned(run_dir))
-    new = []
-    for path in paths:
-        if isinstance(path, Path):
-            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
-        else:
-            rel = os.path.normpath(path) + ("/" if path.endswith("/") else "")
-        if rel not in known and not rel.startswith(".."):
-            known.add(rel)
-            new.append(rel)
-    if new:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / MANIFEST, "a") as f:
-            f.write("".join(f"{rel}\n" for rel in new))
-            f.flush()
-            os.fsync(f.fileno())
+RUN_OUTPUTS = ("results.json", "checkpoints/last.pt", "checkpoints/best.pt", ".hydra/config.yaml",
+               ".hydra/hydra.yaml", ".hydra/overrides.yaml")  # the files every run writes under these names
 
 
 def holds_checkpoint(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a ``last.pt`` that a cnnbench run wrote there (a run to continue)."""
-    return "checkpoints/last.pt" in owned(run_dir) and (Path(run_dir) / "checkpoints" / "last.pt").is_file()
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` is a directory that cnnbench wrote (it holds the manifest)."""
-    return (Path(path) / MANIFEST).is_file()
+    path = inside(run_dir, "checkpoints/last.pt")
+    return "checkpoints/last.pt" in owned(run_dir) and path is not None and fileio.is_regular(path)
 
 
 def foreign_contents(run_dir: Path, limit: int = 3) -> list[str]:
@@ -86,10 +52,11 @@ def foreign_contents(run_dir: Path, limit: int = 3) -> list[str]:
 
 
 def earlier_results(run_dir: Path) -> dict | None:
-    """The results.json an earlier run left here, if any (and readable)."""
+    """The results.json an earlier run left here, if any (a regular file, readable, a JSON object)."""
+    text = read(run_dir, "results.json")
     try:
-        results = json.loads((run_dir / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        results = json.loads(text) if text is not None else None
+    except ValueError:
         return None
     return results if isinstance(results, dict) else None
 
@@ -118,6 +85,56 @@ def _lock_holder(path: Path) -> str:
     return "another process"
 
 
+def in_use(path: Path) -> str | None:
+    """Who holds ``path``'s run-directory lock (a run still training in it), or None when nobody does."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # (released when fd closes)
+    except BlockingIOError:
+        return _lock_holder(path)
+    finally:
+        os.close(fd)
+    return None
+
+
+def unfinished(run_dir: Path) -> str | None:
+    """Why ``run_dir`` is not a finished run to read (still training, or its results.json does not say
+    completed), or None when it is one."""
+    holder = in_use(run_dir)
+    if holder is not None:
+        return f"is still training ({holder})"
+    status = (earlier_results(run_dir) or {}).get("status")
+    if status != "completed":
+        return f"did not complete (its results.json says {status})" if status else "has no results.json yet"
+    return None
+
+
+DEFAULT_RUN_DIR = re.compile(r"(^|/)outputs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}$")  # conf/config.yaml's
+
+
+def default_run_dir(run_dir: Path, hydra_overrides: list[str]) -> bool:
+    """Whether ``run_dir`` is Hydra's default ``outputs/<date>/<time>`` (no ``hydra.run.dir`` given)."""
+    given = any(o.lstrip("+").startswith("hydra.run.dir=") for o in hydra_overrides)
+    return not given and DEFAULT_RUN_DIR.search(run_dir.as_posix()) is not None
+
+
+def lock_free_run_dir(run_dir: Path) -> RunDirLock:
+    """The lock, taken, of ``run_dir`` or of ``<run_dir>-2``, ``-3``, ... : the first that is empty and that no
+    other run holds (a default run directory, named after the second its run started in, is shared by every run
+    started in that second)."""
+    candidate, n = run_dir, 1
+    while True:
+        if not (candidate.is_dir() and any(candidate.iterdir())):
+            lock = RunDirLock(candidate)
+            with contextlib.suppress(CnnbenchError):  # (taken meanwhile: the next name)
+                return lock.__enter__()
+        n += 1
+        candidate = run_dir.with_name(f"{run_dir.name}-{n}")
+
+
 class RunDirLock:
     """Hold an exclusive OS lock on a run directory (``with RunDirLock(path):``); released when the process ends,
     however it ends."""
@@ -128,6 +145,8 @@ class RunDirLock:
         self.key = key
 
     def __enter__(self) -> RunDirLock:
+        if self.fd is not None:  # (taken already: lock_free_run_dir)
+            return self
         if self.path.exists() and not self.path.is_dir():
             raise CnnbenchError(f"{self.path} is a file, not a directory; choose another {self.key}")
         try:
@@ -147,6 +166,7 @@ class RunDirLock:
 
     def __exit__(self, *exc) -> None:
         os.close(self.fd)  # (closing releases the lock)
+        self.fd = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +186,9 @@ def plan_reuse(run_dir: Path, t: DictConfig, overrides: list[str], multirun: boo
     """The reuse rules (the module's docstring) for ``run_dir`` and the ``trainer`` config ``t``; only the
     process that owns the directory (``owner``) reads what an earlier run left there. A ``requeueable`` job
     (submitit's, which a cluster may preempt and requeue) continues its own checkpoint when it has one."""
+    if t.overwrite and t.resume:
+        return ReusePlan("refuse", t.resume, None, None, f"trainer.overwrite=true replaces the run in {run_dir} and "
+                         f"trainer.resume={t.resume} continues one: give one of them")
     prior = earlier_results(run_dir) if owner else None
     status = prior_status(run_dir, prior) if owner else None
     if status == "completed" and multirun and skip_completed and same_job(prior, overrides):
@@ -194,6 +217,12 @@ def reuse_refusal(run_dir: Path, status: str | None, resume: str | None, overwri
         return (f"{run_dir} holds files that cnnbench did not write ({', '.join(foreign)}"
                 f"{', ...' if len(foreign) >= 3 else ''}); a run needs an empty directory or a cnnbench run "
                 f"directory: choose another hydra.run.dir")
+    known = set(owned(run_dir))
+    for rel in RUN_OUTPUTS:  # (checked now, not when the file is due after hours of training)
+        try:
+            check_writable(run_dir, rel, known)
+        except CnnbenchError as e:
+            return str(e)
     if status not in ("completed", "interrupted") or overwrite:
         return None
     held = f"{run_dir} already holds a{'n' if status == 'interrupted' else ''} {status} run"
@@ -207,24 +236,6 @@ def reuse_refusal(run_dir: Path, status: str | None, resume: str | None, overwri
     return None
 
 
-def clear(run_dir: Path) -> list[str]:
-    """Remove what the old run recorded (trainer.overwrite=true), and folders that this leaves empty; files that
-    cnnbench did not write stay. Returns what stayed."""
-    removed_dirs = set()
-    for rel in owned(run_dir):
-        path = run_dir / rel
-        if rel.endswith("/") and path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.is_file() or path.is_symlink():
-            path.unlink()
-        removed_dirs.update(str(p) for p in Path(rel.rstrip("/")).parents if str(p) != ".")
-    for rel in sorted(removed_dirs, key=len, reverse=True):  # deepest first
-        with contextlib.suppress(OSError):
-            (run_dir / rel).rmdir()  # (only when empty)
-    fileio.atomic_write(run_dir / MANIFEST, lambda f: None)  # still a cnnbench run directory, owning nothing yet
-    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
-
-
 def remove_stale_temporaries(run_dir: Path) -> None:
     """Temporary files of atomic writes that a killed process left behind (``.<name>.<pid>.<random>.tmp``)."""
     for folder in (run_dir, run_dir / "checkpoints", run_dir / ".hydra"):
@@ -236,7 +247,9 @@ def write_hydra_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig | No
     it would be written before the run's checks, also for a refused run)."""
     files = {"overrides.yaml": OmegaConf.to_yaml(overrides)}
     if hydra_cfg is not None:
-        files["hydra.yaml"] = "hydra:\n" + "".join(f"  {line}\n" for line in OmegaConf.to_yaml(hydra_cfg).splitlines())
+        recorded = OmegaConf.create(OmegaConf.to_container(hydra_cfg))
+        recorded.runtime.output_dir = str(Path(run_dir).absolute())  # (where the run went: -2 when taken)
+        files["hydra.yaml"] = "hydra:\n" + "".join(f"  {line}\n" for line in OmegaConf.to_yaml(recorded).splitlines())
     files["config.yaml"] = OmegaConf.to_yaml(cfg, resolve=True)  # last: its appearance says training started
     own(run_dir, *(f".hydra/{name}" for name in files))
     for name, text in files.items():
@@ -253,6 +266,46 @@ def same_job(prior: dict, overrides: list[str]) -> bool:
     return job_overrides(prior.get("overrides", [])) == job_overrides(overrides)
 
 
+def locate_checkpoint(run: Path, key: str, name: str, allow_unfinished: bool = False) -> tuple[Path, Path | None]:
+    """The checkpoint that ``key=run`` names (a run directory's ``checkpoints/<name>``, or a .pt file) and the
+    cnnbench run directory holding it (None for a file elsewhere); one line for anything else. A run still
+    training, or one that did not complete, is refused unless ``allow_unfinished``."""
+    if not run.exists():
+        raise CnnbenchError(f"{key}={run}: no such run directory or checkpoint")
+    if run.is_dir():
+        ckpt_path = inside(run, f"checkpoints/{name}")
+        if ckpt_path is None or not ckpt_path.is_file():
+            status = (earlier_results(run) or {}).get("status")
+            said = f" (its results.json says {status})" if status else ""
+            raise CnnbenchError(f"{run} has no checkpoints/{name}{said} (a regular file, not through a link); give "
+                                "a run directory that cnnbench trained, or a checkpoint file")
+        run_dir = run if is_run_dir(run) else None
+    elif run.is_file():
+        ckpt_path = run
+        holder = run.parent.parent
+        run_dir = holder if run.parent.name == "checkpoints" and is_run_dir(holder) else None
+    else:
+        raise CnnbenchError(f"{key}={run} is not a regular file or a folder; give a run directory or a checkpoint")
+    why = unfinished(run_dir) if run_dir is not None else None
+    if why and not allow_unfinished:
+        option = "transfer.allow_unfinished=true" if key.startswith("transfer.") else "allow_unfinished=true"
+        raise CnnbenchError(f"{key}={run_dir} {why}; wait for it to end, or give {option} to use its checkpoint as "
+                            f"it is now")
+    return ckpt_path, run_dir
+
+
+def training_output(path: Path) -> Path | None:
+    """The run directory whose training wrote ``path`` (its results, config, checkpoints, events or manifest:
+    files that another command must never replace), or None."""
+    real = Path(os.path.realpath(path))
+    for holder in list(real.parents)[:3]:
+        if is_run_dir(holder):
+            rel = real.relative_to(holder).as_posix()
+            if rel in (*RUN_OUTPUTS, MANIFEST) or rel.startswith(("checkpoints/", ".hydra/", "tensorboard/")):
+                return holder
+    return None
+
+
 def checkpoint_in(path: Path | str, name: str) -> Path:
     """A run directory's ``checkpoints/<name>``, or ``path`` itself when it is not a directory."""
     path = Path(path).expanduser()
@@ -261,7 +314,11 @@ def checkpoint_in(path: Path | str, name: str) -> Path:
 
 def resume_path(resume: str, run_dir: Path) -> Path:
     """The checkpoint that ``trainer.resume`` names: a .pt file, a run directory's last.pt, or ``auto``."""
-    path = checkpoint_in(run_dir if resume == "auto" else resume, "last.pt")
+    source = run_dir if resume == "auto" else Path(resume).expanduser()
+    holder = in_use(source) if resume != "auto" and source.is_dir() else None
+    if holder is not None:
+        raise CnnbenchError(f"trainer.resume={resume} is still training ({holder}); wait for it to end")
+    path = checkpoint_in(source, "last.pt")
     if not path.is_file():
         where = "this run directory (pass hydra.run.dir=<the run to continue>)" if resume == "auto" else resume
         raise CnnbenchError(f"trainer.resume={resume}: no checkpoint at {path}; give a run directory, a .pt file, "

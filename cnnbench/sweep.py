@@ -7,25 +7,35 @@ and the leaderboard and exit status of the jobs this sweep ran.
 - Every job writes its outcome (completed, skipped, failed, refused, interrupted) to
   ``<sweep dir>/.cnnbench-sweep/jobs/<job number>.json``, also when it was refused before it could touch its run
   directory; at the end the command exits 1 when any job did not complete, and says how many.
+- A sweep stopped by SIGTERM (or Ctrl-C) stops its jobs: the sweep's process passes the signal on to the
+  processes running a job on this host (each registered in ``.cnnbench-sweep/running/``) and leaves
+  ``.cnnbench-sweep/stopped``, so that no job starts after it; the jobs record themselves as interrupted, the
+  leaderboard is written, and the command says how to continue the sweep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench import fileio
+from cnnbench import fileio, signals
 from cnnbench.cli import fail
 from cnnbench.errors import CnnbenchError
 from cnnbench.overrides import parse_overrides
 from cnnbench.rundir import RunDirLock, job_overrides
+from cnnbench.signals import Terminated
 
-MARKER = ".cnnbench-sweep"  # <sweep dir>/.cnnbench-sweep/{sweep.json, jobs/<n>.json}
+MARKER = ".cnnbench-sweep"  # <sweep dir>/.cnnbench-sweep/{sweep.json, jobs/<n>.json, running/<pid>, stopped}
 DONE = ("completed", "skipped")
 
 
@@ -52,7 +62,7 @@ def check_sweep_dir(sweep_dir: Path, overrides: list[str], skip_completed: bool)
         raise CnnbenchError(f"hydra.sweep.dir={sweep_dir} holds files that are not a cnnbench sweep "
                             f"({', '.join(names)}); choose an empty or new hydra.sweep.dir")
     try:
-        earlier = json.loads(record.read_text()).get("overrides", [])
+        earlier = json.loads(fileio.read_regular(record, follow=False)).get("overrides", [])
     except (OSError, ValueError, AttributeError):
         earlier = None
     if not skip_completed or earlier is None or job_overrides(earlier) != job_overrides(overrides):
@@ -72,7 +82,7 @@ def swept_keys(overrides: list[str]) -> list[str] | None:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             return None
         record = Path(HydraConfig.get().sweep.dir) / MARKER / "sweep.json"
-        sweep = json.loads(record.read_text())["overrides"]
+        sweep = json.loads(fileio.read_regular(record, follow=False))["overrides"]
     except (ValueError, OSError, KeyError, TypeError):
         return None
     given = parse_overrides(sweep)
@@ -95,12 +105,67 @@ def record_job(status: str, error: str | None = None) -> None:
                               "overrides": list(hc.overrides.task)}, jobs / f"{hc.job.num}.json")
 
 
+def _sweep_dir() -> Path | None:
+    """The running sweep's directory (in a job or in the sweep's own process), or None outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if SweepCallback.sweep_dir is not None:
+        return SweepCallback.sweep_dir
+    try:
+        return Path(HydraConfig.get().sweep.dir)
+    except (ValueError, AttributeError):
+        return None
+
+
+def stopped() -> bool:
+    """Whether this sweep was stopped: this process received a stop signal, or the sweep's process did."""
+    sweep_dir = _sweep_dir()
+    return Terminated.received is not None or (sweep_dir is not None and (sweep_dir / MARKER / "stopped").exists())
+
+
+@contextmanager
+def running_job() -> Iterator[None]:
+    """Register this process as running a job of the sweep while the block runs, and turn SIGTERM into
+    ``Terminated`` meanwhile (the trainer's loop turns it into a clean stop); afterwards SIGTERM is only noted,
+    so that a signal between two jobs starts no other."""
+    sweep_dir = _sweep_dir()
+    entry = sweep_dir / MARKER / "running" / f"{socket.gethostname()}-{os.getpid()}" if sweep_dir else None
+    signals.install(signals.raise_terminated)
+    if entry is not None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.touch()
+    try:
+        yield
+    finally:
+        if entry is not None:
+            entry.unlink(missing_ok=True)
+        signals.install(signals.note_terminated)
+
+
+def stop_sweep(signum: int, frame: object) -> None:  # noqa: ARG001
+    """The sweep process's handler of SIGTERM: note it, leave the stop marker (no job starts after it), and pass
+    the signal on to this host's processes running a job."""
+    Terminated.received = signum
+    sweep_dir = _sweep_dir()
+    if sweep_dir is None:
+        return
+    with contextlib.suppress(OSError):
+        (sweep_dir / MARKER).mkdir(parents=True, exist_ok=True)
+        (sweep_dir / MARKER / "stopped").write_text(f"{signum}\n")
+    prefix = f"{socket.gethostname()}-"
+    for entry in (sweep_dir / MARKER / "running").glob(f"{prefix}*"):
+        pid = entry.name.removeprefix(prefix)
+        if pid.isdigit() and int(pid) != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signum)
+
+
 def job_outcomes(sweep_dir: Path) -> list[dict]:
     """The outcomes that this sweep's jobs recorded."""
     outcomes = []
     for path in sorted((sweep_dir / MARKER / "jobs").glob("*.json")):
         try:
-            outcomes.append(json.loads(path.read_text()))
+            outcomes.append(json.loads(fileio.read_regular(path, follow=False)))
         except (OSError, ValueError):
             outcomes.append({"status": "failed", "error": f"{path.name}: unreadable outcome"})
     return outcomes
@@ -112,6 +177,7 @@ class SweepCallback(Callback):
 
     failed: int = 0
     total: int = 0
+    sweep_dir: Path | None = None  # (in the sweep's own process, while it runs)
     _lock: RunDirLock | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -126,15 +192,18 @@ class SweepCallback(Callback):
         except CnnbenchError as e:
             SweepCallback.release()  # a refused sweep holds nothing (main() may be called again in this process)
             fail(str(e))  # (an exit: Hydra turns a callback's exceptions into warnings and goes on)
-        shutil.rmtree(sweep_dir / MARKER / "jobs", ignore_errors=True)  # outcomes of this sweep's jobs only
+        SweepCallback.sweep_dir = sweep_dir
+        for stale in ("jobs", "running"):  # (this sweep's jobs only; a stopped sweep's marker goes too)
+            shutil.rmtree(sweep_dir / MARKER / stale, ignore_errors=True)
+        (sweep_dir / MARKER / "stopped").unlink(missing_ok=True)
         fileio.atomic_write_json({"overrides": overrides}, sweep_dir / MARKER / "sweep.json")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from cnnbench.leaderboard import write_report
+        from cnnbench.report_files import write_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         outcomes = job_outcomes(sweep_dir)
-        write_report([sweep_dir])
+        write_report([sweep_dir], overwrite=True)  # (the sweep's own folder, held by this sweep)
         SweepCallback.total = len(outcomes)
         SweepCallback.failed = sum(1 for o in outcomes if o.get("status") not in DONE)
         SweepCallback.release()
@@ -145,3 +214,4 @@ class SweepCallback(Callback):
         if SweepCallback._lock is not None:
             SweepCallback._lock.__exit__()
             SweepCallback._lock = None
+        SweepCallback.sweep_dir = None

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.syntax import Syntax
 from rich.table import Table
 
-from cnnbench.rundir import own
+from cnnbench.manifest import own
 
 
 class Reporter:

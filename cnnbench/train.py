@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -22,13 +23,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench import rundir
-from cnnbench.cli import error_boundary, fail
+from cnnbench import manifest, rundir, signals
+from cnnbench.cli import continue_command, error_boundary, fail, out_of_memory
 from cnnbench.config import register_configs
-from cnnbench.errors import CnnbenchError, os_error_message
+from cnnbench.errors import CnnbenchError, first_line, os_error_message
 from cnnbench.fileio import atomic_copy, atomic_write_json
 from cnnbench.overrides import hydra_overrides, parse_overrides
-from cnnbench.sweep import SweepCallback, record_job, register_plugins, swept_keys
+from cnnbench.signals import Terminated
+from cnnbench.sweep import SweepCallback, record_job, register_plugins, running_job, stop_sweep, stopped, swept_keys
 from cnnbench.tracking import Reporter, run_name
 
 if TYPE_CHECKING:
@@ -67,7 +69,8 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[DictConfig], None] |
                 return {"status": "interrupted" if built.trainer.interrupted else "completed", "rank": rt.dist.rank,
                         "best_val_acc": None}
             info = {"device": str(rt.device), "processes": rt.dist.world_size, "threads": rt.threads[0],
-                    "started_at": started_at, "run_name": reporter.log_dir.name, "swept": swept}
+                    "started_at": started_at, "run_name": reporter.log_dir.name, "swept": swept,
+                    **({"input_from_source": resolved.inherited} if resolved.inherited else {})}
             return test_and_record(cfg, built, rt.run_dir, rt.precision, reporter, overrides, info)
     finally:
         distributed.shutdown()
@@ -99,6 +102,7 @@ def fit(built: Run, cfg: DictConfig, rt: Runtime, reporter: Reporter,
         if on_start is not None:
             on_start(cfg)
         if best is not None and rt.dist.is_main:  # selection goes on from the resumed run's best checkpoint
+            manifest.own(rt.run_dir, "checkpoints/best.pt")
             atomic_copy(best, rt.run_dir / "checkpoints" / "best.pt")
 
     built.trainer.callbacks.insert(0, FitStart(start))  # (the first callback; Ctrl-C stops cleanly there)
@@ -143,7 +147,7 @@ def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter,
     try:
         trainer.restore(ckpt)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:  # a state that does not fit what was built
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        first = first_line(e, 200)
         raise CnnbenchError(f"cannot resume from {source}: its saved state does not fit this run "
                             f"({type(e).__name__}: {first}); resume with the config it was trained with") from None
     reporter.info(f"resumed at epoch {ckpt['epoch']}, step {ckpt['step']} from {source}")
@@ -154,15 +158,24 @@ def resume(trainer: Trainer, cfg: DictConfig, run_dir: Path, reporter: Reporter,
 @hydra.main(version_base="1.3", config_path="pkg://cnnbench.conf", config_name="config")
 def _hydra_entry(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     owner = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 owns the run directory
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    lock = rundir.RunDirLock(run_dir) if owner else contextlib.nullcontext()
     try:
-        with rundir.RunDirLock(run_dir) if owner else contextlib.nullcontext():
+        if not multirun and "WORLD_SIZE" not in os.environ and rundir.default_run_dir(run_dir,
+                                                                                       hydra_cfg.overrides.hydra):
+            lock = rundir.lock_free_run_dir(run_dir)  # (two runs started in the same second: the second gets -2)
+            run_dir = lock.path
+        with lock, running_job() if multirun else contextlib.nullcontext():
             return _job(cfg, run_dir, multirun, owner)
     except CnnbenchError as e:  # the directory is another run's, or holds one: touch nothing
         record_job("refused", str(e))
         return _report(str(e), multirun)
+    finally:
+        if owner:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # (only when empty: a refused or failed start leaves no empty folder)
 
 
 def _report(message: str, multirun: bool) -> None:
@@ -178,6 +191,9 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
     from cnnbench.results import objective
 
     overrides = hydra_overrides()
+    if multirun and stopped():
+        record_job("interrupted", "not started: the sweep was stopped")
+        return None
     plan = rundir.plan_reuse(run_dir, cfg.trainer, overrides, multirun, cfg.sweep.skip_completed, owner,
                              requeueable=preemption_signal() is not None)
     if plan.action == "refuse":
@@ -190,9 +206,11 @@ def _job(cfg: DictConfig, run_dir: Path, multirun: bool, owner: bool) -> float |
     takeover = Takeover(run_dir, plan, overrides, owner)
     try:
         results = run(OmegaConf.merge(cfg, {"trainer": {"resume": plan.resume}}), run_dir, on_start=takeover)
+    except Terminated as e:
+        return _terminated(e, cfg, takeover, multirun)
     except Exception as e:
         return _failed(e, cfg, takeover, multirun)
-    return _finished(results)
+    return _finished(results, multirun)
 
 
 class Takeover:
@@ -210,7 +228,7 @@ class Takeover:
     def __call__(self, cfg: DictConfig) -> None:
         if self.owner:
             if self.plan.action == "replace":
-                kept = rundir.clear(self.run_dir)
+                kept = manifest.clear(self.run_dir)
                 if kept:
                     print(f"overwrite: removed the earlier run's files; kept {len(kept)} that cnnbench did not "
                           f"write ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''})")
@@ -223,15 +241,16 @@ def _failed(e: Exception, cfg: DictConfig, takeover: Takeover, multirun: bool) -
     """A run that raised: a user's mistake is one line (and a failed results.json); a bug keeps its traceback.
     In a sweep, one failing job (bad value, out of memory, NaN) is recorded and the others still run."""
     os_message = os_error_message(e) if isinstance(e, OSError) else None
+    if out_of_memory(e):
+        os_message = f"out of memory: {first_line(e)}; lower data.batch_size, data.eval_batch_size or data.image_size"
     user_error = isinstance(e, CnnbenchError) or os_message is not None
     if not (user_error or multirun):
         raise e
-    message = os_message or (str(e) if isinstance(e, CnnbenchError) else
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    message = os_message or (str(e) if isinstance(e, CnnbenchError) else f"{type(e).__name__}: {first_line(e)}")
     # an earlier run's results stay until training starts
     if takeover.owner and (takeover.plan.status in (None, "failed") or takeover.started):
         with contextlib.suppress(OSError):
-            rundir.own(takeover.run_dir, "results.json")
+            manifest.own(takeover.run_dir, "results.json")
             atomic_write_json({"status": "failed", "error": message, "model": cfg.model.get("name"),
                                "data": cfg.data.name, "overrides": takeover.overrides,
                                "elapsed_s": time.time() - takeover.started_at}, takeover.run_dir / "results.json")
@@ -242,9 +261,34 @@ def _failed(e: Exception, cfg: DictConfig, takeover: Takeover, multirun: bool) -
     return None
 
 
-def _finished(results: dict) -> float | None:
-    """A run that returned: its objective for the sweeper; an interrupted one exits 130 (or, preempted by
-    submitit, hands the signal back so that submitit requeues it)."""
+def _terminated(e: Terminated, cfg: DictConfig, takeover: Takeover, multirun: bool) -> None:
+    """SIGTERM outside the training loop: say where the run stopped and how to go on; once training has
+    started, results.json says interrupted (its checkpoints stay, and ``trainer.resume=auto`` continues)."""
+    if takeover.started:
+        where = "after training started, outside its loop (building the run's pictures, or scoring the test split)"
+        how = ("continue the sweep with sweep.skip_completed=true" if multirun else
+               f"continue with: {continue_command(takeover.run_dir)}")
+        if takeover.owner:
+            with contextlib.suppress(OSError):
+                manifest.own(takeover.run_dir, "results.json")
+                atomic_write_json({"status": "interrupted", "error": f"{e} {where}", "model": cfg.model.get("name"),
+                                   "data": cfg.data.name, "overrides": takeover.overrides},
+                                  takeover.run_dir / "results.json")
+    else:
+        where, how = "before training started (reading the data or building the model)", "nothing was written; " \
+            "run the command again"
+    message = f"{e} {where}; {how}"
+    record_job("interrupted", message)
+    if multirun:
+        print(f"error: {message}", file=sys.stderr)
+        return None
+    fail(message, code=128 + e.signum)
+
+
+def _finished(results: dict, multirun: bool) -> float | None:
+    """A run that returned: its objective for the sweeper. An interrupted single run exits 130 (143 after
+    SIGTERM), or, preempted by submitit, hands the signal back so that submitit requeues it; an interrupted
+    sweep job returns, and the sweep starts no other (``cnnbench.sweep.stopped``)."""
     from cnnbench.engine.stop import StopRequest
     from cnnbench.results import objective
 
@@ -252,7 +296,9 @@ def _finished(results: dict) -> float | None:
     if results["status"] == "interrupted":
         if StopRequest.preempted is not None:  # checkpointed: now submitit's own handler requeues the job
             os.kill(os.getpid(), StopRequest.preempted)
-        sys.exit(130)
+        if not multirun:
+            sys.exit(128 + (Terminated.received or signal.SIGINT))
+        return None
     return objective(results)
 
 
@@ -262,9 +308,16 @@ def main() -> None:
     # config mistakes and keeps real tracebacks for bugs.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     SweepCallback.failed = SweepCallback.total = 0  # (this call's sweep only: main() may run again in a process)
+    Terminated.received = None
+    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+    signals.install(stop_sweep if multirun else signals.raise_terminated)
     register_plugins()
     with error_boundary():
         _hydra_entry()
+    if multirun and Terminated.received is not None:
+        fail(f"stopped by {signal.Signals(Terminated.received).name}: {SweepCallback.failed} of "
+             f"{SweepCallback.total} sweep jobs did not complete (interrupted, or not started); continue the sweep "
+             f"with the same command and sweep.skip_completed=true", code=128 + Terminated.received)
     if SweepCallback.failed:
         fail(f"{SweepCallback.failed} of {SweepCallback.total} sweep jobs failed or were refused "
              f"(see leaderboard.md in the sweep directory and the errors above)", code=1)

@@ -106,12 +106,28 @@ def test_cifar10_speedrun_is_airbench94_in_cnnbench_terms() -> None:
         ("trainer.compile=true trainer.compile_mode=fast", "trainer.compile_mode must be one of default, reduce-"),
         ("trainer.compile_mode=reduce-overhead", "trainer.compile_mode=reduce-overhead needs trainer.compile=true"),
         ("model=vit_tiny model.drop_path=-0.1", "model.drop_path must be in [0, 1)"),
+        # numbers out of range or not finite: refused up front, never a traceback or a "divergence" later
+        ("optimizer.lr=inf", "optimizer.lr=inf is not a finite number"),
+        ("optimizer.lr=1e308", "optimizer.lr=1e+308 is not a finite number within float32's range"),
+        ("optimizer.weight_decay=nan", "optimizer.weight_decay=nan is not a finite number"),
+        ("data.mean=[inf]", "data.mean.0=inf is not a finite number"),
+        ("trainer.seed=99999999999999999999", "trainer.seed must be in [0, 4294967295]"),
+        ("trainer.seed=-1", "trainer.seed must be in [0, 4294967295]"),
+        ("data.split_seed=4294967296", "data.split_seed must be in [0, 4294967295]"),
+        ("data.image_size=100000", "data.image_size must be a whole number in [1, 4096]"),
+        ("data=imagefolder data.root=/x data.image_size=64 data.store_size=1", "data.store_size=1 (training photos"),
+        ("data=imagefolder data.root=/x data.image_size=112 data.resize_size=100", "data.resize_size=100 (the side"),
+        ("data.num_workers=-1", "data.num_workers must be 0 (load in this process) or more, got -1"),
+        ("data.mean=[0.1,0.2] data.std=[1,1]", "data.mean and data.std need 1 value each, got [0.1, 0.2]"),
+        ("data.cache_dir=/tmp/photos/cache data=imagefolder data.root=/tmp/photos", "lies inside data.root"),
     ],
 )
 def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
+    from cnnbench.resolve import resolve
+
     cfg = compose_config(*override.split())
     with pytest.raises(CnnbenchError, match=None) as err:
-        validate(cfg)
+        resolve(cfg, override.split())
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -136,7 +152,7 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
          "model.weights=NOPE is not a weight set of resnet18; available: IMAGENET1K_V1"),
         (["transfer=gradual_unfreeze", "transfer.checkpoint=/x", "transfer.stages=0"],
          "transfer.stages must be an integer >= 1"),
-        (["transfer=freeze_backbone", "transfer.checkpoint=/no/such/run"], "checkpoint /no/such/run"),
+        (["transfer=freeze_backbone", "transfer.checkpoint=/no/such/run"], "checkpoint=/no/such/run: no such run"),
     ],
 )
 def test_cli_bad_input_is_one_line_without_traceback(cli, tmp_path: Path, args: list[str], message: str) -> None:

@@ -16,8 +16,8 @@ from conftest import compose_config
 from PIL import Image
 
 from cnnbench.config import validate
-from cnnbench.config.checks import check_against_data
 from cnnbench.data import load_data, make_loaders
+from cnnbench.data.checks import check_against_data
 from cnnbench.data.crops import centre_boxes, crop_resize, resized_crop_boxes
 from cnnbench.data.decode import Resize, decode, fit_shape
 from cnnbench.data.parallel import decode_all

@@ -53,7 +53,8 @@ def test_attributions_lie_in_the_only_quadrant_the_model_sees(method: str) -> No
     if method == "occlusion":  # hiding the quadrant changes the logit; hiding pixels it never sees, nothing
         window = SIDE // 8
         assert (maps[:, :half, :half].mean((1, 2)) > 0).all()
-        assert maps[:, half + window:, :].abs().max() == 0 and maps[:, :, half + window:].abs().max() == 0
+        noise = 1e-5 * maps.abs().max()  # (float32 rounding: the batched logits may sum in another order)
+        assert maps[:, half + window:, :].abs().max() <= noise and maps[:, :, half + window:].abs().max() <= noise
 
 
 def test_gradcam_equals_the_hand_computation() -> None:

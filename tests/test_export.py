@@ -70,5 +70,5 @@ def test_every_family_exports_to_onnx(name: str, tmp_path: Path) -> None:
     spec = InputSpec(channels, Pipeline.pad(32), tuple(mean), tuple(std), tuple(str(i) for i in range(10)))
     torch.save({"model": model.state_dict(), "config": to_container(cfg), "step": 0, "meta": spec.to_dict()},
                tmp_path / "checkpoints" / "best.pt")
-    card = export_run(tmp_path, "onnx", images=4)
+    card = export_run(tmp_path / "checkpoints" / "best.pt", "onnx", tmp_path / "model.onnx", images=4)
     assert card["parity"]["max_abs_logit_diff"] <= 1e-4

@@ -254,8 +254,8 @@ def test_degenerate_class_sets_are_refused_and_macro_averages_follow_one_convent
     from conftest import compose_config
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
-    from cnnbench.config.checks import check_against_data
     from cnnbench.data import load_data
+    from cnnbench.data.checks import check_against_data
     from cnnbench.evaluation.metrics import metrics
     from cnnbench.evaluation.scores import Scores
 
@@ -337,7 +337,7 @@ def test_a_checkpoint_whose_config_does_not_fit_is_one_line_for_every_command(lo
                           (export_main, ["format=torchscript", f"out={out}.pt"]),
                           (visualize_main, [f"image={tmp_path / 'img.png'}", "layer=features.0", f"out={out}.png"])):
         code, err = error_of(command, [f"run={loose_checkpoint}", *args], capsys)
-        assert code == 2 and "does not fit its weights or is malformed" in err, err
+        assert code == 2 and "malformed" in err and "Traceback" not in err, err
 
 
 def test_report_skips_what_is_not_a_runs_results_and_says_so(trained, tmp_path, capsys) -> None:
@@ -440,7 +440,7 @@ def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path) 
 
 def test_the_manifest_holds_paths_relative_to_the_run_directory(tmp_path, monkeypatch) -> None:
     """#1: names inside the run and paths of files (also from a relative run directory) are recorded alike."""
-    from cnnbench.rundir import own, owned
+    from cnnbench.manifest import own, owned
 
     monkeypatch.chdir(tmp_path)
     run = Path("runs/a")

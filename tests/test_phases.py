@@ -11,7 +11,7 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
-from cnnbench import rundir
+from cnnbench import manifest, rundir
 from cnnbench.errors import CnnbenchError
 from cnnbench.resolve import resolve
 
@@ -50,7 +50,7 @@ def _trainer(**values):
 
 def _leave_a_run(run_dir: Path, status: str) -> None:
     """What an earlier run leaves: its results.json (and a last.pt), recorded in the manifest."""
-    rundir.own(run_dir, "results.json", "checkpoints/last.pt")
+    manifest.own(run_dir, "results.json", "checkpoints/last.pt")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
     (run_dir / "results.json").write_text(json.dumps({"status": status, "overrides": ["trainer.epochs=2"]}))

@@ -149,8 +149,14 @@ def test_file_list_errors_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(CnnbenchError, match=r"train.csv line 2: expected path,label"):
         load_data(cfg)
     (tmp_path / "train.csv").write_text("a.png,cat\n")
-    (tmp_path / "test.csv").write_text("a.png,bird\n")
+    write_image(tmp_path / "b.png", 2)
+    (tmp_path / "test.csv").write_text("b.png,bird\n")
     with pytest.raises(CnnbenchError, match="label 'bird' is not a label of train.csv"):
+        load_data(cfg)
+    # one image with two labels (in one list or across lists): refused, never trained as both
+    (tmp_path / "train.csv").write_text("a.png,cat\nb.png,dog\n" + "a.png,cat\n" * 5 + "./a.png,dog\n")
+    (tmp_path / "test.csv").unlink()
+    with pytest.raises(CnnbenchError, match=r"a.png is listed with two labels \('cat' in train.csv, 'dog' in train"):
         load_data(cfg)
 
 
@@ -200,7 +206,7 @@ def test_balanced_sampler_draws_classes_equally_and_resumes() -> None:
 
 
 def test_class_weights(tmp_path: Path) -> None:
-    from cnnbench.config.checks import check_against_data
+    from cnnbench.data.checks import check_against_data
     from cnnbench.engine.loop import class_weight_tensor
 
     labels = torch.tensor([0] * 6 + [1] * 2 + [2] * 0)

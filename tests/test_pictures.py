@@ -247,9 +247,11 @@ def test_visualize_cli(visual_run: Path, tmp_path: Path, capsys) -> None:
 def test_visualize_explains_a_run(visual_run: Path, tmp_path: Path, capsys) -> None:
     from cnnbench.commands.visualize import main
 
+    trained = {p: p.read_bytes() for p in visual_run.rglob("*") if p.is_file() and p.name != ".cnnbench-files"}
     main([f"run={visual_run}", "explain=gradcam"])
-    card = visual_run / "figures" / "explain_gradcam.png"
+    card = visual_run / "figures" / "visualize_explain_gradcam_predicted.png"
     assert f"wrote {card}" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in trained} == trained  # training's files (its explain_gradcam.png) unchanged
     with Image.open(card) as img:
         pixels = np.asarray(img.convert("L"))
     assert img.width >= 4 * 96 and img.height >= 4 * 96 and (pixels[4:30] < 100).mean() > 0.005

@@ -228,9 +228,9 @@ def test_leaderboard_shows_calibration_and_mfu_when_runs_have_them(tmp_path: Pat
     board = build_leaderboard(find_runs([tmp_path]))
     header = to_markdown(board).splitlines()[0]
     assert "ECE %" in header and "top-5 %" in header and "MFU %" in header and "corruption acc %" in header
-    from cnnbench.leaderboard import plot
+    from cnnbench.report_files import plots
 
-    assert (tmp_path / "corruption_acc_vs_params.png") in plot(board, tmp_path)
+    assert "corruption_acc_vs_params.png" in plots(board)
     rows = {r["model"]: r for r in board.rows}
     assert rows["lenet5"]["test_ece"] == 4.0 and rows["vgg11"]["test_ece"] == 9.0  # eval_test.json of the same step
     assert rows["lenet5"]["mfu"] == 0.25

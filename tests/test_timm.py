@@ -145,8 +145,8 @@ def test_gradual_unfreezing_follows_timms_group_matcher(arch: str, first: str, l
     params = dict(model.named_parameters())
     theirs = [[id(params[n]) for n in group if id(params[n]) not in head] for _, group in sorted(groups.items())]
     assert [[id(p) for p in u.params] for u in plan.units] == [g for g in theirs if g]  # timm's groups, in order
-    assert plan.freeze(0).endswith("training the head only (head new)" if arch.startswith("vit") else
-                                   "training the head only (fc new)")
+    assert plan.freeze(0).endswith("training the head only (head: head)" if arch.startswith("vit") else
+                                   "training the head only (head: fc)")
     plan.freeze(1)  # the top third of the groups opens after head_epochs
     top = len(torch.arange(count).tensor_split(3)[-1])
     assert [all(p.requires_grad for p in u.params) for u in plan.units] == [False] * (count - top) + [True] * top

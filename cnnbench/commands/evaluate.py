@@ -37,15 +37,15 @@ from omegaconf import OmegaConf
 
 from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
 from cnnbench.errors import CnnbenchError
-from cnnbench.fileio import atomic_write_json
+from cnnbench.fileio import atomic_write_json, save_image
 from cnnbench.finished_run import FinishedRun, load_finished_run
-from cnnbench.rundir import own
+from cnnbench.manifest import own
 
 USAGE = ("usage: cnnbench-eval run=<run dir or .pt> [split=test|val|train] [folder=<class folders>] "
          "[data.<key>=<value> ...] [tta=0|1|2] [batch_size=N] [device=auto] [out=<eval.json> [overwrite=true]] "
-         "[corruptions=true [corruption_images=1000] [baseline=<run dir>]]")
+         "[corruptions=true [corruption_images=1000] [baseline=<run dir>]] [allow_unfinished=true]")
 KEYS = {"run", "split", "folder", "tta", "batch_size", "device", "out", "overwrite", "corruptions",
-        "corruption_images", "baseline"}
+        "corruption_images", "baseline", "allow_unfinished"}
 
 
 def parse_data_overrides(pairs: dict[str, str], data_cfg) -> dict:
@@ -93,6 +93,7 @@ def eval_loader(trained: FinishedRun, split: str, folder: Path | None, data_over
                 device: torch.device):
     """The run's preprocessing over the chosen images, unshuffled and unaugmented (``data_overrides``: parsed
     values by ``data.<key>``)."""
+    from cnnbench.config.checks import check_data
     from cnnbench.config.schema import DataConfig
     from cnnbench.data import load_data
     from cnnbench.data.build import image_loader, normalization
@@ -107,7 +108,9 @@ def eval_loader(trained: FinishedRun, split: str, folder: Path | None, data_over
     cfg.cache_dir = local_cache_dir() if cfg.cache_dir else None  # this machine's cache, not the recorded one
     for key, value in data_overrides.items():
         OmegaConf.update(cfg, key.removeprefix("data."), value)
-    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)  # (the types training checks)
+    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg)  # (the types and values training checks)
+    if data_overrides:
+        check_data(cfg)
     channels, size = spec.channels, spec.image_size
     given = {"data.mean", "data.std"} & set(data_overrides)  # (else the spec's: the normalisation trained with)
     mean, std = normalization(cfg, channels) if given else (list(spec.mean), list(spec.std))
@@ -137,16 +140,18 @@ def eval_loader(trained: FinishedRun, split: str, folder: Path | None, data_over
 
 def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, data_overrides: dict | None = None,
                  tta: int | None = None, batch_size: int | None = None, device: str = "auto",
-                 out: Path | None = None, corruptions: int = 0, baseline: Path | None = None) -> dict:
+                 out: Path | None = None, corruptions: int = 0, baseline: Path | None = None,
+                 allow_unfinished: bool = False, overwrite: bool = False) -> dict:
     """Score ``run`` and write this setting's result file and its figures; return what was written
-    (``data_overrides``: ``data.<key>`` to its text, as on the command line)."""
+    (``data_overrides``: ``data.<key>`` to its text, as on the command line). Figures beside ``out=`` replace
+    files there only with ``overwrite``."""
     from cnnbench.evaluation.calibration import reliability
     from cnnbench.evaluation.metrics import confusion_matrix, metrics
     from cnnbench.evaluation.scores import predict
 
     if split not in ("test", "val", "train"):
         raise CnnbenchError(f"split={split}: choose test, val or train")
-    trained = load_finished_run(run)
+    trained = load_finished_run(run, allow_unfinished)
     data_overrides = parse_data_overrides(data_overrides or {}, trained.cfg.data)
     where, precision = trained.settle(device)
     tta = trained.cfg.trainer.tta if tta is None else tta
@@ -171,8 +176,7 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
     written = {"confusion": Path(f"{base}_confusion_matrix.png"), "reliability": Path(f"{base}_reliability.png")}
     if corruptions:
         written["corruptions"] = Path(f"{base}_corruptions.png")
-    if in_run:
-        own(trained.run_dir, out, *written.values())
+    claim(trained, out, list(written.values()), in_run, overwrite)
     replaced = out.is_file()
     if corruptions:
         result["corruptions"] = robustness(trained, loader, precision, corruptions, baseline, result["acc"],
@@ -185,6 +189,18 @@ def evaluate_run(run: Path, split: str = "test", folder: Path | None = None, dat
     return result
 
 
+def claim(trained: FinishedRun, out: Path, figures: list[Path], in_run: bool, overwrite: bool) -> None:
+    """Record the result and figures in the run directory (``in_run``), or refuse figures that would replace
+    files beside ``out=`` unless ``overwrite``."""
+    if in_run:
+        own(trained.run_dir, out, *figures)
+        return
+    taken = [p for p in figures if p.exists() or p.is_symlink()]
+    if taken and not overwrite:
+        raise CnnbenchError(f"{taken[0]} exists (a figure written beside out={out}); give another out= or "
+                            f"overwrite=true to replace it")
+
+
 def _save_figures(cm: torch.Tensor, bins: list, names: list[str], ece: float, title: str,
                   written: dict[str, Path]) -> None:
     """The confusion matrix and the reliability diagram, as PNGs where ``written`` says."""
@@ -192,8 +208,8 @@ def _save_figures(cm: torch.Tensor, bins: list, names: list[str], ece: float, ti
     from cnnbench.pictures.charts import confusion_figure, reliability_figure
 
     written["confusion"].parent.mkdir(parents=True, exist_ok=True)
-    figure_image(confusion_figure(cm, names)).save(written["confusion"])
-    figure_image(reliability_figure(bins, ece / 100, title)).save(written["reliability"])
+    save_image(figure_image(confusion_figure(cm, names)), written["confusion"])
+    save_image(figure_image(reliability_figure(bins, ece / 100, title)), written["reliability"])
 
 
 def robustness(trained: FinishedRun, loader, precision, images: int, baseline: Path | None, clean: float,
@@ -207,13 +223,13 @@ def robustness(trained: FinishedRun, loader, precision, images: int, baseline: P
     accuracy = corruption_accuracy(trained.model, loader, precision, images)
     reference = None
     if baseline is not None:
-        other = load_finished_run(baseline)
+        other = load_finished_run(baseline, allow_unfinished=True)  # (a reference point, read as it is)
         if other.class_names != trained.class_names or other.spec.image_size != trained.spec.image_size:
             raise CnnbenchError(f"baseline={baseline} was trained on other classes or sizes than run={trained.run_dir}")
         reference = corruption_accuracy(other.model.to(loader.device), loader, other.precision(loader.device), images)
     figure.parent.mkdir(parents=True, exist_ok=True)
-    figure_image(robustness_figure(accuracy, clean, f"{trained.cfg.model.name}, {min(images, len(loader.data))} "
-                                   "images")).save(figure)
+    save_image(figure_image(robustness_figure(accuracy, clean, f"{trained.cfg.model.name}, "
+                                              f"{min(images, len(loader.data))} images")), figure)
     return {"images": min(images, len(loader.data)), "accuracy": accuracy, **summary(accuracy, reference),
             "baseline": str(baseline) if baseline else None, "not_generated": NOT_AT_HAND}
 
@@ -261,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                               Path(args["folder"]).expanduser() if "folder" in args else None,
                               dict(a.split("=", 1) for a in data_args), tta,
                               batch_size, args.get("device", "auto"), out, images,
-                              Path(args["baseline"]) if "baseline" in args else None)
+                              Path(args["baseline"]) if "baseline" in args else None,
+                              flag(args, "allow_unfinished"), flag(args, "overwrite"))
     print_table(result)
     for i, path in enumerate(result["written"]):
         print(f"{'replaced' if i == 0 and result['replaced'] else 'wrote'} {path}")

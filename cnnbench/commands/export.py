@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 
 from cnnbench.cli import error_boundary, flag, key_values, output_file, positive_int
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, first_line
 from cnnbench.fileio import atomic_write_json
 from cnnbench.finished_run import FinishedRun, load_finished_run
+from cnnbench.manifest import own
 from cnnbench.provenance import record
-from cnnbench.rundir import own
 
 USAGE = ("usage: cnnbench-export run=<run dir or .pt> format=onnx|torchscript|exported_program [out=<file>] "
-         "[overwrite=true] [dynamic_batch=true|false] [images=8]")
+         "[overwrite=true] [dynamic_batch=true|false] [images=8] [allow_unfinished=true]")
 FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "exported_program": "model.pt2"}
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts"), "exported_program": (".pt2",)}
 TOLERANCE = 1e-4
@@ -89,11 +89,11 @@ def card_path(model_file: Path) -> Path:
 
 
 def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool = True, images: int = 8,
-               overwrite: bool = False) -> dict:
+               overwrite: bool = False, allow_unfinished: bool = False) -> dict:
     """Export, check parity on real images, write the card; return the card."""
     if fmt not in FILES:
         raise CnnbenchError(f"format={fmt}: choose {', '.join(FILES)}")
-    trained = load_finished_run(run)
+    trained = load_finished_run(run, allow_unfinished)
     in_run = out is None
     out = trained.output(out, f"export/{FILES[fmt]}")
     if out.suffix.lower() not in SUFFIXES[fmt]:
@@ -113,7 +113,7 @@ def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool
         raise
     except Exception as e:  # the exporter's own refusal (an unsupported op): one line with its reason
         raise CnnbenchError(f"{trained.cfg.model.name} cannot be exported as {fmt}: "
-                            f"{str(e).strip().splitlines()[0][:300]}") from None
+                            f"{first_line(e, 300)}") from None
     with torch.no_grad():
         parity = (run_exported(x) - model(x)).abs().max().item()
     info = card(trained, fmt, out, x, parity, dynamic_batch)
@@ -127,17 +127,20 @@ def export_run(run: Path, fmt: str, out: Path | None = None, dynamic_batch: bool
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-export``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = key_values(argv, USAGE, keys={"run", "format", "out", "overwrite", "dynamic_batch", "images"},
+    args = key_values(argv, USAGE, keys={"run", "format", "out", "overwrite", "dynamic_batch", "images",
+                                         "allow_unfinished"},
                       required={"run", "format"}, doc=__doc__)
     dynamic, overwrite = flag(args, "dynamic_batch", True), flag(args, "overwrite")
     images = positive_int(args, "images", 8)
     suffixes = SUFFIXES.get(args["format"], tuple(s for group in SUFFIXES.values() for s in group))
     out = output_file(args["out"], "out", suffixes, overwrite) if "out" in args else None
     with error_boundary():
-        info = export_run(Path(args["run"]), args["format"], out, dynamic, images, overwrite)
+        info = export_run(Path(args["run"]), args["format"], out, dynamic, images, overwrite,
+                          flag(args, "allow_unfinished"))
     parity = info["parity"]
     folder = out.parent if out is not None else Path(info["source"]["run"]) / "export"
-    print(f"wrote {' + '.join(info['files'])} ({info['format']}) and its card {info['file']}.json in {folder}")
+    print(f"wrote {' + '.join(info['files'])} ({info['format']}) and its card {info['file']}.json in {folder}, "
+          f"from {info['source']['checkpoint']} (step {info['source']['step']})")
     print(f"parity on {parity['images']} test images: max |logit difference| {parity['max_abs_logit_diff']:.2e} "
           f"(tolerance {parity['tolerance']:g})")
 

@@ -22,6 +22,7 @@ from torch import nn
 from cnnbench.anatomy import ModelReport, analyze
 from cnnbench.cli import error_boundary, output_file
 from cnnbench.config import register_configs
+from cnnbench.config.checks import check_values
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_write
 
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     with error_boundary():
         with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
             cfg = compose(config_name="config", overrides=argv)
+        check_values(cfg)  # (the values training accepts: sizes, finite numbers)
         if cfg.model.name == "timm" and any(c in (cfg.model.arch or "") for c in "*?["):
             print_matches(cfg)
             return

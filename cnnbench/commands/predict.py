@@ -28,7 +28,7 @@ from cnnbench.fileio import atomic_write
 from cnnbench.finished_run import FinishedRun, load_finished_run
 
 USAGE = ("usage: cnnbench-predict run=<run dir or .pt> images=<file | folder | glob> [top_k=5] "
-         "[out=<preds.csv | preds.json> [overwrite=true]] [batch_size=64] [device=auto]")
+         "[out=<preds.csv | preds.json> [overwrite=true]] [batch_size=64] [device=auto] [allow_unfinished=true]")
 SHOWN = 50
 
 
@@ -96,12 +96,15 @@ def write_rows(rows: list[dict], out: Path, top_k: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-predict``."""
     argv = sys.argv[1:] if argv is None else argv
-    args = key_values(argv, USAGE, keys={"run", "images", "top_k", "out", "overwrite", "batch_size", "device"},
+    args = key_values(argv, USAGE, keys={"run", "images", "top_k", "out", "overwrite", "batch_size", "device",
+                                         "allow_unfinished"},
                       required={"run", "images"}, doc=__doc__)
     top_k, batch_size = positive_int(args, "top_k", 5), positive_int(args, "batch_size", 64)
     out = output_file(args["out"], "out", (".csv", ".json"), flag(args, "overwrite")) if "out" in args else None
     with error_boundary():
-        trained = load_finished_run(Path(args["run"]))
+        trained = load_finished_run(Path(args["run"]), flag(args, "allow_unfinished"))
+        if out is not None:
+            trained.check_output(out)
         files = image_files(args["images"])
         start = time.perf_counter()
         rows = predict_files(trained, files, top_k, batch_size, args.get("device", "auto"),
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"... {len(rows) - SHOWN} more")
     failed = sum(1 for r in rows if r["error"])
     print(f"{len(rows)} images in {seconds:.1f} s ({len(rows) / max(seconds, 1e-9):,.0f} images/s)"
-          + (f", {failed} unreadable" if failed else ""))
+          + (f", {failed} unreadable" if failed else "") + f"; model {trained.checkpoint} (step {trained.step})")
     if out is not None:
         write_rows(rows, out, min(top_k, len(trained.class_names)))
         print(f"wrote {out}")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cnnbench.cli import error_boundary, fail, writable_folder
-from cnnbench.leaderboard import write_report
+from cnnbench.report_files import write_report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,7 +15,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cnnbench-report", description="Leaderboard of cnnbench runs and sweeps.")
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories (merged)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first directory)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace leaderboard files there that cnnbench-report did not write (or that changed)")
     args = parser.parse_args(argv)
+    with error_boundary():  # (a path too long to use is one line too)
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
     missing = [str(d) for d in args.dirs if not d.exists()]
     if missing:
         fail(f"{', '.join(missing)} does not exist")
@@ -24,8 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--out {out} is a file; give a folder for the leaderboard files")
     writable_folder(out, f"--out {out}")
     skipped: list[str] = []
-    with error_boundary():
-        board = write_report(args.dirs, out, skipped=skipped)
+    board = write_report(args.dirs, out, skipped=skipped, overwrite=args.overwrite)
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     if board.total == 0:

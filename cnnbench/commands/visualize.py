@@ -9,7 +9,8 @@ model's top-k classes (``top_k=3``), which are also printed. Without ``layer=``,
 every block and layer that outputs feature maps, in network order, with its kind and output shape.
 
 With ``explain=gradcam|saliency|integrated_gradients|occlusion`` it writes an attribution card instead
-(``<run dir>/figures/explain_<method>.png`` by default): each image as the model saw it beside the map over it,
+(``<run dir>/figures/visualize_explain_<method>_<target>[_<hash of images and layer>].png`` by default, never
+a picture that training wrote): each image as the model saw it beside the map over it,
 with the predicted class and probability. ``images=`` takes a file, a folder or a glob (default: 8 of the run's
 test images, the first of each class first, with their true classes); ``target=predicted`` (default), ``true``
 or a class name picks the class explained; ``layer=`` sets Grad-CAM's layer (default: the end of the last
@@ -18,6 +19,9 @@ convolutional stage).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -26,15 +30,17 @@ import torch
 from cnnbench.cli import error_boundary, fail, flag, key_values, output_file, positive_int
 from cnnbench.errors import CnnbenchError
 from cnnbench.explain.attribution import METHODS, attribute, predicted
+from cnnbench.fileio import save_image
 from cnnbench.finished_run import FinishedRun, load_finished_run
+from cnnbench.manifest import own
 from cnnbench.pictures import capture, denormalize, trace
 from cnnbench.pictures.cards import GRID_CHANNELS, feature_card
 from cnnbench.pictures.explain import explanation_card, explanation_title
-from cnnbench.rundir import own
 
 USAGE = ("usage: cnnbench-visualize run=<run dir or .pt> image=<image file> layer=<module name> [top_k=3] "
          "[out=<png> [overwrite=true]]\n       cnnbench-visualize run=<run dir or .pt> explain=<method> "
-         "[images=<file | folder | glob>] [target=predicted|true|<class>] [layer=<module name>] [out=<png>]")
+         "[images=<file | folder | glob>] [target=predicted|true|<class>] [layer=<module name>] [out=<png>]\n"
+         "       (either form: [allow_unfinished=true] to read a run that is training or did not complete)")
 EXPLAINED = 8  # the run's test images explained when no images= is given
 
 
@@ -47,11 +53,11 @@ def layer_table(traced: dict) -> str:
     return "\n".join(rows)
 
 
-def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None, top_k: int = 3
-              ) -> tuple[Path, list[tuple[str, float]]]:
+def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None, top_k: int = 3,
+              allow_unfinished: bool = False) -> tuple[Path, list[tuple[str, float]]]:
     """Write the feature-map card of ``layer`` for ``image``; return the PNG path and the top-k classes with
     their probabilities."""
-    trained = load_finished_run(run)
+    trained = load_finished_run(run, allow_unfinished)
     cfg = trained.cfg
     spec = trained.spec
     model = trained.model
@@ -82,7 +88,7 @@ def visualize(run: Path, image: Path, layer: str | None, out: Path | None = None
         f"first {min(GRID_CHANNELS, layer_info.shape[0])} of {layer_info.shape[0]} channels, each scaled to its "
         f"own range; input as the model sees it ({spec.image_size} px, un-normalised)",
         f"top {len(top)}: {predicted}   (model {cfg.model.name}, {trained.checkpoint.name} at step {trained.step})"])
-    card.save(out)
+    save_image(card, out)
     return out, top
 
 
@@ -122,16 +128,25 @@ def target_classes(target: str, probs: torch.Tensor, labels: list[int] | None, n
     return [names.index(target)] * len(probs)
 
 
+def explain_name(method: str, target: str, images: str | None, layer: str | None) -> str:
+    """The default file of an attribution card: named after its settings (the images and layer as a hash), so
+    that no setting replaces another's card or training's ``figures/explain_*.png``."""
+    name = f"visualize_explain_{method}_" + re.sub(r"[^\w.-]", "_", target)
+    if images or layer:
+        name += "_" + hashlib.sha1(json.dumps([images, layer]).encode()).hexdigest()[:8]
+    return f"figures/{name}.png"
+
+
 def explain(run: Path, method: str, images: str | None = None, target: str = "predicted", layer: str | None = None,
-            out: Path | None = None) -> Path:
+            out: Path | None = None, allow_unfinished: bool = False) -> Path:
     """Write the ``method`` attribution card for ``images`` (default: the run's first test images)."""
-    trained = load_finished_run(run)
+    trained = load_finished_run(run, allow_unfinished)
     x, labels, what = explained_images(trained, images)
     probs = predicted(trained.model, x)
     explanation = attribute(trained.model, x, target_classes(target, probs, labels, trained.class_names), method,
                             layer)
     in_run = out is None
-    out = trained.output(out, f"figures/explain_{method}.png")
+    out = trained.output(out, explain_name(method, target, images, layer))
     if in_run:
         own(trained.run_dir, out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +155,7 @@ def explain(run: Path, method: str, images: str | None = None, target: str = "pr
                             f"{explanation_title(explanation)} of the {target} class", [
                                 f"{what}; bright = the class score depends more on it; red caption = a mistake",
                                 f"model {trained.cfg.model.name}, {trained.checkpoint.name} at step {trained.step}"])
-    card.save(out)
+    save_image(card, out)
     return out
 
 
@@ -148,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``cnnbench-visualize``."""
     argv = sys.argv[1:] if argv is None else argv
     args = key_values(argv, USAGE, keys={"run", "image", "images", "layer", "out", "overwrite", "top_k", "explain",
-                                         "target"}, required={"run"}, doc=__doc__)
+                                         "target", "allow_unfinished"}, required={"run"}, doc=__doc__)
+    unfinished = flag(args, "allow_unfinished")
     top_k = positive_int(args, "top_k", 3)
     out = output_file(args["out"], "out", (".png", ".jpg", ".jpeg"), flag(args, "overwrite")) if "out" in args else None
     if "explain" in args:
@@ -156,13 +172,13 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"explain={args['explain']} is not a method; choose one of {', '.join(METHODS)}")
         with error_boundary():
             out = explain(Path(args["run"]), args["explain"], args.get("images") or args.get("image"),
-                          args.get("target", "predicted"), args.get("layer"), out)
+                          args.get("target", "predicted"), args.get("layer"), out, unfinished)
         print(f"wrote {out}")
         return
     if "image" not in args:
         fail("give image=<image file> (its feature maps) or explain=<method> (why the model decides)")
     with error_boundary():
-        out, top = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"), out, top_k)
+        out, top = visualize(Path(args["run"]), Path(args["image"]), args.get("layer"), out, top_k, unfinished)
     print(f"wrote {out}")
     for name, p in top:
         print(f"  {p:5.1f}%  {name}")

@@ -1,17 +1,18 @@
-"""Every check of a run's config: ``validate`` checks the values of a composed config before anything is loaded
-(what types cannot say: ranges, devices, combinations), ``check_against_data`` what only the loaded data can
-settle (classes, split sizes, the pipeline). Wrong types and unknown keys are refused earlier, by the schema
-(``cnnbench.config.schema``), when Hydra composes the config; keys added with ``+`` are checked against it here.
-The code that builds a run assumes a checked config."""
+"""The checks of a run's config before anything is loaded: ``check_values`` what types cannot say (ranges, finite
+numbers, combinations), for a config from the command line or read back from an artefact alike;
+``check_machine`` what this machine must have (the devices asked for); ``validate`` both. Wrong types and unknown
+keys are refused earlier, by the schema (``cnnbench.config.schema``), when Hydra composes the config; keys added
+with ``+`` are checked against it here. What only the loaded data can settle is ``cnnbench.data.checks``. The
+code that builds a run assumes a checked config. Nothing here imports torch."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.config.schema import (
@@ -25,38 +26,39 @@ from cnnbench.config.schema import (
     crop_range,
 )
 from cnnbench.errors import CnnbenchError
-
-if TYPE_CHECKING:
-    from cnnbench.data.build import DataBundle
+from cnnbench.errors import require as _require
 
 PRINT_CONFIG = ("diff", "full", "true", "false")  # (true: full; a bool on the command line arrives as text)
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise CnnbenchError(message)
+DEVICES = r"auto|cpu|cuda(:\d+)?|mps"  # trainer.device
+MAX_SEED = 2**32 - 1  # trainer.seed, data.split_seed: NumPy's seeds are 32-bit (so are Lightning's)
+MAX_SIDE = 4096  # pixels: data.image_size, store_size, resize_size (a 4096 px RGB image is 50 MB as uint8)
+FLOAT32_MAX = 3.4028234663852886e38  # every number reaches torch as a float32 at last
 
 
 def check_device(device: str) -> None:
-    """Reject device strings torch does not know, and devices this machine does not have."""
-    if device == "auto":
-        return
+    """Reject device strings that are not auto, cpu, cuda, cuda:N or mps."""
+    _require(re.fullmatch(DEVICES, str(device)) is not None,
+             f"trainer.device={device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+
+
+def check_machine(cfg: DictConfig) -> None:
+    """What this machine must have for ``cfg``: the GPU (or MPS) that ``trainer.device`` or
+    ``data.decode_device`` asks for, and a cache folder apart from the data."""
     import torch
 
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise CnnbenchError(
-            f"trainer.device={device!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if dev.type == "cuda":
+    check_cache_dir(cfg.data)
+    device = cfg.trainer.device
+    if device.startswith("cuda"):
         _require(torch.cuda.is_available(), f"trainer.device={device} but CUDA is not available here; "
                  "use trainer.device=auto or cpu")
-        _require(dev.index is None or dev.index < torch.cuda.device_count(),
+        index = torch.device(device).index
+        _require(index is None or index < torch.cuda.device_count(),
                  f"trainer.device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
+    elif device == "mps":
         _require(torch.backends.mps.is_available(), "trainer.device=mps but MPS is not available here")
-    elif dev.type != "cpu":
-        raise CnnbenchError(f"trainer.device={device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    decode = cfg.data.decode_device
+    _require(decode == "cpu" or torch.cuda.is_available(),
+             f"data.decode_device={decode} needs a CUDA GPU and none is visible; use data.decode_device=cpu")
 
 
 def _positive(value: Any) -> bool:
@@ -191,29 +193,64 @@ def check_data(d: DictConfig) -> None:
              f"data.decode_device must be cpu, cuda or cuda:N, got {d.decode_device!r}")
     _require(d.decode_device == "cpu" or d.name in PHOTO_SETS, f"data.decode_device={d.decode_device} decodes image "
              f"files (data={' or '.join(PHOTO_SETS)}); data={d.name} is read from its library's arrays")
-    _require(d.decode_device == "cpu" or torch.cuda.is_available(),
-             f"data.decode_device={d.decode_device} needs a CUDA GPU and none is visible; use data.decode_device=cpu")
-    _require(d.image_size is None or d.image_size > 0, f"data.image_size must be positive, got {d.image_size}")
+    check_sizes(d)
+    counts = "1 value each" if d.channels == 1 else f"1 or {d.channels} values each"
     _require(len(d.mean) in (1, d.channels) and len(d.std) == len(d.mean),
-             f"data.mean and data.std need 1 or {d.channels} values each, got {list(d.mean)} and {list(d.std)}")
+             f"data.mean and data.std need {counts}, got {list(d.mean)} and {list(d.std)}")
     _require(all(v > 0 for v in d.std), f"data.std values must be positive, got {list(d.std)}")
     for key in ("num_train", "num_test", "num_classes"):
         _require(d[key] is None or d[key] > 0, f"data.{key} must be positive, got {d[key]}")
-    _require(d.max_memory_gb > 0 and d.num_workers >= 0, "data.max_memory_gb must be positive and "
-             "data.num_workers >= 0")
+    _require(d.max_memory_gb > 0, f"data.max_memory_gb must be positive, got {d.max_memory_gb}")
+    _require(d.num_workers >= 0, f"data.num_workers must be 0 (load in this process) or more, got {d.num_workers}")
+    _require(0 <= d.split_seed <= MAX_SEED, f"data.split_seed must be in [0, {MAX_SEED}], got {d.split_seed}")
     _require(d.pipeline in PIPELINES, f"data.pipeline must be one of {', '.join(PIPELINES)}, got {d.pipeline!r}")
     _require(d.interpolation in INTERPOLATIONS, f"data.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
              f"got {d.interpolation!r}")
     _require(d.pipeline != "crop" or d.name in PHOTO_SETS, f"data.pipeline=crop is for photos of any size "
              f"(data={' or '.join(PHOTO_SETS)}); data={d.name} is a set of small squares: use data.pipeline=pad or "
              f"auto")
-    for key in ("store_size", "resize_size", "decode_workers"):
-        _require(d[key] is None or d[key] > 0, f"data.{key} must be positive (or null), got {d[key]}")
+    _require(d.decode_workers is None or d.decode_workers > 0, f"data.decode_workers must be positive (or null), "
+             f"got {d.decode_workers}")
     check_augment(d.augment, d.image_size)
 
 
+def check_sizes(d: DictConfig) -> None:
+    """``data.image_size``, ``store_size`` and ``resize_size``: positive, at most MAX_SIDE, and the sizes images
+    are stored or resized to no smaller than the model's input (smaller would train on upsampled crops of a few
+    pixels, or evaluate on images padded with black)."""
+    for key in ("image_size", "store_size", "resize_size"):
+        value = d[key]
+        _require(value is None or 0 < value <= MAX_SIDE, f"data.{key} must be a whole number in [1, {MAX_SIDE}] "
+                 f"(pixels; or null), got {value}")
+    size = d.image_size
+    for key, what in (("store_size", "training photos' longer side as stored"),
+                      ("resize_size", "the side evaluation resizes to before its centre crop")):
+        _require(d[key] is None or size is None or d[key] >= size, f"data.{key}={d[key]} ({what}) must be at least "
+                 f"data.image_size={size}; raise it or leave it null")
+
+
+def check_cache_dir(d: DictConfig) -> None:
+    """The decoded-image cache may not lie inside ``data.root``: each cache file would change the root's
+    fingerprint, so every run would miss the cache and write another."""
+    if not d.cache_dir or not d.root:
+        return
+    cache, root = (os.path.realpath(os.path.expanduser(p)) for p in (d.cache_dir, d.root))
+    _require(cache != root and not cache.startswith(root + os.sep), f"data.cache_dir={d.cache_dir} lies inside "
+             f"data.root={d.root}; its files would change the data's fingerprint on every run: choose a cache "
+             f"folder outside it")
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check the values of a composed config; raise CnnbenchError naming the first bad one."""
+    """Check a composed config's values and this machine (``check_values``, ``check_machine``); raise
+    CnnbenchError naming the first bad one."""
+    check_values(cfg)
+    check_machine(cfg)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Check the values of a config (composed, or read back from an artefact); raise CnnbenchError naming the
+    first bad one."""
+    check_numbers(cfg)
     check_trainer(cfg.trainer)
     check_logger(cfg.logger)
     check_data(cfg.data)
@@ -223,6 +260,17 @@ def validate(cfg: DictConfig) -> None:
     check_scheduler(cfg.scheduler)
     check_transfer(cfg.transfer, cfg.model.get("weights"))
     check_optimizer(cfg.optimizer)
+
+
+def check_numbers(cfg: DictConfig, prefix: str = "") -> None:
+    """Every number of ``cfg`` finite and within float32's range (torch's at last): ``inf``, ``nan`` or 1e308
+    would surface much later as divergence or a traceback."""
+    for key, value in (cfg.items() if isinstance(cfg, DictConfig) else enumerate(cfg)):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, (DictConfig, list)) or OmegaConf.is_list(value):
+            check_numbers(value, name)
+        elif isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise CnnbenchError(f"{name}={value} is not a finite number within float32's range (|x| <= 3.4e38)")
 
 
 def check_trainer(t: DictConfig) -> None:
@@ -245,6 +293,7 @@ def check_trainer(t: DictConfig) -> None:
     _require(t.checkpoint_every > 0, f"trainer.checkpoint_every must be positive, got {t.checkpoint_every}")
     _require(t.checkpoint_every_steps >= 0, f"trainer.checkpoint_every_steps must be >= 0, got "
              f"{t.checkpoint_every_steps}")
+    _require(0 <= t.seed <= MAX_SEED, f"trainer.seed must be in [0, {MAX_SEED}], got {t.seed}")
     check_device(t.device)
     _require(t.strategy in ("single", "ddp"), f"trainer.strategy must be single or ddp, got {t.strategy!r}")
     _require(t.compile_mode in COMPILE_MODES, f"trainer.compile_mode must be one of {', '.join(COMPILE_MODES)}, "
@@ -267,51 +316,6 @@ def check_optimizer(opt: DictConfig) -> None:
     _require(_positive(lr), f"optimizer.lr must be a positive number, got {lr!r}")
     scale = opt.get("norm_lr_scale", 1.0)
     _require(_positive(scale), f"optimizer.norm_lr_scale must be a positive number, got {scale!r}")
-    # Let the optimizer check its own arguments now, on a dummy parameter, instead of after data loading.
-    import torch
-
-    from cnnbench.engine.optim import build_optimizer
-
-    build_optimizer(opt, [torch.nn.Parameter(torch.zeros(1))])
-
-
-# -- the config against the data it loaded ---------------------------------------------------------------------------
-def check_against_data(cfg: DictConfig, data: DataBundle, batch_size: int) -> None:
-    """What only the loaded data settles: its classes against ``data.num_classes``, ``class_names`` and
-    ``trainer.class_weights``; classes a classifier can learn; the training batch (one process's, ``batch_size``)
-    against the split; a validation split for what monitors one; the augmentation against the pipeline."""
-    d, t = cfg.data, cfg.trainer
-    found = data.dataset_classes
-    _require(d.num_classes is None or d.num_classes == len(found),
-             f"data.num_classes={d.num_classes} but {d.name} has {len(found)} classes")
-    _require(not d.class_names or len(d.class_names) == len(found),
-             f"data.class_names has {len(d.class_names or ())} names but {d.name} has {len(found)} classes")
-    _require(batch_size <= len(data.train), f"data.batch_size={d.batch_size} is larger than the training split "
-             f"({len(data.train)} images); lower data.batch_size")
-    weights = t.class_weights
-    _require(weights is None or weights == "balanced" or len(weights) == len(found), f"trainer.class_weights has "
-             f"{len(weights or ())} values but the data has {len(found)} classes; give one per class, or balanced")
-    es = t.early_stopping
-    _require(not es.patience or not es.monitor.startswith("val") or data.val is not None,
-             f"trainer.early_stopping.monitor={es.monitor} needs a validation split; set data.val_fraction > 0 or "
-             f"monitor train/loss")
-    a = d.augment
-    _require(data.pipeline.name != "pad" or (a.crop_scale is None and a.crop_ratio is None),
-             "data.augment.crop_scale and crop_ratio shape the random resized crops of data.pipeline=crop; this "
-             "run's pipeline is pad: set data.pipeline=crop or leave them")
-    check_augment(a, data.image_size)
-
-
-def check_classes(d: DictConfig, found: Sequence[str], train_counts: Sequence[int], per_class: bool) -> None:
-    """Refuse class sets a classifier cannot learn (data code calls this as soon as it has read the classes,
-    before it carves splits): fewer than two classes, or (in users' folders, ``per_class``; a library set's classes
-    are its own) a class without training images: it could never be predicted, and every score of it would be 0."""
-    where = f"data.root={d.root}" if d.root else f"data={d.name}"
-    _require(len(found) >= 2, f"{where} has {len(found)} class ({', '.join(found)}); a classifier needs at least 2 "
-             f"classes (one folder, or one label, per class)")
-    empty = [name for name, n in zip(found, train_counts, strict=True) if n == 0]
-    _require(not (empty and per_class), f"{where}: class {', '.join(empty[:5])} has no training images; add "
-             f"images to it or remove its folder")
 
 
 def to_container(cfg: DictConfig) -> dict:

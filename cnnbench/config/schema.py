@@ -232,6 +232,7 @@ SCHEDULERS = {"cosine": CosineConfig, "step": StepConfig, "onecycle": OneCycleCo
 class TransferConfig:
     strategy: str = MISSING
     checkpoint: str | None = None  # a run directory (its best.pt) or a .pt file of an earlier cnnbench run
+    allow_unfinished: bool = False  # also start from a run that is still training or did not complete
 
 
 @dataclass

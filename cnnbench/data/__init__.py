@@ -5,7 +5,8 @@
 and ``stream`` (files) share the ``sampler`` and the batched ``augment`` ops.
 """
 
-from cnnbench.data.build import DataBundle, dataset_summary, load_data, make_loaders, normalization
+from cnnbench.data.build import dataset_summary, load_data, make_loaders, normalization
+from cnnbench.data.bundle import DataBundle
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.loader import DeviceLoader
 

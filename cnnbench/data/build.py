@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 import cnnbench.data.cache as cache
-from cnnbench.config.checks import check_classes
+from cnnbench.data.bundle import DataBundle
+from cnnbench.data.checks import carved_overlap, check_classes
 from cnnbench.data.folders import read_filelist, read_imagefolder
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.loader import DeviceLoader
@@ -19,28 +19,6 @@ from cnnbench.data.sources import READERS as LIBRARY_READERS
 from cnnbench.data.sources import RawSplits, per_class_split, random_split
 from cnnbench.data.stream import StreamLoader
 from cnnbench.errors import CnnbenchError
-
-
-@dataclass
-class DataBundle:
-    train: ImageSet | FileImageSet
-    val: ImageSet | FileImageSet | None
-    test: ImageSet | FileImageSet
-    class_names: list[str]
-    channels: int
-    pipeline: Pipeline
-    notes: tuple[str, ...] = ()  # which split selects and which is reported, where the layout decides it
-    dataset_classes: tuple[str, ...] = ()  # as the data set names them (data.class_names may rename them)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def image_size(self) -> int:
-        """The model's input side."""
-        return self.pipeline.image_size
-
 
 READERS = {**LIBRARY_READERS, "imagefolder": read_imagefolder, "filelist": read_filelist}
 
@@ -101,8 +79,10 @@ def load_data(cfg: DictConfig) -> DataBundle:
     class_names = list(cfg.class_names) if cfg.class_names else raw.class_names
     counts = torch.bincount(raw.train.labels, minlength=len(raw.class_names)).tolist()
     check_classes(cfg, raw.class_names, counts, raw.per_class)
+    notes = raw.notes
     if test is None:  # a train/ folder alone: the reported part is carved from it first
         train, test = _carve(train, cfg.test_fraction, cfg.split_seed + 1, raw.per_class, "test_fraction")
+        notes += tuple(carved_overlap(train, test, "the test split carved from train") if raw.per_class else ())
     # Subsets are random (fixed by split_seed) so that class-sorted folders keep every class.
     if cfg.num_train and cfg.num_train < len(train):
         train = train.subset(random_split(len(train), cfg.num_train / len(train), cfg.split_seed)[1])
@@ -110,7 +90,8 @@ def load_data(cfg: DictConfig) -> DataBundle:
         test = test.subset(random_split(len(test), cfg.num_test / len(test), cfg.split_seed)[1])
     if val is None and cfg.val_fraction > 0:
         train, val = _carve(train, cfg.val_fraction, cfg.split_seed, raw.per_class, "val_fraction")
-    return DataBundle(train, val, test, class_names, cfg.channels, pipeline, raw.notes, tuple(raw.class_names))
+        notes += tuple(carved_overlap(train, val, "the validation split carved from train") if raw.per_class else ())
+    return DataBundle(train, val, test, class_names, cfg.channels, pipeline, notes, tuple(raw.class_names))
 
 
 def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[float]]:

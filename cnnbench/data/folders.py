@@ -100,11 +100,24 @@ def read_imagefolder(cfg: DictConfig) -> RawSplits:
     found = {split: scan_folder(root / split, skipped) for split in SPLITS if (root / split).is_dir()}
     for split, (_, _, classes) in found.items():
         if classes != found["train"][2]:
-            raise CnnbenchError(f"class folders differ between {root / 'train'} and {root / split}: "
-                                f"{found['train'][2]} vs {classes}")
+            raise CnnbenchError(class_mismatch(found["train"][2], classes, root / "train", root / split))
     notes = (f"skipped {len(skipped)} name(s) with an image suffix that are not regular files (FIFOs, devices), "
              f"e.g. {skipped[0]}",) if skipped else ()
     return _layout(cfg, found, {split: f"{split}/" for split in found}, notes)
+
+
+def class_mismatch(train: list[str], other: list[str], train_dir: Path, other_dir: Path, shown: int = 3) -> str:
+    """One line on class folders that differ: the counts and the first few names on each side."""
+    only_train = [c for c in train if c not in set(other)]
+    only_other = [c for c in other if c not in set(train)]
+
+    def names(found: list[str]) -> str:
+        return ", ".join(found[:shown]) + (f" and {len(found) - shown} more" if len(found) > shown else "")
+
+    sides = [f"only in {d.name}/: {names(n)}" for d, n in ((train_dir, only_train), (other_dir, only_other)) if n]
+    order = "" if sides else " (the same names, sorted differently)"
+    return (f"class folders differ between {train_dir} ({len(train)} classes) and {other_dir} ({len(other)})"
+            f"{order}: {'; '.join(sides)}; every split needs the same class folders")
 
 
 def read_filelist(cfg: DictConfig) -> RawSplits:
@@ -116,6 +129,7 @@ def read_filelist(cfg: DictConfig) -> RawSplits:
         raise CnnbenchError(f"data.root={cfg.root} must hold train.csv (or .tsv, .txt: path,label per line) and "
                             f"optionally test.csv and val.csv")
     rows = {split: read_list(path) for split, path in lists.items()}
+    one_label_each(rows, lists)
     classes = sorted({label for _, label in rows["train"]})
     index = {name: i for i, name in enumerate(classes)}
     found = {}
@@ -126,6 +140,17 @@ def read_filelist(cfg: DictConfig) -> RawSplits:
                                 f"its labels: {', '.join(classes)}")
         found[split] = ([p for p, _ in entries], torch.tensor([index[label] for _, label in entries]), classes)
     return _layout(cfg, found, {split: path.name for split, path in lists.items()})
+
+
+def one_label_each(rows: dict[str, list[tuple[str, str]]], lists: dict[str, Path]) -> None:
+    """Refuse an image (by real path) that the lists give two labels: it would teach both, and score as both."""
+    seen: dict[str, tuple[str, str]] = {}
+    for split, entries in rows.items():
+        for path, label in entries:
+            first = seen.setdefault(os.path.realpath(path), (label, lists[split].name))
+            if first[0] != label:
+                raise CnnbenchError(f"{path} is listed with two labels ({first[0]!r} in {first[1]}, {label!r} in "
+                                    f"{lists[split].name}); an image has one label: correct the lists")
 
 
 def list_files(root: Path) -> dict[str, Path]:
@@ -216,6 +241,23 @@ def overlap_warnings(found: dict[str, Scanned], names: dict[str, str]) -> list[s
     """A warning for each held-out split whose images are also training images: the same file (by real path) or
     the same bytes (files of equal size compared by digest, so only likely twins are read)."""
     train = found["train"][0]
+    warnings = []
+    for split in ("val", "test"):
+        held = found.get(split, ([], None, None))[0]
+        same_file, same_bytes = shared_files(train, held)
+        if same_file or same_bytes:
+            warnings.append(overlap_warning(names[split], len(held), same_file, same_bytes, "bytes"))
+    return warnings
+
+
+def overlap_warning(name: str, held: int, same_file: int, same_content: int, content: str) -> str:
+    return (f"warning: {same_file + same_content} of {held} images in {name} are also training images "
+            f"({same_file} the same file, {same_content} the same {content}): its scores overstate how well the "
+            f"model generalises")
+
+
+def shared_files(train: list[str], held: list[str]) -> tuple[int, int]:
+    """How many of ``held`` are files of ``train`` (by real path), and how many others have the bytes of one."""
     real = {os.path.realpath(p) for p in train}
     by_size: dict[int, list[str]] = {}
     for p in train:
@@ -227,16 +269,10 @@ def overlap_warnings(found: dict[str, Scanned], names: dict[str, str]) -> list[s
             digests[path] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
         return digests[path]
 
-    warnings = []
-    for split in ("val", "test"):
-        same_file = same_bytes = 0
-        for p in found.get(split, ([], None, None))[0]:
-            if os.path.realpath(p) in real:
-                same_file += 1
-            elif any(digest(p) == digest(t) for t in by_size.get(os.path.getsize(p), ())):
-                same_bytes += 1
-        if same_file or same_bytes:
-            warnings.append(f"warning: {same_file + same_bytes} of {len(found[split][0])} images in {names[split]} "
-                            f"are also training images ({same_file} the same file, {same_bytes} the same bytes): "
-                            f"its scores overstate how well the model generalises")
-    return warnings
+    same_file = same_bytes = 0
+    for p in held:
+        if os.path.realpath(p) in real:
+            same_file += 1
+        elif any(digest(p) == digest(t) for t in by_size.get(os.path.getsize(p), ())):
+            same_bytes += 1
+    return same_file, same_bytes

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cnnbench.data.decode import Resize, decode, probe
+from cnnbench.signals import die_with_parent
 
 IN_PROCESS_BELOW = 32  # files: fewer are decoded here (forking a pool costs about as much as 32 thumbnails)
 MAX_CHUNK = 256  # files per task at most: large enough to amortise each hand-off, small for a smooth progress bar
@@ -47,7 +48,9 @@ def _chunks(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with ProcessPoolExecutor(min(workers, len(starts)), mp_context=multiprocessing.get_context("fork")) as pool:
+    pool = ProcessPoolExecutor(min(workers, len(starts)), mp_context=multiprocessing.get_context("fork"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
+    try:
         futures = {pool.submit(chunk_fn, paths[i:i + size], *args): i for i in starts}  # (forked before the bar)
         columns = (TextColumn(f"{what} {{task.total}} images on {workers} processes"), BarColumn(),
                    MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -59,6 +62,20 @@ def _chunks(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int 
                 result = future.result()  # a file's CnnbenchError arrives here, naming the file
                 yield futures[future], result
                 bar.advance(task, len(result))
+        pool.shutdown()
+    finally:
+        stop_pool(pool)  # (after an error, a signal or a consumer that stopped early; a no-op after shutdown)
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End the pool now, its workers too: after an error or a signal nothing waits for the files left."""
+    workers = list((pool._processes or {}).values())  # (the executor keeps no public list of them)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    for process in workers:
+        process.join(timeout=5)
 
 
 def gather(chunks: Iterator[tuple[int, np.ndarray | torch.Tensor]], n: int, arrange: Callable = lambda rows: rows

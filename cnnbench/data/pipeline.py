@@ -74,6 +74,11 @@ class Pipeline:
 
 def _crop(cfg: DictConfig) -> Pipeline:
     size = cfg.image_size or CROP_SIZE
+    for key in ("store_size", "resize_size"):  # (config.checks compares them with a data.image_size given)
+        if cfg[key] is not None and cfg[key] < size:
+            raise CnnbenchError(f"data.{key}={cfg[key]} must be at least the model's input side ({size} px, "
+                                f"data.image_size{'' if cfg.image_size else ' null: the crop default'}); raise it "
+                                f"or leave it null")
     return Pipeline("crop", size, cfg.store_size or round(size * STORE_SCALE),
                     cfg.resize_size or int(round(size / CROP_PCT, 6)), cfg.interpolation)
 

@@ -6,12 +6,15 @@ does, and every command after training reads images through it."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from cnnbench.config.checks import MAX_SIDE
+from cnnbench.config.schema import INTERPOLATIONS
 from cnnbench.data.decode import read_image
 from cnnbench.data.pipeline import Pipeline
 
@@ -41,9 +44,25 @@ class InputSpec:
             raise TypeError("class_names is not a list of names")
         spec = cls(int(d["channels"]), Pipeline(**d["pipeline"]), tuple(map(float, d["mean"])),
                    tuple(map(float, d["std"])), tuple(names))
-        if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
-            raise ValueError(f"mean and std need {spec.channels} values")
+        spec.check()
         return spec
+
+    def check(self) -> None:
+        """ValueError unless the record could have come from a run: 1 or 3 channels, sizes in [1, MAX_SIDE] with
+        the stored and resized sides no smaller than the input, a known pipeline and interpolation, one finite
+        mean and one positive finite std per channel, distinct class names."""
+        p = self.pipeline
+        sizes = (p.image_size, p.store_size, p.resize_size)
+        if self.channels not in (1, 3) or p.name not in ("pad", "crop") or p.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"channels {self.channels}, pipeline {p.name!r} or interpolation {p.interpolation!r}")
+        if not all(isinstance(v, int) and 0 < v <= MAX_SIDE for v in sizes) or min(sizes[1:]) < p.image_size:
+            raise ValueError(f"image sizes {sizes} out of range")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean and std need {self.channels} values")
+        if not all(math.isfinite(v) for v in self.mean + self.std) or min(self.std) <= 0:
+            raise ValueError(f"mean {self.mean} and std {self.std} must be finite, std positive")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("the class names repeat")
 
     def read(self, path: str | Path) -> torch.Tensor:
         """One image file as the uint8 (C, size, size) the model is evaluated on (decoded, resized, cropped)."""

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, first_line
 from cnnbench.fileio import atomic_save
-from cnnbench.rundir import own
+from cnnbench.manifest import own
 
 
 def load_checkpoint(path: Path | str) -> dict:
@@ -21,13 +21,23 @@ def load_checkpoint(path: Path | str) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CnnbenchError(f"refusing to load {path}: it holds objects other than tensors and plain "
-                            f"containers ({str(e).splitlines()[0][:120]})") from None
+                            f"containers ({first_line(e, 120)})") from None
     except Exception as e:
         raise CnnbenchError(f"{path} is not a readable checkpoint (truncated or another format): "
                             f"{type(e).__name__}") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CnnbenchError(f"{path} is not a cnnbench checkpoint (no 'model' state dict)")
+    bad = first_nonfinite(ckpt["model"])
+    if bad is not None:  # (cnnbench never writes such weights: the file was edited or damaged)
+        raise CnnbenchError(f"{path}: its weights are not all finite ({bad} holds NaN or inf); give a checkpoint "
+                            f"that cnnbench wrote, unchanged")
     return ckpt
+
+
+def first_nonfinite(state: dict) -> str | None:
+    """The name of the first floating-point tensor of ``state`` holding NaN or inf, or None."""
+    return next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                 and not torch.isfinite(v).all()), None)
 
 
 class Checkpointer:
@@ -45,8 +55,7 @@ class Checkpointer:
         the last good checkpoint stays."""
         if not self.enabled:
             return
-        bad = next((k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()),
-                   None)
+        bad = first_nonfinite(state["model"])
         if bad is not None:
             raise CnnbenchError(f"the weights became non-finite by step {state.get('step')} ({bad}); not saved, the "
                                 f"last good checkpoint stays; lower optimizer.lr, set trainer.grad_clip, or use "

@@ -45,6 +45,11 @@ def build_optimizer(cfg: DictConfig, params: Iterable, model: nn.Module | None =
         raise CnnbenchError(f"optimizer {cfg.get('_target_')} rejected its config: {msg}") from None
 
 
+def check_arguments(cfg: DictConfig) -> None:
+    """Let the optimizer check its own keywords now, on a dummy parameter, instead of after the data loads."""
+    build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
+
+
 def split_norm_bias(params: Iterable, model: nn.Module, scale: float, lr: float, weight_decay: float,
                     decay_norm_bias: bool = True) -> list[dict]:
     """Split ``params`` (tensors or parameter groups, e.g. a transfer plan's) so that normalisation-layer

@@ -15,7 +15,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from cnnbench.engine.callbacks import Callback
-from cnnbench.rundir import own
+from cnnbench.fileio import atomic_write
+from cnnbench.manifest import own
 from cnnbench.tracking import Reporter
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class Profile(Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(self.out_dir / "trace.json"))
         table = prof.key_averages().table(sort_by=self.sort_by, row_limit=ROWS)
-        (self.out_dir / "ops.txt").write_text(f"{ACTIVE} training steps after {WAIT + WARMUP} unrecorded ones\n"
-                                              f"{table}\n")
+        text = f"{ACTIVE} training steps after {WAIT + WARMUP} unrecorded ones\n{table}\n"
+        atomic_write(self.out_dir / "ops.txt", lambda f: f.write(text.encode()))
         self.reporter.info(f"profile of {ACTIVE} steps: {self.out_dir / 'ops.txt'} (top operators), "
                            f"{self.out_dir / 'trace.json'} (Chrome trace)")

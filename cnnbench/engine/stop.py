@@ -13,6 +13,7 @@ import signal
 import torch
 
 from cnnbench.engine.distributed import any_rank
+from cnnbench.signals import Terminated
 
 
 class StopRequest:
@@ -42,6 +43,8 @@ class StopRequest:
             raise KeyboardInterrupt
         if signum == preemption_signal():
             StopRequest.preempted = signum
+        else:
+            Terminated.received = signum  # (a sweep starts no other job; the command exits 128 + signum)
         self.requested = True
 
     def __enter__(self) -> StopRequest:

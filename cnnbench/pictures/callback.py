@@ -19,11 +19,12 @@ from cnnbench.evaluation.scores import Scores
 from cnnbench.explain.attribution import attribute, default_layer, predicted
 from cnnbench.explain.embeddings import penultimate_features
 from cnnbench.explain.receptive_field import effective_field
+from cnnbench.fileio import save_image
+from cnnbench.manifest import own
 from cnnbench.pictures.cards import GRID_CHANNELS, feature_card, figure_image, filters_card, inputs_card
 from cnnbench.pictures.charts import confusion_figure, mistakes_figure, per_class_figure
 from cnnbench.pictures.explain import explanation_card, explanation_title, receptive_field_card
 from cnnbench.pictures.layers import capture, default_feature_layers, tags, trace
-from cnnbench.rundir import own
 from cnnbench.tracking import Reporter
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class Pictures(Callback):
             path = self.fig_dir / f"{tag.replace('/', '_').replace(' ', '_')}.png"
             own(self.fig_dir.parent, f"figures/{path.name}")
             self.fig_dir.mkdir(parents=True, exist_ok=True)
-            image.save(path)
+            save_image(image, path)
 
     def log_images(self, step: int, epoch: int) -> None:
         """The input images, the first one's feature maps in every chosen layer, the first-layer filters."""

@@ -4,10 +4,14 @@ torchvision's pretrained weights (``model.weights=<name>``) or the best checkpoi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from cnnbench.config.artefact import recorded_config
+from cnnbench.config.schema import PHOTO_SETS
 from cnnbench.data.spec import InputSpec
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
@@ -15,7 +19,7 @@ from cnnbench.models import build_from_config
 from cnnbench.models.registry import is_weights_file
 from cnnbench.models.surgery import replace_heads, set_input_channels
 from cnnbench.models.torchvision_zoo import resolve_weights
-from cnnbench.rundir import checkpoint_in
+from cnnbench.rundir import locate_checkpoint
 from cnnbench.transfer.pretrained import load_weights, torchvision_state_dict
 from cnnbench.transfer.weights_file import read_state_dict, source_shape
 
@@ -62,21 +66,48 @@ def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | No
               f"{wanted['image_size']})" + (f"; yours kept: data.{', data.'.join(kept)}" if kept else ""))
 
 
+def apply_source_spec(cfg: DictConfig, source: dict, explicit: set[str]) -> tuple[dict, str | None]:
+    """Make the input that the source run (``transfer.checkpoint``) trained on this run's default: its channels,
+    image size, pipeline (with its sizes and interpolation, where this data takes it) and normalisation, each
+    unless the command sets ``data.<key>`` (``explicit``). Returns what was set and the console's line."""
+    spec = source["spec"]
+    p = spec.pipeline
+    wanted = {"channels": spec.channels, "image_size": p.image_size, "mean": list(spec.mean), "std": list(spec.std)}
+    if p.name == "crop" and cfg.data.name in PHOTO_SETS:  # (a library set of small squares takes pad only)
+        wanted.update(pipeline="crop", store_size=p.store_size, resize_size=p.resize_size,
+                      interpolation=p.interpolation)
+    elif p.name == "pad":
+        wanted["pipeline"] = "pad"
+    if "data.channels" in explicit and cfg.data.channels != spec.channels:  # (one value serves every channel)
+        wanted.update(mean=[sum(spec.mean) / len(spec.mean)], std=[sum(spec.std) / len(spec.std)])
+    applied = {k: v for k, v in wanted.items() if f"data.{k}" not in explicit and cfg.data[k] != v}
+    for key, value in applied.items():
+        cfg.data[key] = value
+    kept = sorted(k for k in wanted if f"data.{k}" in explicit)
+    if not applied:
+        return {}, None
+    shown = ", ".join(f"{k}={[round(x, 3) for x in v] if isinstance(v, list) else v}" for k, v in applied.items())
+    return applied, (f"input as {source['path']} trained: data.{shown.replace(', ', ', data.')}"
+                     + (f"; yours kept: data.{', data.'.join(kept)}" if kept else "")
+                     + " (data.<key>=... chooses another)")
+
+
 def load_source_checkpoint(cfg: DictConfig) -> dict | None:
-    """With ``transfer.checkpoint``: that checkpoint (a run directory's best.pt), with its ``path``; its model
-    config becomes the run's (``cnnbench.resolve``). None otherwise."""
-    ckpt_path = cfg.transfer.get("checkpoint")
-    if not ckpt_path:
+    """With ``transfer.checkpoint``: that checkpoint (a run directory's best.pt; a finished run's unless
+    ``transfer.allow_unfinished``), with its ``path``, ``step`` and its recorded config read as data and checked
+    (``recorded_config``); its model config becomes the run's (``cnnbench.resolve``). None otherwise."""
+    given = cfg.transfer.get("checkpoint")
+    if not given:
         return None
-    path = checkpoint_in(ckpt_path, "best.pt")  # a run directory gives its selected checkpoint
+    path, _ = locate_checkpoint(Path(given), "transfer.checkpoint", "best.pt", cfg.transfer.allow_unfinished)
     ckpt = load_checkpoint(path)
     try:
         spec = InputSpec.from_dict(ckpt["meta"])
-        ckpt["config"]["model"]["name"]
     except (KeyError, TypeError, ValueError):
-        raise CnnbenchError(f"transfer.checkpoint={ckpt_path}: {path} has no model config or input spec; "
-                            f"give a checkpoint written by cnnbench") from None
-    return {**ckpt, "path": str(path), "spec": spec}
+        raise CnnbenchError(f"transfer.checkpoint={given}: {path} has no valid input spec; give a checkpoint "
+                            f"written by cnnbench") from None
+    recorded = recorded_config(ckpt.get("config"), str(path))
+    return {**ckpt, "config": OmegaConf.to_container(recorded), "path": str(path), "spec": spec}
 
 
 def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_size: int,

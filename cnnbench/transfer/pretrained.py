@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, first_line
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -44,4 +44,4 @@ def torchvision_state_dict(weights) -> dict[str, torch.Tensor]:
                             f"({reason}); download {weights.url} to that path (TORCH_HOME moves it)") from None
     except Exception as e:  # a cached file that is not a plain state dict
         raise CnnbenchError(f"cannot read the cached weights {file}: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:160] if str(e) else ''}; delete it to download again") from None
+                            f"{first_line(e)}; delete it to download again") from None

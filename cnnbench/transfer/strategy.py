@@ -178,7 +178,7 @@ class TransferPlan(Callback):
             what = "all layers" if not frozen else (
                 "the head only" if len(frozen) == len(self.units) else f"the head and the top "
                 f"{len(self.units) - len(frozen)} backbone units")
-            note = f"transfer={self.strategy}: training {what} ({', '.join(self.heads)} new)"
+            note = f"transfer={self.strategy}: training {what} (head: {', '.join(self.heads)})"
         else:
             opened = [self.units[i].name for i in before if i not in frozen]
             note = (f"epoch {epoch + 1}: unfroze {len(opened)} backbone units ({opened[0]} .. {opened[-1]}) "

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.engine.checkpoint import first_nonfinite
+from cnnbench.errors import CnnbenchError, first_line
 from cnnbench.models.registry import WEIGHTS_SUFFIXES as SUFFIXES
 from cnnbench.models.surgery import find_heads
 
@@ -42,7 +43,7 @@ def _load(path: Path) -> object:
         raise CnnbenchError(f"model.weights={path}: not a PyTorch or safetensors weights file") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CnnbenchError(f"model.weights={path}: not a PyTorch or safetensors weights file "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+                            f"({type(e).__name__}: {first_line(e, 120)})") from None
 
 
 def read_state_dict(value: str) -> dict[str, torch.Tensor]:
@@ -60,6 +61,10 @@ def read_state_dict(value: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CnnbenchError(f"model.weights={value}: holds no state dict (a mapping of names to tensors, at the "
                             f"top or under one of {', '.join(STATE_KEYS)})")
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise CnnbenchError(f"model.weights={value}: {bad} holds NaN or inf; training would start from broken "
+                            f"weights: give a file of finite weights")
     for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
