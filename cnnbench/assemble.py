@@ -27,11 +27,12 @@ from cnnbench.engine.loop import LoopSettings, class_weight_tensor
 from cnnbench.engine.optim import build_optimizer, build_schedule
 from cnnbench.engine.placement import LoadWatch
 from cnnbench.engine.profile import Profile
-from cnnbench.engine.runtime import Precision, has_conv
-from cnnbench.engine.trainer import Trainer
+from cnnbench.engine.runtime import has_conv
+from cnnbench.engine.trainer import LoopParts, Trainer
 from cnnbench.models.hooks import TrainingHooks
 from cnnbench.overrides import hydra_overrides
 from cnnbench.pictures import Pictures, snapshot_epochs
+from cnnbench.precision import Precision
 from cnnbench.provenance import record
 from cnnbench.tracking import Reporter
 from cnnbench.transfer.build import build_start_model
@@ -99,10 +100,10 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
                      tuple(data.class_names))
     payload = {"config": to_container(cfg), "provenance": record(["cnnbench", *hydra_overrides()]),
                "meta": spec.to_dict()}
+    parts = loop_parts(t, model, loaders["train"].labels, data.num_classes, dist, compiled, graphs)
     trainer = Trainer(loop, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
                       checkpointer=Checkpointer(run_dir, payload, enabled=dist.is_main), callbacks=callbacks,
-                      dist=dist, compiled=compiled, cuda_graphs=graphs,
-                      **loop_parts(t, model, loaders["train"].labels, data.num_classes))
+                      parts=parts)
     return Run(data, model, compiled, loaders, trainer, pictures, params, macs, channels_last)
 
 
@@ -115,13 +116,15 @@ def compile_model(model: nn.Module, t: DictConfig, device: torch.device) -> tupl
     return torch.compile(model, mode=t.compile_mode), device.type == "cuda" and t.compile_mode in GRAPH_MODES
 
 
-def loop_parts(t: DictConfig, model: nn.Module, labels: torch.Tensor, num_classes: int) -> dict:
-    """The loop's optional parts that the ``trainer`` section asks for: the loss's class weights (over the
-    training ``labels``), a moving average of the weights, early stopping."""
+def loop_parts(t: DictConfig, model: nn.Module, labels: torch.Tensor, num_classes: int, dist: DistInfo,
+               compiled: nn.Module | None, graphs: bool) -> LoopParts:
+    """The loop's optional parts: the processes, the compiled model, and what the ``trainer`` section asks for:
+    the loss's class weights (over the training ``labels``), a moving average of the weights, early stopping."""
     es = t.early_stopping
-    return {"class_weights": class_weight_tensor(t.class_weights, labels, num_classes),
-            "ema": ModelEma(model, t.ema_decay, t.ema_warmup) if t.ema_decay else None,
-            "early_stopping": EarlyStopping(es.monitor, es.patience, es.min_delta) if es.patience else None}
+    return LoopParts(dist=dist, compiled=compiled, cuda_graphs=graphs,
+                     class_weights=class_weight_tensor(t.class_weights, labels, num_classes),
+                     ema=ModelEma(model, t.ema_decay, t.ema_warmup) if t.ema_decay else None,
+                     early_stopping=EarlyStopping(es.monitor, es.patience, es.min_delta) if es.patience else None)
 
 
 def data_notes(cfg: DictConfig, data: DataBundle) -> list[str]:

@@ -15,8 +15,9 @@ from cnnbench.config.artefact import recorded_config
 from cnnbench.data.spec import InputSpec
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.host_memory import keep_freed_memory
-from cnnbench.engine.runtime import Precision, resolve_device, resolve_precision
+from cnnbench.engine.runtime import resolve_device, resolve_precision
 from cnnbench.errors import CnnbenchError, first_line
+from cnnbench.precision import Precision
 
 
 @dataclass

@@ -13,13 +13,13 @@ from cnnbench.assemble import Run
 from cnnbench.cli import continue_command
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.hardware import efficiency, machine_name, peak_tflops, training_tflops
-from cnnbench.engine.runtime import Precision
 from cnnbench.engine.trainer import Trainer
 from cnnbench.evaluation.metrics import metrics
 from cnnbench.evaluation.scores import Scores, predict
 from cnnbench.fileio import atomic_write_json
 from cnnbench.manifest import own
 from cnnbench.overrides import parse_overrides
+from cnnbench.precision import Precision
 from cnnbench.provenance import record
 from cnnbench.tracking import Reporter
 

@@ -212,7 +212,7 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these on a GPU machine)")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/checks/gpu_check.sh runs these on a GPU machine)")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

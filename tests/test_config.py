@@ -182,7 +182,7 @@ def test_model_schemas_are_the_builders_signatures() -> None:
     from cnnbench.config.model_options import MODEL_OPTIONS
     from cnnbench.models.registry import option_table
 
-    assert option_table() == MODEL_OPTIONS  # else: python scripts/model_options.py
+    assert option_table() == MODEL_OPTIONS  # else: python -m scripts.dev.model_options
     assert dict(compose_config("model=vgg16").model) == {"name": "vgg16", "dropout": 0.5, "weights": None}  # (a file)
     assert compose_config("model=efficientnet_b3", "model.stochastic_depth=0.1").model.stochastic_depth == 0.1
 

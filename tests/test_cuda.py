@@ -1,5 +1,5 @@
 """The GPU paths: mixed precision (bf16, fp16 with a gradient scaler), channels_last, pinned-memory streaming,
-nccl DDP, torch.compile. Marked ``cuda``: they skip without a GPU; ``scripts/gpu_check.sh`` runs them."""
+nccl DDP, torch.compile. Marked ``cuda``: they skip without a GPU; ``scripts/checks/gpu_check.sh`` runs them."""
 
 from __future__ import annotations
 

@@ -31,14 +31,16 @@ def _runtime_nodes(tree: ast.AST):
         yield from _runtime_nodes(node)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the cnnbench modules it imports, at the top or inside functions. ``from pkg import name``
-    counts as importing ``pkg`` (its ``__init__`` runs) and, when ``name`` is a module, that module too."""
+def import_graph(type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the cnnbench modules it imports, at the top or inside functions (``type_only``: also under
+    ``if TYPE_CHECKING:``). ``from pkg import name`` counts as importing ``pkg`` (its ``__init__`` runs) and, when
+    ``name`` is a module, that module too."""
     mods = modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in _runtime_nodes(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree) if type_only else _runtime_nodes(tree):
             if isinstance(node, ast.Import):
                 graph[name] |= {a.name for a in node.names if a.name in mods}
             elif isinstance(node, ast.ImportFrom):
@@ -103,14 +105,47 @@ def test_no_import_cycle_between_modules() -> None:
     assert cycles(graph) == []
 
 
-def test_no_import_cycle_between_packages() -> None:
+def package_graph(type_only: bool = True) -> dict[str, set[str]]:
+    """Unit (subpackage or top-level module) -> the units it imports."""
     packages: dict[str, set[str]] = {}
-    for module, imported in import_graph().items():
+    for module, imported in import_graph(type_only).items():
         packages.setdefault(unit(module), set()).update(unit(m) for m in imported)
     for name in packages:
         packages[name].discard(name)
+    return packages
+
+
+def test_no_import_cycle_between_packages_not_even_for_annotations() -> None:
+    packages = package_graph(type_only=True)
     assert {"cnnbench.data", "cnnbench.engine", "cnnbench.models", "cnnbench.transfer"} <= set(packages)
     assert cycles(packages) == []
+
+
+# The floors of the house: a unit imports only units on its own floor or below (annotations included). Floor 0
+# needs nothing of cnnbench; config, models and data sit below evaluation, evaluation below the engine, the engine
+# below what builds runs from it, and the commands on top.
+FLOORS = {
+    0: {"cnnbench", "cnnbench.errors", "cnnbench.signals", "cnnbench.overrides", "cnnbench.anatomy",
+        "cnnbench.precision"},
+    1: {"cnnbench.fileio", "cnnbench.cli", "cnnbench.config"},
+    2: {"cnnbench.manifest", "cnnbench.rundir", "cnnbench.tracking"},
+    3: {"cnnbench.models", "cnnbench.data"},
+    4: {"cnnbench.evaluation", "cnnbench.explain"},
+    5: {"cnnbench.engine"},
+    6: {"cnnbench.transfer", "cnnbench.pictures", "cnnbench.provenance"},
+    7: {"cnnbench.assemble", "cnnbench.resolve", "cnnbench.results", "cnnbench.finished_run", "cnnbench.leaderboard",
+        "cnnbench.report_files", "cnnbench.sweep"},
+    8: {"cnnbench.train", "cnnbench.commands", "cnnbench.__main__"},
+}
+
+
+def test_imports_flow_down_the_floors() -> None:
+    floor = {u: f for f, units in FLOORS.items() for u in units}
+    packages = package_graph(type_only=True)
+    assert set(packages) <= set(floor), f"units without a floor: {sorted(set(packages) - set(floor))}"
+    upward = sorted(f"{u} (floor {floor[u]}) -> {v} (floor {floor[v]})" for u, imported in packages.items()
+                    for v in imported if floor[v] > floor[u])
+    assert upward == []
 
 
 def test_modules_and_functions_stay_small() -> None:
@@ -145,3 +180,13 @@ def test_readme_layout_names_every_module() -> None:
     assert {f for f in files if Path(f).name not in named and f not in named} == set()
     for entry in re.findall(r"^\s*(\w+/)", layout, flags=re.M):  # every folder it lists exists
         assert (ROOT / entry).is_dir() or (PACKAGE / entry).is_dir(), entry
+
+
+def test_every_script_says_what_it_is_for_in_its_first_line() -> None:
+    scripts = sorted((ROOT / "scripts").rglob("*.py"))
+    assert len(scripts) > 15
+    silent = [str(p.relative_to(ROOT)) for p in scripts
+              if not (ast.get_docstring(ast.parse(p.read_text())) or "").strip().splitlines()[:1]]
+    assert silent == []
+    loose = [p.name for p in (ROOT / "scripts").glob("*.py") if p.name not in ("__init__.py", "runs.py")]
+    assert loose == [], "scripts live in a folder named after their purpose"

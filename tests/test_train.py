@@ -283,8 +283,8 @@ def test_tta_level_2_adds_one_pixel_shifts() -> None:
 
 def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror() -> None:
     from cnnbench.data import DeviceLoader, ImageSet
-    from cnnbench.engine.runtime import Precision
     from cnnbench.evaluation.scores import predict
+    from cnnbench.precision import Precision
 
     torch.manual_seed(0)
     images = ImageSet(torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 3, (10,)))

@@ -3,7 +3,6 @@ seeds."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from torch import nn
 from cnnbench.engine import distributed, host_memory, placement
 from cnnbench.engine.distributed import DistInfo
 from cnnbench.errors import CnnbenchError
+from cnnbench.precision import Precision
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,25 +46,6 @@ def cpu_supports_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-@dataclass
-class Precision:
-    name: str  # fp32 | bf16 | fp16
-    device_type: str
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
-    @property
-    def needs_scaler(self) -> bool:
-        return self.name == "fp16"
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:

@@ -2,8 +2,8 @@
 
 The trainer is driven by its settings (``cnnbench.engine.loop.LoopSettings``, read from the ``trainer`` section)
 and a short list of callbacks (``cnnbench.engine.callbacks``); everything else it is given is a built object:
-model, optimizer, schedule, loaders, reporter, checkpointer, and the optional class weights, weight average and
-early stopping.
+model, optimizer, schedule, loaders, reporter, checkpointer, and its optional parts in one ``LoopParts`` (data
+parallelism, a compiled model, class weights, a weight average, early stopping).
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from cnnbench.engine.early_stopping import EarlyStopping
 from cnnbench.engine.ema import ModelEma
 from cnnbench.engine.loop import LoopSettings
 from cnnbench.engine.optim import Schedule
-from cnnbench.engine.runtime import Precision, host_rng_state, set_host_rng_state
+from cnnbench.engine.runtime import host_rng_state, set_host_rng_state
 from cnnbench.engine.stop import StopRequest
 from cnnbench.errors import CnnbenchError
 from cnnbench.evaluation.metrics import metrics as score_metrics
 from cnnbench.evaluation.scores import predict
+from cnnbench.precision import Precision
 from cnnbench.tracking import Reporter
 
 if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package
@@ -50,22 +51,33 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LoopParts:
+    """The loop's optional parts, each None (or off) unless the ``trainer`` section asks for it: adding one adds
+    a field here, never a trainer argument."""
+
+    dist: DistInfo = field(default_factory=DistInfo)  # this process among the data-parallel ones
+    compiled: nn.Module | None = None  # the torch.compile'd model that trains
+    cuda_graphs: bool = False  # whether ``compiled`` replays CUDA graphs
+    class_weights: torch.Tensor | None = None  # the loss's weight per class
+    ema: ModelEma | None = None  # a moving average of the weights, validated beside them
+    early_stopping: EarlyStopping | None = None  # ends the run when the monitored metric stops improving
+
+
 class Trainer:
     """Fits ``model`` with what it is given."""
 
     def __init__(self, settings: LoopSettings, model: nn.Module, optimizer: torch.optim.Optimizer,
                  schedule: Schedule, loaders: dict[str, DeviceLoader], *, precision: Precision, reporter: Reporter,
-                 checkpointer: Checkpointer, callbacks: Sequence[Callback] = (), dist: DistInfo | None = None,
-                 compiled: nn.Module | None = None, cuda_graphs: bool = False,
-                 class_weights: torch.Tensor | None = None, ema: ModelEma | None = None,
-                 early_stopping: EarlyStopping | None = None) -> None:
+                 checkpointer: Checkpointer, callbacks: Sequence[Callback] = (),
+                 parts: LoopParts = LoopParts()) -> None:
         self.settings = settings
         self.model = model  # the module whose state is saved
-        self.net = model if compiled is None else compiled  # the callable that trains (torch.compile'd or not)
+        self.net = model if parts.compiled is None else parts.compiled  # the callable that trains
         # ``compiled`` replays CUDA graphs: each replay overwrites the last one's outputs, so every training step
         # is marked as a new one, and evaluation (test-time augmentation averages several passes) runs the model
-        self.cuda_graphs = cuda_graphs
-        self.eval_net = model if cuda_graphs else self.net
+        self.cuda_graphs = parts.cuda_graphs
+        self.eval_net = model if parts.cuda_graphs else self.net
         self.optimizer = optimizer
         self.schedule = schedule
         self.loaders = loaders
@@ -73,11 +85,15 @@ class Trainer:
         self.reporter = reporter
         self.checkpointer = checkpointer
         self.callbacks = list(callbacks)
-        self.dist = dist or DistInfo()
+        self.dist = parts.dist
+        self.class_weights = parts.class_weights
+        self.ema = parts.ema
+        self.early_stopping = parts.early_stopping
         self.total_steps = settings.planned_steps(len(loaders["train"]))  # optimizer steps
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
         self.state = TrainState()
         self.interrupted = False
+        self.stopped_by: str | None = None  # a callback that ended the run early (``stop``), by name
         self.last_epoch = False  # true while the callbacks see the run's last epoch end
         self.batches_done = 0  # batches of the current epoch already trained on
         self._skip_batches = 0  # set by restore() when resuming mid-epoch
@@ -86,9 +102,10 @@ class Trainer:
         self._ddp_params: tuple[int, ...] = ()
         train = loaders["train"]
         self.num_classes = train.num_classes or int(train.labels.max()) + 1
-        self.class_weights = class_weights
-        self.ema = ema
-        self.early_stopping = early_stopping
+
+    def stop(self, reason: str) -> None:
+        """End the run after the current epoch (a callback's decision: ``reason`` names it, e.g. pruned)."""
+        self.stopped_by = reason
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -222,7 +239,8 @@ class Trainer:
 
     @property
     def finished(self) -> bool:
-        return self.planned_end or (self.early_stopping is not None and self.early_stopping.stopped)
+        return self.planned_end or self.stopped_by is not None or (
+            self.early_stopping is not None and self.early_stopping.stopped)
 
     def fit(self) -> TrainState:
         train = self.loaders["train"]

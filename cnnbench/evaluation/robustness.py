@@ -17,7 +17,7 @@ from cnnbench.evaluation.corruptions import CORRUPTIONS, corrupt
 
 if TYPE_CHECKING:  # the engine needs only what loaders do, not the data package
     from cnnbench.data.loader import DeviceLoader
-    from cnnbench.engine.runtime import Precision
+    from cnnbench.precision import Precision
 
 SEVERITIES = (1, 2, 3, 4, 5)
 

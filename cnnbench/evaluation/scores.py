@@ -12,7 +12,7 @@ from torch import nn
 
 if TYPE_CHECKING:  # (what loaders and precisions do, not the data and engine packages)
     from cnnbench.data.loader import DeviceLoader
-    from cnnbench.engine.runtime import Precision
+    from cnnbench.precision import Precision
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:

@@ -46,7 +46,7 @@ def model_options(name: str) -> list[str]:
 
 def option_table() -> dict[str, dict[str, tuple[str, object]]]:
     """Every model's options as {name: {option: (annotation, default)}}: what the config schema is made of
-    (``cnnbench/config/model_options.py`` is this table, written by ``scripts/model_options.py``)."""
+    (``cnnbench/config/model_options.py`` is this table, written by ``scripts/dev/model_options.py``)."""
     table = {}
     for name in list_models():
         params = inspect.signature(_MODELS[name]).parameters

@@ -1,6 +1,6 @@
 """Thread budgets measured: cnnbench processes side by side on one machine.
 
-    python scripts/bench_threads.py [--epochs 2] [--model small_resnet]
+    python -m scripts.bench.threads [--epochs 2] [--model small_resnet]
 
 Cases, each a run of ``--model`` on the bundled digits (wall time of the whole command; the runs' own training
 time from results.json):

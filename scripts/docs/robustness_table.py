@@ -1,6 +1,6 @@
 """Clean accuracy against calibration (ECE) and accuracy under common corruptions, for a few zoo models.
 
-    python scripts/robustness_table.py [--runs DIR ...] [--images 1000]
+    python -m scripts.docs.robustness_table [--runs DIR ...] [--images 1000]
 
 Without ``--runs`` it trains on the bundled digits, as a user types it: ``cnnbench model=lenet5`` (30 epochs),
 ``model=small_resnet trainer.epochs=10`` and ``model=vgg11_bn trainer.epochs=10``. Each run (trained here or given)
@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from runs import run_cnnbench
+from scripts.runs import run_cnnbench
 
 DIGITS = [("lenet5", []), ("small_resnet", ["trainer.epochs=10"]), ("vgg11_bn", ["trainer.epochs=10"])]
 

@@ -1,7 +1,7 @@
 """Generate the architecture table of docs/models.md: every registered model at CIFAR size (3x32x32, 10 classes).
 
-    python scripts/model_table.py            # print the table
-    python scripts/model_table.py --write   # also replace the table between the markers in docs/models.md
+    python -m scripts.docs.model_table            # print the table
+    python -m scripts.docs.model_table --write   # also replace the table between the markers in docs/models.md
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from runs import ROOT, write_between_markers
 
 from cnnbench.anatomy import analyze
 from cnnbench.models import build_model, list_models
+from scripts.runs import ROOT, write_between_markers
 
 # name prefix -> (year, key idea)
 FAMILIES = {

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU, in the order of the device time worth spending: the GPU tests; the CIFAR-10
 # speedrun with 3 seeds, beside airbench94's own code when AIRBENCH94 names a copy of its legacy/airbench94.py
-# (scripts/airbench_compare.py); the throughput benchmark at batch 128 over 2,000 steps, eager and with the step
+# (scripts/compare/airbench.py); the throughput benchmark at batch 128 over 2,000 steps, eager and with the step
 # replayed as CUDA graphs (trainer.compile_mode=reduce-overhead); JPEG decoding on the GPU (nvJPEG) against
 # Pillow; then one summary table. About 10 minutes on one current GPU. SPEEDRUN names the recipes (default both:
 # cifar10_speedrun, and cifar10_speedrun_muon: 8 epochs with Muon).
 #
-#   [AIRBENCH94=PATH] [SPEEDRUN=cifar10_speedrun_muon] bash scripts/gpu_check.sh [OUT_DIR]
+#   [AIRBENCH94=PATH] [SPEEDRUN=cifar10_speedrun_muon] bash scripts/checks/gpu_check.sh [OUT_DIR]
 #       (OUT_DIR default: gpu_check/; needs ../shared/datasets for CIFAR-10)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 out="${1:-gpu_check}"
 mkdir -p "$out"
 py="${PYTHON:-python}"
@@ -29,23 +29,23 @@ declare -A speed_s
 for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
   start=$SECONDS
   if [ -n "${AIRBENCH94:-}" ]; then
-    (cd scripts && "$py" airbench_compare.py --airbench94 "$(realpath "$AIRBENCH94")" --seeds 0,1,2 --device cuda \
-      --experiment "$recipe") > "$out/$recipe.txt" 2>&1
+    "$py" -m scripts.compare.airbench --airbench94 "$(realpath "$AIRBENCH94")" --seeds 0,1,2 --device cuda \
+      --experiment "$recipe" > "$out/$recipe.txt" 2>&1
   else
-    (cd scripts && "$py" speedrun.py --seeds 0,1,2 --experiment "$recipe" trainer.device=cuda) > "$out/$recipe.txt" 2>&1
+    "$py" -m scripts.compare.speedrun --seeds 0,1,2 --experiment "$recipe" trainer.device=cuda > "$out/$recipe.txt" 2>&1
   fi
   speed_rc=$((speed_rc || $?))
   speed_s[$recipe]=$((SECONDS - start))
 done
 
 start=$SECONDS
-(cd scripts && "$py" bench_throughput.py --device cuda --steps 2000 --warmup 50 --compile-mode reduce-overhead) \
+"$py" -m scripts.bench.throughput --device cuda --steps 2000 --warmup 50 --compile-mode reduce-overhead \
   > "$out/bench.txt" 2>&1
 bench_rc=$?
 bench_s=$((SECONDS - start))
 
 start=$SECONDS
-(cd scripts && "$py" bench_decode.py --device cuda) > "$out/decode.txt" 2>&1
+"$py" -m scripts.bench.decode --device cuda > "$out/decode.txt" 2>&1
 decode_rc=$?
 decode_s=$((SECONDS - start))
 
@@ -56,9 +56,9 @@ echo "| cuda-marked tests | $(tail -n 1 "$out/cuda_tests.txt") (exit $tests_rc) 
 for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
   echo "| $recipe, 3 seeds | $(grep -m1 -E '^\| mean' "$out/$recipe.txt" || echo "failed") | ${speed_s[$recipe]} |"
 done
-echo "| bench_throughput.py, eager | $(grep -m1 '^(b) cnnbench' "$out/bench.txt" | tr -s ' ' || echo "exit $bench_rc") | $bench_s |"
-echo "| bench_throughput.py, CUDA graphs | $(grep -m1 '^(b) with torch.compile' "$out/bench.txt" | tr -s ' ') | |"
-echo "| bench_decode.py --device cuda | $(grep 'batched on' "$out/decode.txt" | tr -s ' ' | paste -sd ';' || echo "exit $decode_rc") | $decode_s |"
+echo "| scripts.bench.throughput, eager | $(grep -m1 '^(b) cnnbench' "$out/bench.txt" | tr -s ' ' || echo "exit $bench_rc") | $bench_s |"
+echo "| scripts.bench.throughput, CUDA graphs | $(grep -m1 '^(b) with torch.compile' "$out/bench.txt" | tr -s ' ') | |"
+echo "| scripts.bench.decode --device cuda | $(grep 'batched on' "$out/decode.txt" | tr -s ' ' | paste -sd ';' || echo "exit $decode_rc") | $decode_s |"
 echo
 cat "$out/gpu.txt"
 grep -m1 '^machine' "$out/bench.txt" || true

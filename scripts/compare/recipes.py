@@ -1,7 +1,7 @@
 """Baseline against `experiment=modern_recipe` on a fixed subset of the real CIFAR-10, 3 seeds, two models.
 
-    python scripts/recipe_compare.py [--seeds 0,1,2] [--num-train 5000] [--write] [--shared ../shared]
-    python scripts/recipe_compare.py --overhead     # images/s only: each batched augmentation against none
+    python -m scripts.compare.recipes [--seeds 0,1,2] [--num-train 5000] [--write] [--shared ../shared]
+    python -m scripts.compare.recipes --overhead     # images/s only: each batched augmentation against none
 
 Each run is `cnnbench data=imagefolder data.root=<CIFAR-10> data.num_train=N model=M trainer.seed=S ...`, the
 recipe run adding `experiment=modern_recipe` (+ `model.drop_path=0.1`); everything else is the same: a fixed random
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
+from scripts.runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
 
 CIFAR = ["data.mean=[0.4914,0.4822,0.4465]", "data.std=[0.2470,0.2435,0.2616]", "scheduler.warmup_epochs=1",
          "logger.print_config=false", "logger.progress=false", "logger.snapshots=0", "logger.figures=false"]

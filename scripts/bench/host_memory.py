@@ -1,6 +1,6 @@
 """``trainer.keep_host_memory`` measured: CPU training steps with glibc keeping freed memory, and returning it.
 
-    python scripts/bench_host_memory.py [--model airbench] [--batch 1000] [--steps 10] [--repeats 2] [--inference]
+    python -m scripts.bench.host_memory [--model airbench] [--batch 1000] [--steps 10] [--repeats 2] [--inference]
 
 Each case runs in a process of its own (the allocator setting lasts a process's life), the two alternating
 ``--repeats`` times so that the machine's drift falls on both: ``--steps`` training steps (forward, backward,
@@ -19,6 +19,8 @@ import resource
 import subprocess
 import sys
 import time
+
+from scripts.runs import ROOT
 
 
 def child(mode: str, model: str, batch: int, steps: int, inference: bool) -> dict:
@@ -86,9 +88,9 @@ def main() -> None:
     print("| glibc | images/s | kernel time | user time | page faults | resident |\n|---|---:|---:|---:|---:|---:|")
     for i in range(args.repeats):
         for mode in ("return", "keep") if i % 2 == 0 else ("keep", "return"):
-            command = [sys.executable, __file__, "--child", mode, args.model, str(args.batch), str(args.steps),
-                       str(int(args.inference))]
-            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            command = [sys.executable, "-m", "scripts.bench.host_memory", "--child", mode, args.model, str(args.batch),
+                       str(args.steps), str(int(args.inference))]
+            out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
             r = json.loads(out.splitlines()[-1])
             label = "keeps freed memory" if mode == "keep" else "returns it (glibc's default)"
             print(f"| {label} | {r['images_per_s']:.0f} | {r['system_s']:.1f} s | {r['user_s']:.1f} s | "

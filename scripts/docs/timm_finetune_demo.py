@@ -8,7 +8,7 @@
 
 Every run is the ``cnnbench`` command a user would type; the table is read from their results.json.
 
-    python scripts/timm_finetune_demo.py [--out outputs/timm_finetune_demo] [--seeds 0,1,2]
+    python -m scripts.docs.timm_finetune_demo [--out outputs/timm_finetune_demo] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from runs import CIFAR_TAR, HYMENOPTERA_TAR, ROOT, extract_cifar10, extract_hymenoptera, run_cnnbench
+from scripts.runs import CIFAR_TAR, HYMENOPTERA_TAR, ROOT, extract_cifar10, extract_hymenoptera, run_cnnbench
 
 MODEL = ("model=timm", "model.arch=resnet18")
 QUIET = ("logger.progress=false", "logger.print_config=false", "logger.snapshots=0", "trainer.overwrite=true")

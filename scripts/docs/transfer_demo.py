@@ -7,7 +7,7 @@
 
 Every run is the ``cnnbench`` command a user would type; the table is read from their results.json.
 
-    python scripts/transfer_demo.py [--cifar ../shared/datasets/cifar10-jpg.tar.gz] [--out outputs/transfer_demo]
+    python -m scripts.docs.transfer_demo [--cifar ../shared/datasets/cifar10-jpg.tar.gz] [--out outputs/transfer_demo]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import random
 import time
 from pathlib import Path
 
-from runs import CIFAR_TAR, ROOT, extract_cifar10, run_cnnbench
+from scripts.runs import CIFAR_TAR, ROOT, extract_cifar10, run_cnnbench
 
 PRETRAIN_CLASSES = ["airplane", "automobile", "bird", "cat", "deer"]
 TARGET_CLASSES = ["dog", "frog", "horse", "ship", "truck"]

@@ -1,6 +1,6 @@
 """Train small_resnet briefly on the real CIFAR-10 and draw what its first layer sees (docs/feature_maps.png).
 
-    python scripts/feature_maps_demo.py [--steps 300] [--shared ../shared]
+    python -m scripts.docs.feature_maps_demo [--steps 300] [--shared ../shared]
 
 Each row: a test image, then 8 of the first conv layer's 64 maps for it (each scaled on its own). Also prints the
 time spent logging feature-map and filter images against the training time (the overhead of logger defaults).
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from runs import ROOT, extract_cifar10, run_cnnbench
 from torchvision.utils import make_grid, save_image
+
+from scripts.runs import ROOT, extract_cifar10, run_cnnbench
 
 
 def main() -> None:

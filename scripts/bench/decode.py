@@ -1,6 +1,6 @@
 """Decoding speed of users' image folders, before and after decoding on every core (issue: users' photos).
 
-    python scripts/bench_decode.py [--workers N] [--shared ../shared] [--device cuda]
+    python -m scripts.bench.decode [--workers N] [--shared ../shared] [--device cuda]
 
 For the real CIFAR-10 (60,000 JPEGs of 32 x 32) and the hymenoptera photos (398 JPEGs, 193 to 2592 px wide),
 images/s of:
@@ -24,14 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from runs import ROOT, extract_cifar10
-
 from cnnbench.data.batch_decode import decode_batched
 from cnnbench.data.decode import read_image
 from cnnbench.data.folders import scan_folder
 from cnnbench.data.parallel import decode_all, default_workers, probe_all
 from cnnbench.data.pipeline import Pipeline
 from cnnbench.engine.hardware import machine_name
+from scripts.runs import ROOT, extract_cifar10
 
 
 def files_of(root: Path) -> dict[str, list[str]]:

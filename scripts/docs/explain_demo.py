@@ -1,6 +1,6 @@
 """The pictures of docs/explain.md: why three trained networks decide, and their receptive fields.
 
-    python scripts/explain_demo.py [--out docs/explain] [--work DIR] [--shared ../shared]
+    python -m scripts.docs.explain_demo [--out docs/explain] [--work DIR] [--shared ../shared]
 
 Trains, as a user types it: LeNet-5 on the bundled digits (`cnnbench`, the default run), small_resnet on the real
 CIFAR-10 JPEGs (300 steps) and resnet18 on the hymenoptera photos at 112 px (8 epochs), each only when its data
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runs import CIFAR_TAR, ROOT, extract_cifar10, extract_hymenoptera, run_cnnbench
+from scripts.runs import CIFAR_TAR, ROOT, extract_cifar10, extract_hymenoptera, run_cnnbench
 
 METHODS = ("gradcam", "saliency", "integrated_gradients", "occlusion")
 

@@ -1,6 +1,6 @@
 """Screenshots of TensorBoard's Time Series, Scalars, Images and HParams dashboards for two example runs.
 
-    python scripts/tensorboard_screenshots.py [--logdir DIR] [--out docs/tensorboard] [--chromium PATH]
+    python -m scripts.docs.tensorboard_screenshots [--logdir DIR] [--out docs/tensorboard] [--chromium PATH]
         [--dashboards timeseries,scalars,images,hparams] [--tag-filter REGEX] [--prefix NAME_]
 
 Without ``--logdir`` it first trains the README's two example runs (``model=small_resnet trainer.epochs=3`` and
@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from runs import ROOT
+from scripts.runs import ROOT
 
 RUNS = [("model=small_resnet", "trainer.epochs=3"), ("model=vgg11_bn", "trainer.epochs=2")]
 DASHBOARDS = {"timeseries": 6, "scalars": 5, "images": 6, "hparams": 5, "projector": 20}  # seconds to render

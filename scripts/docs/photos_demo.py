@@ -1,6 +1,6 @@
 """Real photos, trained from scratch: the old squash pipeline against the crop pipeline, same model and steps.
 
-    python scripts/photos_demo.py [--size 96] [--epochs 40] [--seeds 0,1,2] [--model resnet18] [--shared ../shared]
+    python -m scripts.docs.photos_demo [--size 96] [--epochs 40] [--seeds 0,1,2] [--model resnet18] [--shared ../shared]
 
 The hymenoptera photos (245 training photos of ants and bees, 193 to 2592 px wide, aspect 0.62 to 3.4; 153 in
 val/, here the reported split) are trained on twice per seed, each run `cnnbench data=imagefolder ...`:
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runs import ROOT, extract_hymenoptera, run_cnnbench
+from scripts.runs import ROOT, extract_hymenoptera, run_cnnbench
 
 PIPELINES = {"squash": ("data.pipeline=pad", "data.augment.crop_padding=4"), "crop": ("data.pipeline=crop",)}
 

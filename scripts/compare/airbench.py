@@ -1,6 +1,6 @@
 """airbench94's own code beside `experiment=cifar10_speedrun`, seed by seed, on the same machine and the same data.
 
-    python scripts/airbench_compare.py --airbench94 PATH/airbench94.py [--seeds 0,1,2] [--device cpu|cuda]
+    python -m scripts.compare.airbench --airbench94 PATH/airbench94.py [--seeds 0,1,2] [--device cpu|cuda]
                                        [--experiment cifar10_speedrun_muon] [--shared ../shared] [--write]
                                        [--airbench-keep-host-memory]
                                        [extra cnnbench overrides ...]
@@ -40,13 +40,13 @@ import types
 from pathlib import Path
 
 import torch
-from runs import ROOT, extract_cifar10, write_between_markers
-from speedrun import run_seed
 
 from cnnbench.data.batch_decode import decode_batched
 from cnnbench.data.decode import Resize
 from cnnbench.engine.host_memory import keep_freed_memory
 from cnnbench.engine.runtime import cpu_supports_bf16
+from scripts.compare.speedrun import run_seed
+from scripts.runs import ROOT, extract_cifar10, write_between_markers
 
 # (text in airbench94.py, what replaces it, why): each must be found, or the file is not the one this script knows
 ADAPTATIONS = (
@@ -165,8 +165,8 @@ def run_airbench(path: Path, data: Path, seed: int, device: str, epochs: float, 
     if finished.get("epochs") == epochs:
         print(f"airbench94 seed {seed}: reusing {out}", flush=True)
         return finished
-    subprocess.run([sys.executable, __file__, "--child", str(path), str(data), str(seed), device, str(epochs),
-                    str(out), str(int(keep))], check=True)
+    subprocess.run([sys.executable, "-m", "scripts.compare.airbench", "--child", str(path), str(data), str(seed),
+                    device, str(epochs), str(out), str(int(keep))], check=True, cwd=ROOT)
     return json.loads(out.read_text())
 
 

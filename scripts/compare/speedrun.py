@@ -1,6 +1,6 @@
 """Run `experiment=cifar10_speedrun` on the real CIFAR-10 for several seeds and print the table of docs/speed.md.
 
-    python scripts/speedrun.py [--seeds 0,1,2] [--shared ../shared] [--experiment cifar10_speedrun_muon]
+    python -m scripts.compare.speedrun [--seeds 0,1,2] [--shared ../shared] [--experiment cifar10_speedrun_muon]
                                [--write] [extra cnnbench overrides ...]
 
 Each seed is one `cnnbench experiment=cifar10_speedrun data=imagefolder data.root=<extracted> trainer.seed=N`
@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
+from scripts.runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
 
 MARKERS = {"cifar10_speedrun": "speedrun", "cifar10_speedrun_muon": "muon"}  # experiment: its table in docs/speed.md
 

@@ -1,12 +1,12 @@
 """A newcomer's first hour, replayed: the README's commands on the hymenoptera photos and the digits, with small
 settings, each check asserted and printed.
 
-    python scripts/first_hour.py [--out DIR] [--epochs 3]
+    python -m scripts.checks.first_hour [--out DIR] [--epochs 3]
 
 Checks: the README's photo command trains more than one step per epoch and uses every training image; every run
 name of a sweep is distinct and under 60 characters; every HParams column has a value for every run; eval on two
 splits leaves both results; the ONNX export of resnet18 is one self-contained file. The runs stay in
-``--out/outputs`` for TensorBoard (``python scripts/tensorboard_screenshots.py --logdir DIR/outputs``). Needs
+``--out/outputs`` for TensorBoard (``python -m scripts.docs.tensorboard_screenshots --logdir DIR/outputs``). Needs
 ../shared/datasets/hymenoptera.tar.
 """
 
@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from runs import HYMENOPTERA_TAR as HYMENOPTERA
-from runs import extract_hymenoptera
+from scripts.runs import HYMENOPTERA_TAR as HYMENOPTERA
+from scripts.runs import extract_hymenoptera
 
 QUIET = ["logger.progress=false"]
 

@@ -8,7 +8,7 @@
   (d) the training step alone on one batch held in memory, fp32 and cnnbench's precision: the ceiling that
       the hardware sets on (b) / (a).
 
-    python scripts/bench_throughput.py [--steps 100] [--warmup 10] [--device cpu|cuda] [--shared ../shared]
+    python -m scripts.bench.throughput [--steps 100] [--warmup 10] [--device cpu|cuda] [--shared ../shared]
                                        [--compile-mode reduce-overhead]
 
 Each is timed over ``steps`` steps after ``warmup`` untimed ones (DataLoader workers starting, oneDNN creating its
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from runs import ROOT, extract_cifar10, run_cnnbench
+
+from scripts.runs import ROOT, extract_cifar10, run_cnnbench
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 BATCH = 128

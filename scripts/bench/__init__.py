@@ -1,0 +1,1 @@
+"""Speed measured: training throughput and MFU, decoding, threads per process, host memory."""

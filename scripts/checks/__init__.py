@@ -1,0 +1,1 @@
+"""Checks run by hand: a newcomer's first hour replayed, and the GPU check script."""

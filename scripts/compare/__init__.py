@@ -1,0 +1,1 @@
+"""cnnbench beside peers' own code and recipes, on the same machine and data."""

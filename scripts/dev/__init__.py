@@ -1,0 +1,1 @@
+"""Code generated for the package."""

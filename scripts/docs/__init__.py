@@ -1,0 +1,1 @@
+"""What regenerates the docs' figures and tables."""
