@@ -34,6 +34,7 @@ from cnnbench.overrides import hydra_overrides
 from cnnbench.pictures import Pictures, snapshot_epochs
 from cnnbench.precision import Precision
 from cnnbench.provenance import record
+from cnnbench.sweep import trial_report
 from cnnbench.tracking import Reporter
 from cnnbench.transfer.build import build_start_model
 from cnnbench.transfer.strategy import TransferPlan
@@ -141,7 +142,7 @@ def data_notes(cfg: DictConfig, data: DataBundle) -> list[str]:
 def _callbacks(cfg: DictConfig, model: nn.Module, plan: TransferPlan | None, pictures: Pictures | None,
                run_dir: Path, device: torch.device, dist: DistInfo, reporter: Reporter) -> list[Callback]:
     """What the loop calls besides training, in order: transfer stages, the model's own hooks, lookahead, the
-    CPU load watch, the profiler, pictures."""
+    CPU load watch, the profiler, pictures, and in a search's trial its report to the study (with pruning)."""
     t = cfg.trainer
     callbacks: list[Callback] = [plan] if plan is not None else []
     if isinstance(model, TrainingHooks):
@@ -154,6 +155,9 @@ def _callbacks(cfg: DictConfig, model: nn.Module, plan: TransferPlan | None, pic
         callbacks.append(Profile(run_dir / "profile", reporter, device))
     if pictures is not None:
         callbacks.append(pictures)
+    report = trial_report(cfg) if dist.world_size == 1 else None
+    if report is not None:
+        callbacks.append(report)
     return callbacks
 
 

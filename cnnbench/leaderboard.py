@@ -141,7 +141,7 @@ def build_leaderboard(runs: list[dict]) -> Leaderboard:
         label = tuple(p[k] if k in p else config_value(run, k) for k in swept) if swept else (run.get("model", "?"),)
         if run.get("status") != "completed":
             board.failed.append({**dict(zip(board.keys, label, strict=True)), "status": run.get("status"),
-                                 "error": run.get("error", ""), "run_dir": run["run_dir"]})
+                                 "error": run.get("error") or _why(run), "run_dir": run["run_dir"]})
             continue
         groups.setdefault(label, []).append(run)
     for label, group in groups.items():
@@ -159,6 +159,12 @@ def build_leaderboard(runs: list[dict]) -> Leaderboard:
         board.rows.append(row)
     board.rows.sort(key=lambda r: -1.0 if r["best_val_acc"] is None else r["best_val_acc"], reverse=True)
     return board
+
+
+def _why(run: dict) -> str:
+    """What a run that did not complete got to, when it names no error (a pruned trial, an interruption)."""
+    best = run.get("best_val_acc")
+    return f"after epoch {run.get('epochs_completed')}" + (f", best validation accuracy {best:.2f}%" if best else "")
 
 
 def _fmt(mean: float | None, std: float | None, seeds: int, digits: int = 2) -> str:
@@ -192,7 +198,9 @@ def to_markdown(board: Leaderboard) -> str:
     if board.software:
         out += ["", f"The runs differ in software ({', '.join(board.software)}): compare their rows with care."]
     if board.failed:
-        out += ["", f"{len(board.failed)} of {board.total} runs did not complete:", ""]
+        out += ["", f"{len(board.failed)} of {board.total} runs did not complete (pruned trials among them):"
+                if any(f["status"] == "pruned" for f in board.failed) else
+                f"{len(board.failed)} of {board.total} runs did not complete:", ""]
         out += [f"- {f['run_dir']}: {f['status']}: {f['error']}" for f in board.failed]
     return "\n".join(out) + "\n"
 

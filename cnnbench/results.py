@@ -75,7 +75,7 @@ def record_results(cfg: DictConfig, run: Run, test: TestScores, precision: Preci
     m = test.metrics
     images_per_s = state.images_seen / max(state.train_time_s, 1e-9)
     return {
-        "status": "interrupted" if trainer.interrupted else "completed",
+        "status": "interrupted" if trainer.interrupted else trainer.stopped_by or "completed",  # (or pruned)
         "model": cfg.model.name,
         "data": cfg.data.name,
         "params": run.params,

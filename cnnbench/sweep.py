@@ -30,26 +30,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnbench import fileio, signals
 from cnnbench.cli import fail
+from cnnbench.engine.callbacks import Callback as TrainerCallback
 from cnnbench.errors import CnnbenchError
 from cnnbench.overrides import parse_overrides
 from cnnbench.rundir import RunDirLock, job_overrides
 from cnnbench.signals import Terminated
 
 MARKER = ".cnnbench-sweep"  # <sweep dir>/.cnnbench-sweep/{sweep.json, jobs/<n>.json, running/<pid>, stopped}
-DONE = ("completed", "skipped")
+DONE = ("completed", "skipped", "pruned")
 
 
 def register_plugins() -> None:
     """Register cnnbench's Hydra plugins (the top-level hydra_plugins/, ``hydra_plugins.cnnbench_*``) with
     Hydra's public ``Plugins.register``: its scan lists only folders on ``hydra_plugins.__path__``, which an
     editable install does not extend, and it runs once per process."""
-    try:
-        from hydra_plugins.cnnbench_sweeper.shared_study import SharedStudySweeper
-    except ImportError:  # (no cnnbench[sweeps]: no Optuna sweeper)
-        return
     from hydra.core.plugins import Plugins
 
-    Plugins.instance().register(SharedStudySweeper)
+    from hydra_plugins.cnnbench_sweeper.optuna_sweeper import OptunaSweeper, register
+
+    plugins = Plugins.instance()  # (its scan first: a hydra-optuna-sweeper installed beside would take the name)
+    register()  # hydra/sweeper=optuna is cnnbench's
+    plugins.register(OptunaSweeper)
 
 
 def check_sweep_dir(sweep_dir: Path, overrides: list[str], skip_completed: bool) -> None:
@@ -158,6 +159,25 @@ def stop_sweep(signum: int, frame: object) -> None:  # noqa: ARG001
         if pid.isdigit() and int(pid) != os.getpid():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(pid), signum)
+
+
+def trial_report(cfg: DictConfig) -> TrainerCallback | None:
+    """In a job of the Optuna sweeper (``sweep.trial``) whose study it can reach: the callback that reports the
+    run's validation accuracy to its trial every epoch and ends the run when the pruner says so."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.sweep.trial is None:
+        return None
+    try:
+        sweeper = HydraConfig.get().sweeper
+    except ValueError:  # (not under Hydra)
+        return None
+    from cnnbench.engine.pruning import TrialReport
+    from hydra_plugins.cnnbench_sweeper.study import JobTrial, reachable
+
+    if not reachable(cfg.sweep.study, sweeper):
+        return None
+    return TrialReport(JobTrial(cfg.sweep.trial, cfg.sweep.study, sweeper))
 
 
 def job_outcomes(sweep_dir: Path) -> list[dict]:

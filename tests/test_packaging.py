@@ -52,7 +52,7 @@ def test_wheel_installs_into_a_fresh_venv_and_every_command_runs(tmp_path: Path)
     for group in ("model", "data", "optimizer", "scheduler", "transfer", "trainer", "experiment"):
         assert any(n.startswith(f"cnnbench/conf/{group}/") and n.endswith(".yaml") for n in names), group
     assert "cnnbench/conf/config.yaml" in names
-    assert "hydra_plugins/cnnbench_sweeper/shared_study.py" in names  # (where Hydra's plugin scan looks)
+    assert "hydra_plugins/cnnbench_sweeper/optuna_sweeper.py" in names  # (where Hydra's plugin scan looks)
 
     bin_dir = fresh_venv(tmp_path / "venv")
     install = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
@@ -66,7 +66,7 @@ def test_wheel_installs_into_a_fresh_venv_and_every_command_runs(tmp_path: Path)
                             "print(*(c.__name__ for c in Plugins.instance().discover(Sweeper)))"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout + where.stderr  # the wheel's copy
-    assert "SharedStudySweeper" in where.stdout.split(), where.stdout + where.stderr  # found by Hydra's own scan
+    assert "OptunaSweeper" in where.stdout.split(), where.stdout + where.stderr  # found by Hydra's own scan
     helps = {script: subprocess.Popen([str(bin_dir / script), "--help"], cwd=elsewhere, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for script in SCRIPTS}

@@ -151,58 +151,6 @@ def test_a_preempted_submitit_job_is_requeued_and_ends_as_an_uninterrupted_run(t
     assert all(torch.equal(ours[k], reference[k]) for k in reference)
 
 
-def study_trials(storage: str) -> list:
-    import optuna
-
-    return optuna.load_study(study_name="digits_lenet5", storage=storage).trials
-
-
-@pytest.mark.slow
-def test_sweepers_sharing_an_optuna_study_run_its_trials_together_and_a_killed_one_is_continued(tmp_path) -> None:
-    """Two sweeper processes on one SQLite study (each with its own sweep directory) together run n_trials; a
-    sweeper killed mid-trial and rerun runs the killed trial again and what the study lacks."""
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    from optuna.trial import TrialState
-
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["-m", "hparams_search=digits_optuna", "trainer.epochs=1", "trainer.max_steps=3", *FAST[1:],
-            f"hydra.sweeper.storage={storage}"]
-    both = [start_cli(*args, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / d}", cwd=tmp_path)
-            for d in ("a", "b")]
-    for proc in both:
-        assert proc.wait(timeout=CEILING_S) == 0, proc.communicate()[1][-2000:]
-    assert [t.state for t in study_trials(storage) if t.state != TrialState.FAIL] == [TrialState.COMPLETE] * 3
-    assert len(results(tmp_path / "a")) + len(results(tmp_path / "b")) == 3
-
-    killed = start_cli(*args, "hydra.sweeper.n_trials=5", f"hydra.sweep.dir={tmp_path / 'c'}", cwd=tmp_path)
-    deadline = time.monotonic() + CEILING_S
-    while not any(t.state == TrialState.RUNNING and t.system_attrs.get("cnnbench:sweeper", "").endswith(
-            f":{killed.pid}") for t in study_trials(storage)):  # its first trial asked: kill it mid-trial
-        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()[1][-2000:]
-        time.sleep(0.1)
-    killed.kill()
-    killed.wait(timeout=CEILING_S)
-    rerun = run_cli(*args, "hydra.sweeper.n_trials=5", f"hydra.sweep.dir={tmp_path / 'd'}", cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    trials = study_trials(storage)
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 5 and len(results(tmp_path / "d")) == 2
-    (gone,) = [t for t in trials if "was gone" in t.system_attrs.get("cnnbench:not_run", "")]
-    assert gone.system_attrs["cnnbench:sweeper"].endswith(f":{killed.pid}")
-    assert "holds 3 of its n_trials=5" in rerun.stderr + rerun.stdout
-
-
-@pytest.mark.slow
-def test_optuna_search_maximises_validation_accuracy(tmp_path: Path) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    sweep = tmp_path / "sweep"
-    proc = run_cli("-m", "hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=1",
-                   "logger.print_config=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    best = (sweep / "optimization_results.yaml").read_text()
-    vals = [r["best_val_acc"] for r in results(sweep).values()]
-    assert len(vals) == 2 and f"best_value: {max(vals)}" in best
-
-
 def test_slurm_launcher_config_composes() -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):

@@ -161,6 +161,8 @@ class LoggerConfig:
 @dataclass
 class SweepConfig:
     skip_completed: bool = False  # multirun: skip jobs whose results.json says completed with the same overrides
+    trial: int | None = None  # set by the Optuna sweeper: the number of the trial this job runs
+    study: str | None = None  # and its study's name
 
 
 @dataclass
