@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cnnbench.errors import CnnbenchError, first_line, one_line, os_error_message
+from cnnbench.versions import install_problem
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -28,6 +29,9 @@ def error_boundary() -> Iterator[None]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    problem = install_problem()  # (torch and torchvision that do not load together: from metadata, no import)
+    if problem:
+        fail(problem)
     try:
         yield
     except CnnbenchError as e:
@@ -40,6 +44,9 @@ def error_boundary() -> Iterator[None]:
             raise
         fail(message)
     except RuntimeError as e:  # the machine's memory (torch's OutOfMemoryError is a RuntimeError too)
+        if "torchvision::" in str(e):  # (builds that the metadata did not tell apart)
+            fail(f"torchvision does not load beside this torch ({first_line(e, 80)}); reinstall both from one index: "
+                 f"pip install --force-reinstall torch torchvision")
         if not out_of_memory(e):
             raise
         fail(f"out of memory: {first_line(e, 160)}; lower data.batch_size, data.eval_batch_size or data.image_size")

@@ -12,6 +12,10 @@ class CnnbenchError(Exception):
     """
 
 
+class ConfigError(CnnbenchError):
+    """A config that fails its checks, found before anything is read or written: a single run leaves nothing."""
+
+
 def first_line(error: BaseException | str, limit: int = 160) -> str:
     """The first line of an exception's text, cut at a word boundary within ``limit`` characters (with ...)."""
     text = str(error).strip()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.config.checks import check_transfer, validate
+from cnnbench.config.checks import check_schema_keys, check_transfer, validate
 from cnnbench.overrides import parse_overrides
 from cnnbench.rundir import CONTINUE_OR_START
 
@@ -37,6 +37,7 @@ def resolve(composed: DictConfig, overrides: list[str]) -> Resolved:
     given = parse_overrides(overrides)
     absolute_paths(cfg)
     preprocessing = apply_weights_preprocessing(cfg, set(given))
+    check_schema_keys(cfg)  # (misspelt keys first: they may be why the rest fails)
     check_transfer(cfg.transfer, cfg.model.get("weights"))  # (before its checkpoint is read)
     source = load_source_checkpoint(cfg)
     inherited, input_note = apply_source_spec(cfg, source, set(given)) if source is not None else ({}, None)

@@ -23,18 +23,20 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench import fileio, signals
 from cnnbench.cli import fail
-from cnnbench.engine.callbacks import Callback as TrainerCallback
 from cnnbench.errors import CnnbenchError
 from cnnbench.overrides import parse_overrides
 from cnnbench.rundir import RunDirLock, job_overrides
 from cnnbench.signals import Terminated
+
+if TYPE_CHECKING:
+    from cnnbench.engine.callbacks import Callback as TrainerCallback
 
 MARKER = ".cnnbench-sweep"  # <sweep dir>/.cnnbench-sweep/{sweep.json, jobs/<n>.json, running/<pid>, stopped}
 DONE = ("completed", "skipped", "pruned")

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench import manifest, rundir, signals
 from cnnbench.cli import continue_command, error_boundary, fail, out_of_memory
 from cnnbench.config import register_configs
-from cnnbench.errors import CnnbenchError, first_line, os_error_message
+from cnnbench.config.keys import explain_override_error
+from cnnbench.errors import CnnbenchError, ConfigError, first_line, os_error_message
 from cnnbench.fileio import atomic_copy, atomic_write_json
 from cnnbench.overrides import hydra_overrides, parse_overrides
 from cnnbench.signals import Terminated
@@ -56,7 +58,10 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[DictConfig], None] |
     started_at = time.time()
     overrides = hydra_overrides()
     swept = swept_keys(overrides)
-    resolved = resolve(cfg, overrides)
+    try:
+        resolved = resolve(cfg, overrides)
+    except CnnbenchError as e:
+        raise ConfigError(str(e)) from None
     cfg = resolved.cfg
     try:
         rt = settle(cfg.trainer, run_dir)
@@ -247,8 +252,10 @@ def _failed(e: Exception, cfg: DictConfig, takeover: Takeover, multirun: bool) -
     if not (user_error or multirun):
         raise e
     message = os_message or (str(e) if isinstance(e, CnnbenchError) else f"{type(e).__name__}: {first_line(e)}")
-    # an earlier run's results stay until training starts
-    if takeover.owner and (takeover.plan.status in (None, "failed") or takeover.started):
+    # an earlier run's results stay until training starts; a config that fails its checks leaves nothing (a sweep
+    # records the job's failure, for its leaderboard)
+    written = takeover.plan.status in (None, "failed") or takeover.started
+    if takeover.owner and written and (multirun or not isinstance(e, ConfigError)):
         with contextlib.suppress(OSError):
             manifest.own(takeover.run_dir, "results.json")
             atomic_write_json({"status": "failed", "error": message, "model": cfg.model.get("name"),
@@ -313,7 +320,13 @@ def main() -> None:
     signals.install(stop_sweep if multirun else signals.raise_terminated)
     register_plugins()
     with error_boundary():
-        _hydra_entry()
+        try:
+            _hydra_entry()
+        except HydraException as e:  # a misspelt key: the closest known one, not Hydra's hint to append it
+            explained = explain_override_error(e, sys.argv[1:])
+            if explained is None:
+                raise
+            raise explained from None
     if multirun and Terminated.received is not None:
         fail(f"stopped by {signal.Signals(Terminated.received).name}: {SweepCallback.failed} of "
              f"{SweepCallback.total} sweep jobs did not complete (interrupted, or not started); continue the sweep "

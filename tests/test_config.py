@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,8 +147,8 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
         (["trainer.device=cuda:7"], "trainer.device=cuda:7"),
         (["data=imagefolder"], "data=imagefolder needs data.root="),
         (["+model.depth=3"], "model.depth is not an option of model=lenet5"),
-        (["model=vgg16", "model.dropuot=0.1"], "Key 'dropuot' not in 'vgg16_config'"),
-        (["scheduler.mn_lr=0.1"], "Key 'mn_lr' not in 'CosineConfig'"),
+        (["model=vgg16", "model.dropuot=0.1"], "model.dropuot is not a key of model; did you mean model.dropout?"),
+        (["scheduler.mn_lr=0.1"], "scheduler.mn_lr is not a key of scheduler; did you mean scheduler.min_lr?"),
         (["scheduler=step", "scheduler.gamma=abc"], "Value 'abc' of type 'str' could not be converted to Float"),
         (["model=tv_resnet18", "model.weights=DEFAULT"], "model.weights=DEFAULT needs a transfer strategy"),
         (["model=tv_resnet18", "model.weights=NOPE", "transfer=finetune"],
@@ -163,6 +166,74 @@ def test_cli_bad_input_is_one_line_without_traceback(cli, tmp_path: Path, args: 
     assert lines[0].startswith("error: ") and message in lines[0], lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not list(tmp_path.glob("outputs/*/*/checkpoints"))  # failed before any training
+
+
+MISSPELT = [  # (issue 40) a misspelt key in every group, set or appended: one line naming the closest key
+    ("trainer.epoch=3", "trainer.epoch is not a key of trainer; did you mean trainer.epochs?"),
+    ("data.batch_sze=8", "data.batch_sze is not a key of data; did you mean data.batch_size?"),
+    ("data.augment.hflp=true", "data.augment.hflp is not a key of data.augment; did you mean data.augment.hflip?"),
+    ("logger.snapshot=2", "logger.snapshot is not a key of logger; did you mean logger.snapshots?"),
+    ("sweep.skip=true", "sweep.skip is not a key of sweep; did you mean sweep.skip_completed?"),
+    ("trainer.early_stopping.patiance=2", "trainer.early_stopping.patiance is not a key of "
+     "trainer.early_stopping; did you mean trainer.early_stopping.patience?"),
+    ("optimizer.momentun=0.9", "did you mean optimizer.momentum?"),
+    ("scheduler.min_l=0", "did you mean scheduler.min_lr?"),
+    ("model=small_resnet model.widht=3", "did you mean model.widths?"),
+    ("transfer=finetune transfer.layer_dcay=0.5", "did you mean transfer.layer_decay?"),
+]
+
+
+@pytest.mark.parametrize("appended", [False, True])
+@pytest.mark.parametrize(("override", "message"), MISSPELT)
+def test_a_misspelt_key_in_any_group_names_the_closest_one(cli, tmp_path: Path, override: str, message: str,
+                                                           appended: bool) -> None:
+    """`cnnbench trainer.epoch=3` and `cnnbench +trainer.epoch=3` both exit 2 in one line naming trainer.epochs,
+    never with Hydra's hint to append the key."""
+    *choices, key = override.split()
+    proc = cli(*choices, f"+{key}" if appended else key, cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert message in proc.stderr and "append" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
+
+
+def test_open_maps_take_new_keys() -> None:
+    """model.kwargs (timm's keyword arguments) and an optimizer's own keywords are the user's."""
+    from cnnbench.config.checks import check_values
+
+    check_values(compose_config("model=timm", "model.arch=resnet18", "+model.kwargs.drop_rate=0.1"))
+    check_values(compose_config("optimizer=sgd", "+optimizer.differentiable=false"))
+
+
+def test_help_imports_no_torch(tmp_path: Path) -> None:
+    """`cnnbench --help` answers without importing torch, torchvision or Optuna (python -X importtime shows it)."""
+    code = ("import sys; sys.argv = ['cnnbench', '--help']\nfrom cnnbench.train import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('imported:', *(m for m in ('torch', 'torchvision', 'optuna') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "imported:", proc.stdout[-500:]
+
+
+def test_torch_and_torchvision_that_do_not_belong_together_are_one_line(tmp_path: Path) -> None:
+    """A torchvision built for another torch (or a CUDA build beside a CPU-only torch): every command, --help too,
+    exits 2 in one line naming both versions and the command that fixes them; found from the metadata alone."""
+    from importlib.metadata import version
+
+    from cnnbench.versions import mismatch
+
+    assert mismatch("2.14.1", "0.29.1") is None and mismatch("2.14.1+cpu", "0.29.1+cpu") is None
+    assert "--index-url https://download.pytorch.org/whl/cpu" in mismatch("2.14.1+cpu", "0.29.1")
+    assert "torchvision==0.29.*" in mismatch("2.14.1", "0.24.1")
+    fake = tmp_path / "site" / "torchvision-0.24.1.dist-info"  # what `pip install torchvision==0.24.1` records
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: torchvision\nVersion: 0.24.1\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    for command in (["-m", "cnnbench", "--help"], ["-m", "cnnbench", "trainer=debug"]):
+        proc = subprocess.run([sys.executable, *command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+        assert f"torch {version('torch')} and torchvision 0.24.1 do not belong together" in proc.stderr
+        assert "pip install --force-reinstall 'torchvision==" in proc.stderr
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +24,7 @@ from cnnbench.anatomy import ModelReport, analyze
 from cnnbench.cli import error_boundary, output_file
 from cnnbench.config import register_configs
 from cnnbench.config.checks import check_values
+from cnnbench.config.keys import explain_override_error
 from cnnbench.errors import CnnbenchError
 from cnnbench.fileio import atomic_write
 
@@ -140,7 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     register_configs()
     with error_boundary():
         with initialize_config_module(config_module="cnnbench.conf", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=argv)
+            try:
+                cfg = compose(config_name="config", overrides=argv)
+            except HydraException as e:  # (a misspelt key: the closest known one)
+                explained = explain_override_error(e, argv)
+                if explained is None:
+                    raise
+                raise explained from None
         check_values(cfg)  # (the values training accepts: sizes, finite numbers)
         if cfg.model.name == "timm" and any(c in (cfg.model.arch or "") for c in "*?["):
             print_matches(cfg)

@@ -8,6 +8,7 @@ code that builds a run assumes a checked config. Nothing here imports torch."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -15,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.config.keys import check_keys
 from cnnbench.config.schema import (
     AUTO_POLICIES,
     COMPILE_MODES,
@@ -49,6 +51,9 @@ def check_machine(cfg: DictConfig) -> None:
     check_cache_dir(cfg.data)
     device = cfg.trainer.device
     if device.startswith("cuda"):
+        _require(torch.version.cuda is not None or torch.version.hip is not None, f"trainer.device={device} but "
+                 f"this torch ({torch.__version__}) is a CPU-only build; for a GPU install a CUDA build: pip install "
+                 f"--force-reinstall torch torchvision --index-url https://download.pytorch.org/whl/cu128")
         _require(torch.cuda.is_available(), f"trainer.device={device} but CUDA is not available here; "
                  "use trainer.device=auto or cpu")
         index = torch.device(device).index
@@ -67,7 +72,8 @@ def _positive(value: Any) -> bool:
 
 def check_schema_keys(cfg: DictConfig) -> None:
     """Keys added with ``+group.key=...`` bypass the schema when Hydra composes: refuse any key that the option's
-    schema does not have (the optimizer's extra keywords are left to its constructor, which checks them)."""
+    schema does not have, naming the option, then any other group's (``keys.check_keys``; the optimizer's extra
+    keywords are left to its constructor, which checks them)."""
     for group, choice in (("model", "name"), ("scheduler", "name"), ("transfer", "strategy")):
         node = cfg[group]
         schema = OmegaConf.get_type(node)
@@ -75,8 +81,11 @@ def check_schema_keys(cfg: DictConfig) -> None:
             continue
         allowed = [f.name for f in dataclasses.fields(schema)]
         extra = [k for k in node if k not in allowed]
+        close = difflib.get_close_matches(extra[0], allowed, n=1) if extra else []
         _require(not extra, f"{group}.{extra[0] if extra else ''} is not an option of {group}={node[choice]}; "
-                 f"it accepts: {', '.join(k for k in allowed if k != choice) or 'none'}")
+                 + (f"did you mean {group}.{close[0]}? " if close else "")
+                 + f"it accepts: {', '.join(k for k in allowed if k != choice) or 'none'}")
+    check_keys(cfg)
 
 
 def check_augment(a: DictConfig, size: int | None) -> None:

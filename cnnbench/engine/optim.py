@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,7 +43,24 @@ def build_optimizer(cfg: DictConfig, params: Iterable, model: nn.Module | None =
     except InstantiationException as e:
         cause = e.__cause__ or e
         msg = str(cause).splitlines()[0]
-        raise CnnbenchError(f"optimizer {cfg.get('_target_')} rejected its config: {msg}") from None
+        raise CnnbenchError(f"optimizer {cfg.get('_target_')} rejected its config: {msg}{_closest(cfg, msg)}") \
+            from None
+
+
+def _closest(cfg: DictConfig, message: str) -> str:
+    """``; did you mean optimizer.<key>?`` for an unexpected keyword close to one the optimizer class takes."""
+    import difflib
+    import inspect
+
+    found = re.search(r"unexpected keyword argument '(\w+)'", message)
+    if found is None:
+        return ""
+    try:
+        accepted = list(inspect.signature(get_class(cfg._target_)).parameters)
+    except (ValueError, TypeError, ImportError):
+        return ""
+    close = difflib.get_close_matches(found.group(1), [*accepted, *OWN_KEYS], n=1)
+    return f"; did you mean optimizer.{close[0]}?" if close else ""
 
 
 def check_arguments(cfg: DictConfig) -> None:
