@@ -174,19 +174,23 @@ def test_optuna_dashboard_reads_a_studys_trials(tmp_path: Path) -> None:
                str(port), "--quiet"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=60) as r:
                     listed = json.loads(r.read())["study_summaries"]
                 break
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, server.communicate()[1][-2000:]
                 time.sleep(0.3)
         (entry,) = [s for s in listed if s["study_name"] == "dash"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{entry['study_id']}", timeout=10) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{entry['study_id']}", timeout=120) as r:
             detail = json.loads(r.read())
         assert sorted(t["values"][0] for t in detail["trials"]) == [1.0, 2.0]
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=60)
