@@ -102,6 +102,8 @@ GROUP_VALUES = {"model": "model.name", "data": "data.name", "optimizer": "optimi
 def config_value(run: dict, key: str) -> str:
     """A run's value of ``key`` when its command line did not set it: from its results, else from the config it
     recorded (``.hydra/config.yaml``); "-" when neither has it (a digits run has no data.root)."""
+    if key == "model" and run.get("arch"):  # (another library's zoo: its architecture)
+        return str(run["arch"])
     if key in ("model", "data") and run.get(key):
         return str(run[key])
     value = recorded_value(Path(run["run_dir"]), GROUP_VALUES.get(key, key))
@@ -138,7 +140,8 @@ def build_leaderboard(runs: list[dict]) -> Leaderboard:
     board.software = [k for k in SOFTWARE_KEYS if len({v.get(k) for v in versions}) > 1]
     groups: dict[tuple, list[dict]] = {}
     for run, p in zip(runs, parsed, strict=True):
-        label = tuple(p[k] if k in p else config_value(run, k) for k in swept) if swept else (run.get("model", "?"),)
+        label = tuple(p[k] if k in p else config_value(run, k) for k in swept) if swept else (
+            run.get("arch") or run.get("model", "?"),)
         if run.get("status") != "completed":
             board.failed.append({**dict(zip(board.keys, label, strict=True)), "status": run.get("status"),
                                  "error": run.get("error") or _why(run), "run_dir": run["run_dir"]})

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,11 +111,15 @@ def _scatter(points: list[tuple], x_label: str, y_label: str, log: bool) -> byte
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(min(14.0, 7 + 0.25 * len(points)), 5), dpi=110)
-    for x, y, err, label in points:
-        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if log:
         ax.set_xscale("log")
+    xs = [math.log(p[0]) if log else p[0] for p in points]
+    middle = (min(xs) + max(xs)) / 2
+    for (x, y, err, label), position in zip(points, xs, strict=True):
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
+        right = position > middle  # (labels of the right half point left: none leaves the picture)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(-4 if right else 4, 4), fontsize=7,
+                    ha="right" if right else "left")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)

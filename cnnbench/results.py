@@ -18,6 +18,7 @@ from cnnbench.evaluation.metrics import metrics
 from cnnbench.evaluation.scores import Scores, predict
 from cnnbench.fileio import atomic_write_json
 from cnnbench.manifest import own
+from cnnbench.models.registry import model_label
 from cnnbench.overrides import parse_overrides
 from cnnbench.precision import Precision
 from cnnbench.provenance import record
@@ -60,7 +61,8 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
     results = record_results(cfg, run, test, precision, overrides, info, run_dir)
     own(run_dir, "results.json")
     atomic_write_json(results, run_dir / "results.json")
-    columns = hparams(cfg, overrides, run.loaders["train"].sampler.batch_size, run.data.image_size, info.get("swept"))
+    columns = hparams(cfg, overrides, run.loaders["train"].sampler.batch_size, run.data.image_size, info.get("swept"),
+                      epochs=(run.trainer.planned_epochs, run.trainer.state.epoch))
     reporter.hparams({**columns, "params": run.params, "macs": run.macs}, HPARAMS_METRICS,
                      shown=[*SHOWN, *(k for k in columns if k in (info.get("swept") or ()))])
     reporter.summary(results)
@@ -77,6 +79,7 @@ def record_results(cfg: DictConfig, run: Run, test: TestScores, precision: Preci
     return {
         "status": "interrupted" if trainer.interrupted else trainer.stopped_by or "completed",  # (or pruned)
         "model": cfg.model.name,
+        "arch": model_label(cfg.model),
         "data": cfg.data.name,
         "params": run.params,
         "macs": run.macs,
@@ -88,6 +91,7 @@ def record_results(cfg: DictConfig, run: Run, test: TestScores, precision: Preci
         "scored_weights": test.weights,
         **({"early_stopping": trainer.early_stopping.summary()} if trainer.early_stopping is not None else {}),
         "epochs_completed": state.epoch,
+        "epochs_planned": trainer.planned_epochs,
         "steps": state.step,
         "train_time_s": state.train_time_s,
         "train_images_per_s": images_per_s,
@@ -132,18 +136,24 @@ def speed(macs: int, images_per_s: float, precision: Precision, device: str, pro
 # the scalars HParams compares runs by (their last values): all are curves or results the run logs anyway
 HPARAMS_METRICS = ["test/acc", "test/loss", "val/best_acc", "val/acc", "train/loss", "train/images_per_s",
                    "train/time_s"]
-SHOWN = ("model", "data", "optimizer.lr", "data.batch_size", "trainer.epochs")  # HParams columns ticked at first
+SHOWN = ("model", "data", "optimizer.lr", "data.batch_size", "epochs run")  # HParams columns ticked at first
 GROUPS = ("model", "data", "optimizer", "scheduler", "transfer", "trainer", "experiment")
 
 
+HParam = str | int | float | bool
+
+
 def hparams(cfg: DictConfig, overrides: list[str], batch_size: int, image_size: int,
-            swept: list[str] | None = None) -> dict[str, str | int | float | bool]:
-    """What TensorBoard's HParams tab compares: the same columns for every run, each with a value (the batch
-    size and image size as trained), the whole command line as one text column, and in a sweep the keys it varies,
+            swept: list[str] | None = None, epochs: tuple[int, int] | None = None) -> dict[str, HParam]:
+    """What TensorBoard's HParams tab compares: the same columns for every run, each with a value (the model by its
+    label, the architecture for another library's zoo; the batch size and image size as trained; the epochs planned,
+    max_steps included, and run), the whole command line as one text column, and in a sweep the keys it varies,
     with the config's value and type (3 as a number: as strings "10" would sort before "3")."""
-    values: dict[str, str | int | float | bool] = {
-        "model": cfg.model.name, "data": cfg.data.name, "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-        "optimizer.lr": cfg.optimizer.lr, "data.batch_size": batch_size, "trainer.epochs": cfg.trainer.epochs,
+    planned, ran = epochs or (cfg.trainer.epochs, cfg.trainer.epochs)
+    values: dict[str, HParam] = {
+        "model": model_label(cfg.model), "data": cfg.data.name,
+        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1], "optimizer.lr": cfg.optimizer.lr,
+        "data.batch_size": batch_size, "epochs planned": planned, "epochs run": ran,
         "data.image_size": image_size, "scheduler": cfg.scheduler.name, "transfer": cfg.transfer.strategy,
         "trainer.seed": cfg.trainer.seed,
         "overrides": " ".join(o for o in overrides if not o.startswith(("hydra.", "logger."))) or "(defaults)",

@@ -65,18 +65,23 @@ class Reporter:
         """Record the run for TensorBoard's HParams tab. ``metrics`` name scalar tags this run writes (HParams
         shows their last values); unlike ``SummaryWriter.add_hparams``, no second copy of them is written as
         one-point ``hparam/*`` charts. ``shown``: the columns ticked when the tab opens (TensorBoard ticks the
-        first five of those its experiment marks as differing, by name; they are marked so)."""
+        first five of those its experiment marks as differing, by name; they are marked so). The trial is named
+        after the run (its Trial ID column would otherwise start with the run directory's date, and show no more)."""
         if self.writer is not None:
             from tensorboard.plugins.hparams import plugin_data_pb2
             from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-            experiment, *sessions = hparams_summary(hparams, dict.fromkeys(metrics, 0.0))
+            experiment, start, end = hparams_summary(hparams, dict.fromkeys(metrics, 0.0))
             value = experiment.value[0]
             data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
             for info in data.experiment.hparam_infos:
                 info.differs = info.name in shown
             value.metadata.plugin_data.content = data.SerializeToString()
-            for summary in (experiment, *sessions):
+            value = start.value[0]
+            data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+            data.session_start_info.group_name = f"{self.log_dir.name} ({self.run_dir.name})"
+            value.metadata.plugin_data.content = data.SerializeToString()
+            for summary in (experiment, start, end):
                 self.writer.file_writer.add_summary(summary)
 
     def image(self, tag: str, image, step: int) -> None:
@@ -121,7 +126,8 @@ class Reporter:
         self.console.print("  ".join(parts))
 
     def summary(self, results: dict) -> None:
-        table = Table(title=f"cnnbench: {results['model']} on {results['data']}", show_header=False)
+        table = Table(title=f"cnnbench: {results.get('arch') or results['model']} on {results['data']}",
+                      show_header=False)
         table.add_column(style="bold")
         table.add_column(justify="right")
         rows = [
@@ -130,7 +136,9 @@ class Reporter:
             ("best val acc", _pct(results.get("best_val_acc"))),
             ("test acc", _pct(results.get("test_acc"))),
             ("test loss", f"{results['test_loss']:.4f}" if results.get("test_loss") is not None else "-"),
-            ("epochs / steps", f"{results['epochs_completed']} / {results['steps']}"),
+            ("epochs / steps", f"{results['epochs_completed']}"
+                               + (f" of {results['epochs_planned']} planned" if results.get("epochs_planned") else "")
+                               + f" / {results['steps']}"),
             ("train time", f"{results['train_time_s']:.1f} s"),
             ("throughput", f"{results['train_images_per_s']:,.0f} img/s"),
             ("compute", f"{results['train_tflops']:.3g} TFLOP/s = {100 * results['mfu']:.1f}% MFU "
@@ -151,7 +159,8 @@ class Reporter:
 
 
 NAME_LIMIT = 60  # characters: what TensorBoard's run lists show without cutting
-UNNAMED = ("model", "trainer.resume", "trainer.overwrite", "hydra.", "logger.", "sweep.")  # never in a name
+UNNAMED = ("trainer.resume", "trainer.overwrite", "hydra.", "logger.", "sweep.")  # never in a name
+IN_LABEL = ("model", "model.name", "model.arch")  # said by the name's first part, the model's label
 
 
 def run_name(model: str, overrides: dict[str, str], keys: list[str] | None = None) -> str:
@@ -160,19 +169,22 @@ def run_name(model: str, overrides: dict[str, str], keys: list[str] | None = Non
     part where that is unambiguous and each path to its last component: ``resnet18,lr=0.05,root=photos``. At
     most ``NAME_LIMIT`` characters: a longer name keeps its start and ends in a digest of the whole, so names
     stay distinct."""
-    keys = [k for k in (overrides if keys is None else keys) if k in overrides and not k.startswith(UNNAMED)]
+    keys = [k for k in (overrides if keys is None else keys)
+            if k in overrides and not k.startswith(UNNAMED) and k not in IN_LABEL]
     last = [k.rsplit(".", 1)[-1] for k in keys]
     parts = [model]
     for key, short in zip(keys, last, strict=True):
         value = overrides[key]
         if "/" in value.rstrip("/"):
             value = Path(value.rstrip("/")).name
-        parts.append(f"{short if last.count(short) == 1 else key}={value}")
-    name = re.sub(r"[^\w.,=+-]", "_", ",".join(parts))
+        parts.append(re.sub(r"[^\w.=+-]", "_", f"{short if last.count(short) == 1 else key}={value}"))
+    name = ",".join(parts)
     if len(name) <= NAME_LIMIT:
         return name
     digest = hashlib.sha1(",".join([model, *(f"{k}={overrides[k]}" for k in keys)]).encode()).hexdigest()[:8]
-    return f"{name[:NAME_LIMIT - 10]}~{digest}"
+    while len(parts) > 1 and len(",".join(parts)) > NAME_LIMIT - 9:  # whole key=value parts give way, never cut
+        parts.pop()
+    return f"{','.join(parts)[:NAME_LIMIT - 9]}~{digest}"
 
 
 def tensorboard_dir(run_dir: Path, name: str) -> Path:

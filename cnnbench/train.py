@@ -52,6 +52,7 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[DictConfig], None] |
     from cnnbench.assemble import build_run
     from cnnbench.engine import distributed
     from cnnbench.engine.runtime import settle
+    from cnnbench.models.registry import model_label
     from cnnbench.resolve import resolve
     from cnnbench.results import test_and_record
 
@@ -59,13 +60,13 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[DictConfig], None] |
     overrides = hydra_overrides()
     swept = swept_keys(overrides)
     try:
-        resolved = resolve(cfg, overrides)
+        resolved = resolve(cfg, overrides, run_dir)
     except CnnbenchError as e:
         raise ConfigError(str(e)) from None
     cfg = resolved.cfg
     try:
         rt = settle(cfg.trainer, run_dir)
-        with _reporter(cfg, rt, run_name(cfg.model.name, parse_overrides(overrides), swept)) as reporter:
+        with _reporter(cfg, rt, run_name(model_label(cfg.model), parse_overrides(overrides), swept)) as reporter:
             _announce(cfg, resolved.notes, reporter)
             built = build_run(cfg, rt.run_dir, rt.device, rt.precision, rt.dist, reporter, resolved.source)
             reporter.info(rt.describe())
@@ -75,7 +76,7 @@ def run(cfg: DictConfig, run_dir: Path, on_start: Callable[[DictConfig], None] |
                         "best_val_acc": None}
             info = {"device": str(rt.device), "processes": rt.dist.world_size, "threads": rt.threads[0],
                     "started_at": started_at, "run_name": reporter.log_dir.name, "swept": swept,
-                    **({"input_from_source": resolved.inherited} if resolved.inherited else {})}
+                    **({"input_from_source": resolved.inherited} if resolved.inherited else {})}  # (or resume)
             return test_and_record(cfg, built, rt.run_dir, rt.precision, reporter, overrides, info)
     finally:
         distributed.shutdown()

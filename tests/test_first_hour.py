@@ -39,6 +39,18 @@ def test_run_names_are_short_distinct_and_readable() -> None:
     assert run_name("resnet18", overrides, keys=["trainer.epochs"]) == "resnet18,epochs=3"  # a sweep's keys
     clash = {"data.seed": "1", "trainer.seed": "2"}  # one last part, two keys: the full keys
     assert run_name("m", clash) == "m,data.seed=1,trainer.seed=2"
+    # (issue 40) another library's models are named by their architecture; a long name loses whole parts, never
+    # the architecture, and a model option a sweep varies stays in the name
+    from cnnbench.models.registry import model_label
+
+    timm = {"model": "timm", "model.arch": "convnext_atto", "data": "imagefolder", "data.root": "/p/hymenoptera_data",
+            "data.image_size": "112", "trainer.max_steps": "8", "optimizer.lr": "0.05"}
+    named = {run_name(model_label({"name": "timm", "arch": arch}), {**timm, "model.arch": arch})
+             for arch in ("convnext_atto", "resnet18")}
+    assert all(n.split(",")[0] in ("timm_convnext_atto", "timm_resnet18") for n in named) and len(named) == 2
+    assert all("~" not in n.split(",")[-1].split("~")[0] for n in named)  # (no part cut in its middle)
+    assert run_name("vgg11", {"model.dropout": "0.3", "trainer.seed": "1"}, keys=["model.dropout"]) == \
+        "vgg11,dropout=0.3"
     long = {f"trainer.option_{i}": "x" * 12 for i in range(6)}
     names = {run_name("vgg11_bn", {**long, "trainer.seed": str(s)}) for s in range(20)}
     assert len(names) == 20 and all(len(n) <= NAME_LIMIT for n in names)
@@ -51,6 +63,8 @@ def test_every_run_has_a_value_in_every_hparams_column() -> None:
     photos = hparams(compose_config("data=imagefolder", "data.root=/p", "model=resnet18"),
                      ["data=imagefolder", "data.root=/p", "model=resnet18"], 28, 224)
     assert list(digits) == list(photos)  # the same columns, in one order
+    timm = hparams(compose_config("model=timm", "model.arch=convnext_atto"), [], 32, 224, epochs=(30, 2))
+    assert timm["model"] == "timm_convnext_atto" and (timm["epochs planned"], timm["epochs run"]) == (30, 2)
     assert all(v not in ("", None) for v in [*digits.values(), *photos.values()])
     assert photos["data.image_size"] == 224 and photos["data.batch_size"] == 28
     assert photos["overrides"] == "data=imagefolder data.root=/p model=resnet18" and digits["overrides"] == "(defaults)"
@@ -94,12 +108,25 @@ def test_the_load_warning_watches_every_epoch_and_names_the_slowdown() -> None:
         def competing(self) -> float:
             return self.value
 
-    watch = LoadWatch(type("R", (), {"info": lambda self, m: said.append(m)})())
-    for epoch, (busy, speed) in enumerate([(0.1, 3000.0), (1.4, 300.0), (0.0, 2900.0)], start=1):
-        watch.probe = Probe(busy)
-        watch.on_epoch_end(None, epoch, {"train/images_per_s": speed})
-    assert len(said) == 1 and "during epoch 2 other processes kept 1.4 of 2 cores busy" in said[0]
-    assert "300 images/s, 10.0x slower than the fastest epoch so far (3,000 images/s)" in said[0]
+    def watch_over(loads: list[float]) -> list[str]:
+        said.clear()
+        watch = LoadWatch(type("R", (), {"info": lambda self, m: said.append(m)})())
+        for epoch, busy in enumerate(loads, start=1):
+            watch.probe = Probe(busy)
+            watch.on_epoch_end(None, epoch, {"train/images_per_s": 3000.0 if busy < 0.5 else 300.0})
+        watch.on_fit_end(None)
+        return list(said)
+
+    said: list[str] = []
+    lines = watch_over([0.1, 1.4, 0.0])
+    assert len(lines) == 2 and "during epoch 2 other processes kept 1.4 of 2 cores busy" in lines[0]
+    assert "300 images/s, 10.0x slower than the fastest epoch so far (3,000 images/s)" in lines[0]
+    assert "ended before epoch 3; 1 epoch(s) trained beside them (2)" in lines[1]
+    # (issue 40) a load that lasts is said when it starts, changes or ends: 30 epochs, not 30 lines
+    lines = watch_over([0.0, 0.0] + [1.0] * 10 + [1.8] * 8 + [0.0] * 10)
+    assert len(lines) == 3 and "(was 1.0)" in lines[1] and "18 epoch(s) trained beside them (3-20)" in lines[2]
+    lines = watch_over([1.0] * 30)
+    assert len(lines) == 2 and "competed for the cores to the end; 30 epoch(s) trained beside them (1-30)" in lines[1]
 
 
 def test_the_printed_config_is_what_differs_from_the_defaults() -> None:

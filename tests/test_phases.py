@@ -29,7 +29,11 @@ def test_resolve_freezes_a_copy_and_leaves_the_composed_config_alone(tmp_path: P
     assert composed.data.root == "photos" and not OmegaConf.is_readonly(composed)
 
 
-def test_resolve_says_which_optimizer_a_transfer_option_chose() -> None:
+def test_resolve_says_which_optimizer_a_transfer_option_chose(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # (resolve makes sure the weights are at hand: they are)
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
     overrides = ["transfer=finetune", "model=tv_resnet18", "model.weights=IMAGENET1K_V1"]
     preprocessing, note = resolve(compose_config(*overrides), overrides).notes
     assert preprocessing.startswith("preprocessing of resnet18 IMAGENET1K_V1: image_size=224")

@@ -280,3 +280,71 @@ def test_a_resumed_run_keeps_its_tensorboard_folder(tmp_path: Path) -> None:
     assert first == tmp_path / "tensorboard" / "small_resnet,trainer.epochs=3"
     first.mkdir(parents=True)
     assert tensorboard_dir(tmp_path, "small_resnet,trainer.epochs=6") == first  # resumed with more epochs
+
+
+def texts_outside(fig) -> list[str]:
+    """What of a drawn matplotlib figure reaches beyond its edges (1 px of slack): each axes with everything it
+    draws (title, labels, tick labels in view, texts, annotations), and the figure's own texts (suptitle)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    parts = [(f"axes {ax.get_title()!r}", ax.get_tightbbox(renderer)) for ax in fig.axes if ax.get_visible()]
+    parts += [(t.get_text(), t.get_window_extent(renderer)) for t in fig.texts if t.get_text().strip()]
+    return [name for name, e in parts if e is not None and (e.x0 < box.x0 - 1 or e.y0 < box.y0 - 1 or
+                                                            e.x1 > box.x1 + 1 or e.y1 > box.y1 + 1)]
+
+
+@pytest.mark.parametrize("classes", [2, 10, 100])
+@pytest.mark.parametrize("long_names", [False, True])
+def test_every_chart_s_titles_and_labels_fit_inside_it(classes: int, long_names: bool) -> None:
+    """(Issue 40) at 2, 10 and 100 classes and with long class names, no title, label or tick text of a chart
+    reaches beyond the picture: the confusion matrix, per-class bars, mistakes, reliability, robustness, and the
+    leaderboard's scatter plots."""
+    import matplotlib.pyplot as plt
+
+    from cnnbench.evaluation.calibration import reliability
+    from cnnbench.pictures.charts import mistakes_figure, reliability_figure, robustness_figure
+
+    names = [(f"a_rather_long_class_name_number_{i}_of_the_photo_set" if long_names else f"c{i}")
+             for i in range(classes)]
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, classes, (400,), generator=g)
+    preds = torch.where(torch.rand(400, generator=g) < 0.7, labels, torch.randint(0, classes, (400,), generator=g))
+    per_class = {n: {"precision": 50.0 + i % 50, "recall": 40.0 + i % 60} for i, n in enumerate(names)}
+    title = f"resnet18 on folder=/home/user/{'photos/' * 8 if long_names else ''}test ({len(labels)} images)"
+    confidence = torch.rand(400, generator=g)
+    figures = [confusion_figure(confusion_matrix(preds, labels, classes), names), per_class_figure(per_class),
+               mistakes_figure(torch.zeros(6, 3, 8, 8, dtype=torch.uint8), labels[:6].tolist(), preds[:6].tolist(),
+                               names, 120, 400),
+               reliability_figure(reliability(confidence, preds == labels), 0.05, title),
+               robustness_figure({"gaussian_noise": [80.0, 70, 60, 50, 40]}, 90.0, title)]
+    for figure in figures:
+        assert texts_outside(figure) == []
+        plt.close(figure)
+
+
+def test_a_leaderboard_plot_s_point_labels_stay_inside(tmp_path: Path) -> None:
+    """The scatter plots' labels: those of the rightmost points point left, inside the picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cnnbench.report_files import _scatter
+
+    captured = []
+    original = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured.append(texts_outside(fig))
+        return original(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        label = "vgg16_bn,lr=0.05,seed={},dropout=0.3,root=hymenoptera_data,wd=1e-4"  # (run names: 60 characters)
+        points = [(10 ** (3 + i), 40.0 + 5 * i, 1.0, label.format(i)) for i in range(5)]
+        for log in (True, False):
+            _scatter(points, "parameters", "test accuracy (%)", log)
+    finally:
+        plt.Figure.savefig = original
+    assert captured == [[], []]

@@ -44,6 +44,10 @@ class LoopSettings:
         total = self.epochs * self.steps_per_epoch(batches)
         return min(total, self.max_steps) if self.max_steps is not None else total
 
+    def planned_epochs(self, batches: int) -> int:
+        """Epochs the plan reaches into: ``epochs``, fewer when ``max_steps`` ends it sooner."""
+        return math.ceil(self.planned_steps(batches) / self.steps_per_epoch(batches))
+
 
 def class_weight_tensor(setting: Any, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
     """``trainer.class_weights`` (checked against the classes: ``config.checks.check_against_data``) as a tensor

@@ -125,29 +125,61 @@ class LoadProbe:
 
 
 class LoadWatch(Callback):
-    """Watches the whole run, epoch by epoch: when other processes kept this run's cores busy during an epoch
-    (evaluation included), a warning says how busy and how much slower that epoch trained than the fastest one so
-    far; such an epoch's timings do not compare."""
+    """Watches the whole run, epoch by epoch (evaluation included), for other processes keeping this run's cores
+    busy, and says so when such a load starts, changes by half a core or more, and ends (with the epochs it
+    slowed): an epoch trained beside one has timings that do not compare. Not a line every epoch."""
 
     def __init__(self, reporter: Reporter, threshold: float = 0.5) -> None:
         self.reporter, self.threshold = reporter, threshold
         self.probe: LoadProbe | None = None
-        self.fastest: float | None = None
+        self.level: float | None = None  # the competing load last said, while it lasts
+        self.slowed: list[int] = []  # epochs trained beside it
+        self.fastest: float | None = None  # images/s of the fastest epoch so far
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.probe = LoadProbe()
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         other = self.probe.competing() if self.probe is not None else None
+        if other is None:
+            return
+        cores = len(self.probe.cpus)
         speed = metrics.get("train/images_per_s")
-        if other is not None and other >= self.threshold:
-            slower = (f"; it trained at {speed:,.0f} images/s, {self.fastest / speed:.1f}x slower than the fastest "
-                      f"epoch so far ({self.fastest:,.0f} images/s)" if speed and self.fastest and
-                      speed < self.fastest else "")
-            self.reporter.info(f"[yellow]warning: during epoch {epoch} other processes kept {other:.1f} of "
-                               f"{len(self.probe.cpus)} cores busy{slower}: its timings do not compare[/yellow]")
+        if other >= self.threshold:
+            self.slowed.append(epoch)
+            if self.level is None or abs(other - self.level) >= 0.5:
+                was = f" (was {self.level:.1f})" if self.level is not None else ""
+                slower = (f"; it trained at {speed:,.0f} images/s, {self.fastest / speed:.1f}x slower than the fastest "
+                          f"epoch so far ({self.fastest:,.0f} images/s)" if speed and self.fastest and
+                          speed < self.fastest else "")
+                self.reporter.info(f"[yellow]warning: during epoch {epoch} other processes kept {other:.1f} of "
+                                   f"{cores} cores busy{was}{slower}: the timings of epochs trained beside them do "
+                                   f"not compare (said again when it changes or ends)[/yellow]")
+                self.level = other
+        elif self.level is not None:
+            self.reporter.info(f"the competing load ended before epoch {epoch}; {self._said()}")
+            self.level = None
         if speed:
             self.fastest = max(self.fastest or 0.0, speed)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.level is not None:
+            self.reporter.info(f"[yellow]warning: other processes competed for the cores to the end; "
+                               f"{self._said()}[/yellow]")
+
+    def _said(self) -> str:
+        return f"{len(self.slowed)} epoch(s) trained beside them ({_ranges(self.slowed)})"
+
+
+def _ranges(epochs: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``1-3, 7``."""
+    runs: list[list[int]] = []
+    for e in epochs:
+        if runs and e == runs[-1][-1] + 1:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def describe(threads: tuple[int, str], load: LoadProbe | None) -> str:

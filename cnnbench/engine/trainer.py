@@ -90,6 +90,7 @@ class Trainer:
         self.ema = parts.ema
         self.early_stopping = parts.early_stopping
         self.total_steps = settings.planned_steps(len(loaders["train"]))  # optimizer steps
+        self.planned_epochs = settings.planned_epochs(len(loaders["train"]))  # (max_steps may end it sooner)
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
         self.state = TrainState()
         self.interrupted = False
@@ -171,7 +172,7 @@ class Trainer:
         correct = torch.zeros((), device=loader.device, dtype=torch.long)
         seen = 0
         skip, self._skip_batches = self._skip_batches, 0
-        self.reporter.start_epoch(state.epoch + 1, loop.epochs, len(loader))
+        self.reporter.start_epoch(state.epoch + 1, self.planned_epochs, len(loader))
         start = time.perf_counter()
         self.batches_done = 0
         k, batches = loop.accumulate_steps, len(loader)
@@ -280,7 +281,7 @@ class Trainer:
             test = self.evaluate("test")
             metrics["test/loss"], metrics["test/acc"] = test["loss"], test["acc"]
         self.reporter.scalars(metrics, state.step)
-        self.reporter.end_epoch(state.epoch, loop.epochs, metrics)
+        self.reporter.end_epoch(state.epoch, self.planned_epochs, metrics)
         state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
         if "val/acc" in metrics:  # keep the weights (trained, or their average) that validate best
             prefixes = ("val", "val_ema") if "val_ema/acc" in metrics else ("val",)

@@ -30,6 +30,14 @@ def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
 
 
 ZOOS = ("timm", "tv_model")  # other libraries' architectures, chosen by model.arch
+ZOO_PREFIX = {"timm": "timm_", "tv_model": "tv_"}
+
+
+def model_label(cfg: Mapping) -> str:
+    """A model config's name as runs are named and summarised: the registered name, or for another library's
+    zoo its architecture (``timm_convnext_atto``, ``tv_resnet50``): two zoo models never share a name."""
+    name = cfg.get("name")
+    return f"{ZOO_PREFIX[name]}{cfg.get('arch')}" if name in ZOO_PREFIX and cfg.get("arch") else str(name)
 
 
 def list_models(include_zoos: bool = True) -> list[str]:

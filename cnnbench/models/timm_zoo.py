@@ -87,6 +87,24 @@ def _create(arch: str, pretrained: bool, options: dict, user_keys: list[str]) ->
                             f"({type(e).__name__})") from None
 
 
+def check_cached(arch: str) -> None:
+    """Refuse, before anything is built, ``model.pretrained=true`` for an architecture whose weights are not in
+    the local Hugging Face cache (runs never download them)."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = getattr(timm.get_pretrained_cfg(arch), "hf_hub_id", None)
+    if not repo:  # (weights from a URL: timm.create_model tells)
+        return
+    if not any(isinstance(try_to_load_from_cache(repo, name), str) for name in ("model.safetensors",
+                                                                                "pytorch_model.bin")):
+        cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+            os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
+        raise CnnbenchError(f"model.pretrained=true: timm's weights for {arch} ({repo}) are not in the local "
+                            f"Hugging Face cache {cache}, and runs do not download; fetch them once online "
+                            f"(timm.create_model('{arch}', pretrained=True)) or set model.pretrained=false")
+
+
 def pretrained_preprocessing(arch: str) -> dict:
     """How timm's weights for ``arch`` want their input, from its ``pretrained_cfg`` as timm's own
     ``resolve_data_config`` reads it: data.image_size, resize_size (image_size / crop_pct, floored, as timm's

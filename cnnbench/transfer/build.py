@@ -67,9 +67,10 @@ def apply_weights_preprocessing(cfg: DictConfig, explicit: set[str]) -> str | No
 
 
 def apply_source_spec(cfg: DictConfig, source: dict, explicit: set[str]) -> tuple[dict, str | None]:
-    """Make the input that the source run (``transfer.checkpoint``) trained on this run's default: its channels,
-    image size, pipeline (with its sizes and interpolation, where this data takes it) and normalisation, each
-    unless the command sets ``data.<key>`` (``explicit``). Returns what was set and the console's line."""
+    """Make the input that the source run (``transfer.checkpoint``, or the checkpoint ``trainer.resume``
+    continues: ``source`` holds its ``spec`` and ``path``) trained on this run's default: its channels, image size,
+    pipeline (with its sizes and interpolation, where this data takes it) and normalisation, each unless the
+    command sets ``data.<key>`` (``explicit``). Returns what was set and the console's line."""
     spec = source["spec"]
     p = spec.pipeline
     wanted = {"channels": spec.channels, "image_size": p.image_size, "mean": list(spec.mean), "std": list(spec.std)}
@@ -80,7 +81,10 @@ def apply_source_spec(cfg: DictConfig, source: dict, explicit: set[str]) -> tupl
         wanted["pipeline"] = "pad"
     if "data.channels" in explicit and cfg.data.channels != spec.channels:  # (one value serves every channel)
         wanted.update(mean=[sum(spec.mean) / len(spec.mean)], std=[sum(spec.std) / len(spec.std)])
-    applied = {k: v for k, v in wanted.items() if f"data.{k}" not in explicit and cfg.data[k] != v}
+    same = _per_channel(cfg.data.mean, spec.channels) == wanted["mean"] and \
+        _per_channel(cfg.data.std, spec.channels) == wanted["std"]  # (one value for three: the same normalisation)
+    applied = {k: v for k, v in wanted.items() if f"data.{k}" not in explicit and cfg.data[k] != v
+               and not (same and k in ("mean", "std"))}
     for key, value in applied.items():
         cfg.data[key] = value
     kept = sorted(k for k in wanted if f"data.{k}" in explicit)
@@ -90,6 +94,31 @@ def apply_source_spec(cfg: DictConfig, source: dict, explicit: set[str]) -> tupl
     return applied, (f"input as {source['path']} trained: data.{shown.replace(', ', ', data.')}"
                      + (f"; yours kept: data.{', data.'.join(kept)}" if kept else "")
                      + " (data.<key>=... chooses another)")
+
+
+def check_sources(cfg: DictConfig) -> None:
+    """Before any data is read: the pretrained weights the run starts from are at hand, a weights file there
+    (a regular file), torchvision's in its cache (downloaded now when online), timm's in the Hugging Face cache.
+    A missing one is one line now, not after minutes of decoding."""
+    m = cfg.model
+    if cfg.transfer.strategy == "scratch" or cfg.transfer.get("checkpoint"):
+        return
+    if is_weights_file(m.get("weights")):
+        path = Path(m.weights)
+        if not path.is_file():
+            what = "not a regular file" if path.exists() else "no such file"
+            raise CnnbenchError(f"model.weights={m.weights}: {what}; give a .safetensors, .pth, .pt, .bin or .ckpt "
+                                f"file")
+    elif m.get("name") == "tv_model" and m.get("weights"):
+        torchvision_state_dict(resolve_weights(m.arch, m.weights), load=False)
+    elif m.get("name") == "timm" and m.get("pretrained"):
+        from cnnbench.models.timm_zoo import check_cached
+
+        check_cached(m.arch)
+
+
+def _per_channel(values: list[float], channels: int) -> list[float]:
+    return list(values) * channels if len(values) == 1 else list(values)
 
 
 def load_source_checkpoint(cfg: DictConfig) -> dict | None:

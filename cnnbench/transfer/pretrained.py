@@ -32,11 +32,17 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
     model.load_state_dict(state)
 
 
-def torchvision_state_dict(weights) -> dict[str, torch.Tensor]:
+def torchvision_state_dict(weights, load: bool = True) -> dict[str, torch.Tensor] | None:
     """The state dict of a torchvision ``WeightsEnum`` member: from ``$TORCH_HOME/hub/checkpoints`` when
-    cached, else downloaded there. Loaded with ``weights_only=True``; offline and uncached is one line."""
+    cached, else downloaded there. Loaded with ``weights_only=True``; offline and uncached is one line. Without
+    ``load``, only made sure to be in the cache (downloaded now if not)."""
     file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     try:
+        if not load:
+            if not file.is_file():
+                file.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(weights.url, str(file), progress=False)
+            return None
         return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
