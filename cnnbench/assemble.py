@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnbench.anatomy import count_macs
 from cnnbench.config import to_container
-from cnnbench.config.schema import GRAPH_MODES, crop_range
+from cnnbench.config.schema import FROM_SCRATCH, GRAPH_MODES, crop_range
 from cnnbench.data import DataBundle, dataset_summary, load_data, make_loaders
 from cnnbench.data.build import batch_note, train_batch_size
 from cnnbench.data.checks import check_against_data
@@ -19,6 +19,7 @@ from cnnbench.data.loader import DeviceLoader
 from cnnbench.data.spec import InputSpec
 from cnnbench.engine.callbacks import Callback, ModelHooks
 from cnnbench.engine.checkpoint import Checkpointer
+from cnnbench.engine.distill import Teacher
 from cnnbench.engine.distributed import DistInfo
 from cnnbench.engine.early_stopping import EarlyStopping
 from cnnbench.engine.ema import ModelEma
@@ -29,7 +30,10 @@ from cnnbench.engine.placement import LoadWatch
 from cnnbench.engine.profile import Profile
 from cnnbench.engine.runtime import has_conv
 from cnnbench.engine.trainer import LoopParts, Trainer
+from cnnbench.errors import CnnbenchError
+from cnnbench.finished_run import load_finished_run
 from cnnbench.models.hooks import TrainingHooks
+from cnnbench.models.registry import model_label
 from cnnbench.overrides import hydra_overrides
 from cnnbench.pictures import Pictures, snapshot_epochs
 from cnnbench.precision import Precision
@@ -89,7 +93,7 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
     reporter.info(f"data: {batch_note(cfg.data, loaders['train'], len(data.train))}")
     if dist.world_size > 1:
         reporter.info(f"data parallel: {dist.world_size} processes x batch {loaders['train'].sampler.batch_size}")
-    plan = TransferPlan(model, cfg.transfer) if cfg.transfer.strategy != "scratch" else None
+    plan = TransferPlan(model, cfg.transfer) if cfg.transfer.strategy not in FROM_SCRATCH else None
     optimizer = build_optimizer(cfg.optimizer, plan.param_groups(cfg.optimizer.lr) if plan else model.parameters(),
                                 model)
     loop, batches = LoopSettings.of(t), len(loaders["train"])
@@ -101,7 +105,12 @@ def build_run(cfg: DictConfig, run_dir: Path, device: torch.device, precision: P
                      tuple(data.class_names))
     payload = {"config": to_container(cfg), "provenance": record(["cnnbench", *hydra_overrides()]),
                "meta": spec.to_dict()}
-    parts = loop_parts(t, model, loaders["train"].labels, data.num_classes, dist, compiled, graphs)
+    parts = loop_parts(t, model, loaders["train"].labels, data.num_classes, dist, compiled, graphs,
+                       teacher_for(cfg, data, loaders["test"], device, precision))
+    if parts.teacher is not None:
+        reporter.info(f"distilling from {parts.teacher.identity['model']} ({parts.teacher.identity['checkpoint']}, "
+                      f"step {parts.teacher.identity['step']}): temperature {cfg.transfer.temperature}, "
+                      f"alpha {cfg.transfer.alpha}")
     trainer = Trainer(loop, model, optimizer, schedule, loaders, precision=precision, reporter=reporter,
                       checkpointer=Checkpointer(run_dir, payload, enabled=dist.is_main), callbacks=callbacks,
                       parts=parts)
@@ -118,14 +127,36 @@ def compile_model(model: nn.Module, t: DictConfig, device: torch.device) -> tupl
 
 
 def loop_parts(t: DictConfig, model: nn.Module, labels: torch.Tensor, num_classes: int, dist: DistInfo,
-               compiled: nn.Module | None, graphs: bool) -> LoopParts:
-    """The loop's optional parts: the processes, the compiled model, and what the ``trainer`` section asks for:
-    the loss's class weights (over the training ``labels``), a moving average of the weights, early stopping."""
+               compiled: nn.Module | None, graphs: bool, teacher: Teacher | None = None) -> LoopParts:
+    """The loop's optional parts: the processes, the compiled model, a teacher, and what the ``trainer`` section
+    asks for: the loss's class weights (over the training ``labels``), a moving average of the weights, early
+    stopping."""
     es = t.early_stopping
     return LoopParts(dist=dist, compiled=compiled, cuda_graphs=graphs,
                      class_weights=class_weight_tensor(t.class_weights, labels, num_classes),
                      ema=ModelEma(model, t.ema_decay, t.ema_warmup) if t.ema_decay else None,
-                     early_stopping=EarlyStopping(es.monitor, es.patience, es.min_delta) if es.patience else None)
+                     early_stopping=EarlyStopping(es.monitor, es.patience, es.min_delta) if es.patience else None,
+                     teacher=teacher)
+
+
+def teacher_for(cfg: DictConfig, data: DataBundle, test: DeviceLoader, device: torch.device,
+                precision: Precision) -> Teacher | None:
+    """With ``transfer=distill``: the teacher, a finished run trained on the same classes, on ``device``."""
+    tr = cfg.transfer
+    if tr.strategy != "distill":
+        return None
+    trained = load_finished_run(Path(tr.teacher), tr.allow_unfinished)
+    if trained.class_names != list(data.class_names):
+        raise CnnbenchError(f"transfer.teacher={tr.teacher} was trained on {len(trained.class_names)} classes "
+                            f"({', '.join(trained.class_names[:4])}, ...), the data has {data.num_classes}: a "
+                            f"teacher answers for the same classes, in the same order")
+    spec = trained.spec
+    identity = {"run": str(trained.run_dir), "checkpoint": str(trained.checkpoint), "step": trained.step,
+                "model": model_label(trained.cfg.model), "test_acc": trained.results().get("test_acc")}
+    model = trained.model.to(device, memory_format=torch.channels_last)
+    return Teacher(model, precision, (list(test.mean), list(test.std), data.channels),
+                   (list(spec.mean), list(spec.std), spec.channels, spec.image_size), tr.temperature, tr.alpha,
+                   identity)
 
 
 def data_notes(cfg: DictConfig, data: DataBundle) -> list[str]:
@@ -146,7 +177,7 @@ def _callbacks(cfg: DictConfig, model: nn.Module, plan: TransferPlan | None, pic
     t = cfg.trainer
     callbacks: list[Callback] = [plan] if plan is not None else []
     if isinstance(model, TrainingHooks):
-        callbacks.append(ModelHooks(model, init=cfg.transfer.strategy == "scratch"))
+        callbacks.append(ModelHooks(model, init=cfg.transfer.strategy in FROM_SCRATCH))
     if t.lookahead_every:
         callbacks.append(Lookahead(model, t.lookahead_every, t.lookahead_decay))
     if device.type == "cpu" and dist.world_size == 1:

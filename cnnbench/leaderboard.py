@@ -24,9 +24,11 @@ from cnnbench.provenance import SOFTWARE_KEYS
 
 SEED_KEY = "trainer.seed"
 METRICS = ("best_val_acc", "test_acc", "test_top5_acc", "test_ece", "corruption_acc", "train_time_s",
-           "train_images_per_s", "mfu")
-OPTIONAL = {"test_top5_acc": "top-5 %", "test_ece": "ECE %", "corruption_acc": "corruption acc %"}  # shown when
-# some run has them (corruption accuracy: from eval.json, cnnbench-eval corruptions=true)
+           "train_images_per_s", "mfu", "latency_p50_ms", "latency_p95_ms", "serving_images_per_s")
+OPTIONAL = {"test_top5_acc": "top-5 %", "test_ece": "ECE %", "corruption_acc": "corruption acc %",
+            "latency_p50_ms": "latency ms (p50)", "latency_p95_ms": "p95 ms",
+            "serving_images_per_s": "serving img/s"}  # shown when some run has them (corruption accuracy: from
+# cnnbench-eval corruptions=true; latency: trainer.measure_latency or cnnbench-eval speed=true, eager PyTorch)
 
 
 def find_runs(paths: list[Path], skipped: list[str] | None = None) -> list[dict]:
@@ -44,6 +46,7 @@ def find_runs(paths: list[Path], skipped: list[str] | None = None) -> list[dict]
                 continue
             run["run_dir"] = str(f.parent)
             run.update(_eval_scores(f.parent, run))
+            run.update(_latency(f.parent, run))
             runs.append(run)
     return runs
 
@@ -84,6 +87,25 @@ def _eval_scores(run_dir: Path, run: dict) -> dict:
         if isinstance(scores.get("corruptions"), dict):
             found["corruption_acc"] = scores["corruptions"].get("mean_corruption_acc")
     return found
+
+
+def _latency(run_dir: Path, run: dict) -> dict:
+    """Eager PyTorch's batch-1 latency and throughput of the run's scored model: from ``cnnbench-eval speed=true``
+    on the run's device (``latency_<device>.json``, the same step) when there is one, else from training
+    (``trainer.measure_latency``)."""
+    timings = run.get("latency") if isinstance(run.get("latency"), list) else None
+    device = str(run.get("device", "cpu")).replace(":", "")
+    try:
+        measured = json.loads(read_regular(run_dir / f"latency_{device}.json", follow=False))
+        if measured.get("step") == run.get("scored_step"):
+            timings = measured.get("timings")
+    except (OSError, ValueError, AttributeError):
+        pass
+    eager = next((t for t in timings or () if isinstance(t, dict) and t.get("runtime") == "eager"), None)
+    if eager is None:
+        return {}
+    return {"latency_p50_ms": eager.get("p50_ms"), "latency_p95_ms": eager.get("p95_ms"),
+            "serving_images_per_s": eager.get("images_per_s")}
 
 
 @dataclass
@@ -186,7 +208,7 @@ def _display_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
         lines.append([*(str(r[k]) for k in board.keys), str(n), f"{r['params']:,}" if r["params"] else "-",
                       f"{r['macs'] / 1e6:,.1f} M" if r.get("macs") else "-",
                       _fmt(r["best_val_acc"], r["best_val_acc_std"], n), _fmt(r["test_acc"], r["test_acc_std"], n),
-                      *(_fmt(r[k], r[f"{k}_std"], n) for k in optional),
+                      *(_fmt(r[k], r[f"{k}_std"], n, 0 if k == "serving_images_per_s" else 2) for k in optional),
                       _fmt(r["train_time_s"], r["train_time_s_std"], n, 1),
                       _fmt(r["train_images_per_s"], r["train_images_per_s_std"], n, 0),
                       _fmt(*(100 * v if v is not None else None for v in (r["mfu"], r["mfu_std"])), n, 1),

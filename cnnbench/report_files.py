@@ -26,7 +26,9 @@ RECORD = ".cnnbench-report"  # {file name: sha256} of what the report wrote in i
 PLOTS = (  # x key, x label, file, log scale, y key
     ("params", "parameters", "acc_vs_params.png", True, "test_acc"),
     ("train_time_s", "training time (s)", "acc_vs_time.png", False, "test_acc"),
-    ("params", "parameters", "corruption_acc_vs_params.png", True, "corruption_acc"))
+    ("params", "parameters", "corruption_acc_vs_params.png", True, "corruption_acc"),
+    ("latency_p50_ms", "batch-1 latency, median (ms)", "acc_vs_latency.png", True, "test_acc"))
+PARETO = ("acc_vs_latency.png",)  # plots that mark their Pareto front: nothing both faster and more accurate
 
 
 def _digest(data: bytes) -> str:
@@ -99,12 +101,21 @@ def plots(board: Leaderboard) -> dict[str, Callable[[], bytes]]:
                   for r in board.rows if r.get(x_key) and r.get(y_key) is not None]
         if points:
             y_label = "test accuracy (%)" if y_key == "test_acc" else "mean accuracy under corruptions (%)"
-            drawn[name] = lambda points=points, x_label=x_label, y_label=y_label, log=log: _scatter(
-                points, x_label, y_label, log)
+            drawn[name] = lambda points=points, x_label=x_label, y_label=y_label, log=log, front=name in PARETO: \
+                _scatter(points, x_label, y_label, log, front)
     return drawn
 
 
-def _scatter(points: list[tuple], x_label: str, y_label: str, log: bool) -> bytes:
+def pareto_front(points: list[tuple]) -> list[tuple]:
+    """The points (x, y, ...) that no other beats on both: a lower x (cost) and a higher y (accuracy); by x."""
+    front = []
+    for point in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or point[1] > front[-1][1]:
+            front.append(point)
+    return front
+
+
+def _scatter(points: list[tuple], x_label: str, y_label: str, log: bool, front: bool = False) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,6 +131,12 @@ def _scatter(points: list[tuple], x_label: str, y_label: str, log: bool) -> byte
         right = position > middle  # (labels of the right half point left: none leaves the picture)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(-4 if right else 4, 4), fontsize=7,
                     ha="right" if right else "left")
+    if front:
+        best = pareto_front(points)
+        ax.step([p[0] for p in best], [p[1] for p in best], where="post", color="tab:red", linewidth=1,
+                label="Pareto front: no run both faster and more accurate")
+        ax.scatter([p[0] for p in best], [p[1] for p in best], s=120, facecolors="none", edgecolors="tab:red")
+        ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)

@@ -11,11 +11,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.config.checks import check_schema_keys, check_transfer, validate
+from cnnbench.config.schema import FROM_SCRATCH
 from cnnbench.errors import CnnbenchError
 from cnnbench.overrides import parse_overrides
 from cnnbench.rundir import CONTINUE_OR_START, checkpoint_in
 
-PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "trainer.resume")
+PATH_KEYS = ("data.root", "data.cache_dir", "transfer.checkpoint", "transfer.teacher", "trainer.resume")
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def absolute_paths(cfg: DictConfig) -> None:
 
 def optimizer_note(cfg: DictConfig, given: dict[str, str]) -> str | None:
     """A transfer option picks its own optimizer (conf/transfer/*.yaml): said when the command did not pick one."""
-    if cfg.transfer.strategy == "scratch" or "optimizer" in given or "transfer" not in given:
+    if cfg.transfer.strategy in FROM_SCRATCH or "optimizer" in given or "transfer" not in given:
         return None
     name = cfg.optimizer._target_.rsplit(".", 1)[-1]
     lr = "" if "optimizer.lr" in given else f" at lr {cfg.optimizer.lr:g}"

@@ -59,6 +59,10 @@ def test_and_record(cfg: DictConfig, run: Run, run_dir: Path, precision: Precisi
             run.pictures.log_test(test.scores, test.metrics["per_class"],
                                   lambda i: run.loaders["test"].images(i).cpu(), step)
     results = record_results(cfg, run, test, precision, overrides, info, run_dir)
+    if cfg.trainer.measure_latency:
+        results["latency"] = measure_latency(run, precision, torch.device(info["device"]), cfg.trainer.compile)
+        reporter.info("latency at batch 1: " + ", ".join(f"{t['runtime']} {t['p50_ms']:.2f} ms (p95 "
+                                                          f"{t['p95_ms']:.2f})" for t in results["latency"]))
     own(run_dir, "results.json")
     atomic_write_json(results, run_dir / "results.json")
     columns = hparams(cfg, overrides, run.loaders["train"].sampler.batch_size, run.data.image_size, info.get("swept"),
@@ -80,6 +84,7 @@ def record_results(cfg: DictConfig, run: Run, test: TestScores, precision: Preci
         "status": "interrupted" if trainer.interrupted else trainer.stopped_by or "completed",  # (or pruned)
         "model": cfg.model.name,
         "arch": model_label(cfg.model),
+        **({"teacher": trainer.teacher.identity} if trainer.teacher is not None else {}),
         "data": cfg.data.name,
         "params": run.params,
         "macs": run.macs,
@@ -109,6 +114,16 @@ def record_results(cfg: DictConfig, run: Run, test: TestScores, precision: Preci
         "test_per_class": m["per_class"],
         "history": state.history,
     }
+
+
+def measure_latency(run: Run, precision: Precision, device: torch.device, compiled: bool) -> list[dict]:
+    """Batch-1 latency and batch-64 throughput of the scored model (``trainer.measure_latency``): eager, and
+    compiled when the run trained compiled."""
+    from cnnbench.evaluation.latency import time_torch
+
+    shape = (run.data.channels, run.data.image_size, run.data.image_size)
+    return [time_torch(run.model, shape, device, precision, compiled=c, channels_last=run.channels_last).to_dict()
+            for c in ((False, True) if compiled else (False,))]
 
 
 def _notes(trainer: Trainer, scored_weights: str | None, run_dir: Path, reporter: Reporter) -> None:

@@ -170,7 +170,8 @@ def run_name(model: str, overrides: dict[str, str], keys: list[str] | None = Non
     most ``NAME_LIMIT`` characters: a longer name keeps its start and ends in a digest of the whole, so names
     stay distinct."""
     keys = [k for k in (overrides if keys is None else keys)
-            if k in overrides and not k.startswith(UNNAMED) and k not in IN_LABEL]
+            if k in overrides and not k.startswith(UNNAMED) and k not in IN_LABEL
+            and not (k == "data" and "data.root" in overrides)]  # (a folder's name says more than imagefolder)
     last = [k.rsplit(".", 1)[-1] for k in keys]
     parts = [model]
     for key, short in zip(keys, last, strict=True):

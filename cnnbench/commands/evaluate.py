@@ -43,9 +43,11 @@ from cnnbench.manifest import own
 
 USAGE = ("usage: cnnbench-eval run=<run dir or .pt> [split=test|val|train] [folder=<class folders>] "
          "[data.<key>=<value> ...] [tta=0|1|2] [batch_size=N] [device=auto] [out=<eval.json> [overwrite=true]] "
-         "[corruptions=true [corruption_images=1000] [baseline=<run dir>]] [allow_unfinished=true]")
+         "[corruptions=true [corruption_images=1000] [baseline=<run dir>]] [allow_unfinished=true]\n"
+         "       cnnbench-eval run=<run dir or .pt> speed=true [speed_batch=64] [speed_calls=50] "
+         "[speed_compile=true] [device=auto] [out=<latency.json>]")
 KEYS = {"run", "split", "folder", "tta", "batch_size", "device", "out", "overwrite", "corruptions",
-        "corruption_images", "baseline", "allow_unfinished"}
+        "corruption_images", "baseline", "allow_unfinished", "speed", "speed_batch", "speed_calls", "speed_compile"}
 
 
 def parse_data_overrides(pairs: dict[str, str], data_cfg) -> dict:
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     batch_size = positive_int(args, "batch_size", 0) if "batch_size" in args else None
     images = positive_int(args, "corruption_images", 1000) if flag(args, "corruptions") else 0
     out = output_file(args["out"], "out", (".json",), flag(args, "overwrite")) if "out" in args else None
+    if flag(args, "speed"):
+        return speed_main(args, out)
     with error_boundary():
         result = evaluate_run(Path(args["run"]), args.get("split", "test"),
                               Path(args["folder"]).expanduser() if "folder" in args else None,
@@ -282,6 +286,23 @@ def main(argv: list[str] | None = None) -> None:
     print_table(result)
     for i, path in enumerate(result["written"]):
         print(f"{'replaced' if i == 0 and result['replaced'] else 'wrote'} {path}")
+
+
+def speed_main(args: dict[str, str], out: Path | None) -> None:
+    """``speed=true``: latency and throughput of the run's model (``cnnbench.commands.speed``), not a split's
+    scores."""
+    from cnnbench.commands.speed import measure, print_speed
+
+    batch, calls = positive_int(args, "speed_batch", 64), positive_int(args, "speed_calls", 50)
+    with error_boundary():
+        trained = load_finished_run(Path(args["run"]), flag(args, "allow_unfinished"))
+        result = measure(trained, args.get("device", "auto"), batch, calls, flag(args, "speed_compile", True))
+        target = trained.output(out, f"latency_{result['device'].replace(':', '')}.json")
+        if out is None:
+            own(trained.run_dir, target)
+        atomic_write_json(result, target)
+    print_speed(result)
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":

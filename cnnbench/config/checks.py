@@ -167,15 +167,20 @@ def check_transfer(tr: DictConfig, weights: str | None) -> None:
     """Check a transfer config's strategy, keys and values, and that it has the weights it needs
     (``weights``: the model's pretrained weights option, if any)."""
     pretrained = ["finetune", "freeze_backbone", "gradual_unfreeze"]
-    if tr.strategy == "scratch":
+    if tr.strategy in ("scratch", "distill"):
         given = f"transfer.checkpoint={tr.checkpoint}" if tr.checkpoint else f"model.weights={weights}"
-        _require(not (tr.checkpoint or weights), f"{given} needs a transfer strategy (transfer=scratch starts "
+        _require(not (tr.checkpoint or weights), f"{given} needs a transfer strategy (transfer={tr.strategy} starts "
                  f"from random weights); use transfer={'|'.join(pretrained)}")
     else:
         _require(bool(tr.checkpoint) != bool(weights),
                  f"transfer={tr.strategy} needs one source of pretrained weights: model.weights=<file, or a "
                  f"torchvision weights name for tv_* models> or transfer.checkpoint=<run dir or .pt>"
                  + (", not both" if tr.checkpoint else ""))
+    if tr.strategy == "distill":
+        _require(bool(tr.teacher), "transfer=distill needs transfer.teacher=<a finished run's directory or its .pt>")
+        _require(_positive(tr.temperature), f"transfer.temperature must be positive, got {tr.temperature!r}")
+        _require(0 <= tr.alpha <= 1, f"transfer.alpha must be in [0, 1] (the teacher's term's weight), got "
+                 f"{tr.alpha!r}")
     if tr.strategy == "finetune":
         _require(tr.layer_decay is None or (_positive(tr.layer_decay) and tr.layer_decay <= 1),
                  f"transfer.layer_decay must be null or in (0, 1], got {tr.layer_decay!r}")

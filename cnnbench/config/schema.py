@@ -121,6 +121,7 @@ class TrainerConfig:
     # faults per step, ~20% faster CPU steps at large batches; false returns it (a lower resident size)
     keep_host_memory: bool = True
     profile: bool = False  # torch.profiler over a few steps: <run dir>/profile/{ops.txt,trace.json}
+    measure_latency: bool = False  # after testing: batch-1 latency and throughput of best.pt (results.json latency)
     seed: int = 0
     deterministic: bool = False
     label_smoothing: float = 0.0
@@ -262,8 +263,20 @@ class GradualUnfreezeConfig(TransferConfig):
     backbone_lr_scale: float = 0.1  # unfrozen units train at lr x this
 
 
+@dataclass
+class DistillConfig(TransferConfig):
+    """Knowledge distillation (``cnnbench.engine.distill``): the model trains from scratch on the labels and on a
+    finished run's softened answers."""
+
+    strategy: str = "distill"
+    teacher: str | None = None  # the teacher: a finished cnnbench run (its best.pt) or a checkpoint, any model
+    temperature: float = 4.0  # T: both sides' logits divided by it before the softmax
+    alpha: float = 0.5  # the soft loss's weight; the labels' weighs 1 - alpha
+
+
 TRANSFERS = {"scratch": ScratchConfig, "finetune": FinetuneConfig, "freeze_backbone": FreezeBackboneConfig,
-             "gradual_unfreeze": GradualUnfreezeConfig}
+             "gradual_unfreeze": GradualUnfreezeConfig, "distill": DistillConfig}
+FROM_SCRATCH = ("scratch", "distill")  # strategies whose model starts from random weights
 
 
 # -- optimizer: torch.optim classes through Hydra's _target_ (cnnbench.engine.optim), with torch's defaults -------

@@ -3,7 +3,7 @@
 The trainer is driven by its settings (``cnnbench.engine.loop.LoopSettings``, read from the ``trainer`` section)
 and a short list of callbacks (``cnnbench.engine.callbacks``); everything else it is given is a built object:
 model, optimizer, schedule, loaders, reporter, checkpointer, and its optional parts in one ``LoopParts`` (data
-parallelism, a compiled model, class weights, a weight average, early stopping).
+parallelism, a compiled model, class weights, a weight average, early stopping, a teacher to distil from).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import nn
 
 from cnnbench.engine.callbacks import Callback
 from cnnbench.engine.checkpoint import Checkpointer
+from cnnbench.engine.distill import Teacher
 from cnnbench.engine.distributed import DistInfo, all_reduce_sum
 from cnnbench.engine.early_stopping import EarlyStopping
 from cnnbench.engine.ema import ModelEma
@@ -62,6 +63,7 @@ class LoopParts:
     class_weights: torch.Tensor | None = None  # the loss's weight per class
     ema: ModelEma | None = None  # a moving average of the weights, validated beside them
     early_stopping: EarlyStopping | None = None  # ends the run when the monitored metric stops improving
+    teacher: Teacher | None = None  # distillation: a trained model whose softened answers the loss adds
 
 
 class Trainer:
@@ -89,6 +91,7 @@ class Trainer:
         self.class_weights = parts.class_weights
         self.ema = parts.ema
         self.early_stopping = parts.early_stopping
+        self.teacher = parts.teacher
         self.total_steps = settings.planned_steps(len(loaders["train"]))  # optimizer steps
         self.planned_epochs = settings.planned_epochs(len(loaders["train"]))  # (max_steps may end it sooner)
         self.scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_scaler else None
@@ -137,6 +140,8 @@ class Trainer:
             out = net(x)
             logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
             loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=smoothing)
+            if self.teacher is not None:  # (the auxiliary heads keep the labels alone)
+                loss = self.teacher.loss(logits, self.teacher.logits(x), loss)
             for a in aux:
                 loss = loss + 0.3 * F.cross_entropy(a, y, weight=weight, label_smoothing=smoothing)
         return loss, logits

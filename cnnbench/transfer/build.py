@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnbench.config.artefact import recorded_config
-from cnnbench.config.schema import PHOTO_SETS
+from cnnbench.config.schema import FROM_SCRATCH, PHOTO_SETS
 from cnnbench.data.spec import InputSpec
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.errors import CnnbenchError
@@ -101,7 +101,9 @@ def check_sources(cfg: DictConfig) -> None:
     (a regular file), torchvision's in its cache (downloaded now when online), timm's in the Hugging Face cache.
     A missing one is one line now, not after minutes of decoding."""
     m = cfg.model
-    if cfg.transfer.strategy == "scratch" or cfg.transfer.get("checkpoint"):
+    if cfg.transfer.strategy == "distill":  # (the teacher: a finished run, there)
+        locate_checkpoint(Path(cfg.transfer.teacher), "transfer.teacher", "best.pt", cfg.transfer.allow_unfinished)
+    if cfg.transfer.strategy in FROM_SCRATCH or cfg.transfer.get("checkpoint"):
         return
     if is_weights_file(m.get("weights")):
         path = Path(m.weights)
@@ -145,7 +147,7 @@ def build_start_model(cfg: DictConfig, num_classes: int, channels: int, image_si
     from ``source``, the checkpoint ``load_source_checkpoint`` read. A source trained on the same classes
     (``class_names``, in the same order) keeps its trained classifier head."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    if cfg.transfer.strategy == "scratch":  # (validate() made sure no pretrained weights were asked for)
+    if cfg.transfer.strategy in FROM_SCRATCH:  # (validate() made sure no pretrained weights were asked for)
         return build_from_config(model_cfg, num_classes, channels, image_size), []
     if source is not None:
         state, description = source["model"], source["path"]

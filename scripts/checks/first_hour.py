@@ -5,7 +5,10 @@ settings, each check asserted and printed.
 
 Checks: the README's photo command trains more than one step per epoch and uses every training image; every run
 name of a sweep is distinct and under 60 characters; every HParams column has a value for every run; eval on two
-splits leaves both results; the ONNX export of resnet18 is one self-contained file. The runs stay in
+splits leaves both results; the ONNX export of resnet18 is one self-contained file. The second hour: a misspelt
+key (set or appended) names the closest one; a run fine-tuned from the photo run trains at its size; two timm
+architectures get their own names and HParams rows; an explanation leaves training's files as they were. The runs
+stay in
 ``--out/outputs`` for TensorBoard (``python -m scripts.docs.tensorboard_screenshots --logdir DIR/outputs``). Needs
 ../shared/datasets/hymenoptera.tar.
 """
@@ -25,12 +28,13 @@ from scripts.runs import extract_hymenoptera
 QUIET = ["logger.progress=false"]
 
 
-def cnnbench(cwd: Path, *args: str, module: str = "cnnbench") -> str:
-    """Run a command as a user types it; its stdout (stops the script on a non-zero exit)."""
+def cnnbench(cwd: Path, *args: str, module: str = "cnnbench", fails: bool = False) -> str:
+    """Run a command as a user types it; its stdout (stops the script on a non-zero exit), or with ``fails`` its
+    stderr (stops the script unless it exited 2)."""
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"{module} {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.stdout
+    if proc.returncode != (2 if fails else 0):
+        sys.exit(f"{module} {' '.join(args)}: exit {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc.stderr if fails else proc.stdout
 
 
 def check(ok: bool, what: str) -> None:
@@ -105,7 +109,42 @@ def main() -> None:
     cnnbench(work, f"run={run}", "format=onnx", module="cnnbench.commands.export")
     files = sorted(p.name for p in (run / "export").iterdir())
     check(files == ["model.onnx", "model.onnx.json"], f"the ONNX export is {files[0]} and its card: {files}")
+    second_hour(work, photos, run)
     print(f"runs in {out}: tensorboard --logdir {out}")
+
+
+def second_hour(work: Path, photos: Path, run: Path) -> None:
+    """The second hour's checks, on the first hour's photo run."""
+    import json
+
+    out = run.parent
+    # 6. a misspelt key, set or appended: one line naming the closest key
+    for key in ("trainer.epoch=3", "+trainer.epoch=3"):
+        said = cnnbench(work, key, fails=True).strip()
+        check(len(said.splitlines()) == 1 and "did you mean trainer.epochs?" in said, f"cnnbench {key}: {said}")
+
+    # 7. fine-tuned from the photo run (trained at 112 px): trains at 112 px unless told
+    derived = out / "finetuned"
+    cnnbench(work, "data=imagefolder", f"data.root={photos}", "transfer=finetune", f"transfer.checkpoint={run}",
+             "trainer.max_steps=8", f"hydra.run.dir={derived}", *QUIET)
+    inherited = json.loads((derived / "results.json").read_text()).get("input_from_source", {})
+    check(inherited.get("image_size") == 112, f"the fine-tuned run took the source's input: {inherited}")
+
+    # 8. two timm architectures: their own names and HParams rows
+    rows = {}
+    for arch in ("resnet10t", "convnext_atto"):
+        target = out / f"timm_{arch}"
+        cnnbench(work, "data=imagefolder", f"data.root={photos}", "model=timm", f"model.arch={arch}",
+                 "data.image_size=112", "trainer.max_steps=8", f"hydra.run.dir={target}", *QUIET)
+        rows[next(target.glob("tensorboard/*")).name] = hparams_of(target).get("model")
+    check(all(name.startswith(str(model)) for name, model in rows.items()) and len(set(rows.values())) == 2,
+          f"two timm runs named and listed by architecture: {rows}")
+
+    # 9. an explanation leaves every file training wrote as it was
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".cnnbench-files"}
+    cnnbench(work, f"run={run}", "explain=gradcam", module="cnnbench.commands.visualize")
+    check(all(p.read_bytes() == data for p, data in before.items()),
+          f"cnnbench-visualize explain=gradcam left the {len(before)} files of training byte-identical")
 
 
 if __name__ == "__main__":
