@@ -32,7 +32,8 @@ from scripts.runs import (
 
 QUIET = ["logger.print_config=false", "logger.progress=false", "logger.snapshots=0", "logger.figures=false"]
 CIFAR = ["data.mean=[0.4914,0.4822,0.4465]", "data.std=[0.2470,0.2435,0.2616]", "optimizer.lr=0.1",
-         "optimizer.momentum=0.9", "optimizer.nesterov=true", "optimizer.weight_decay=5e-4", "scheduler.warmup_epochs=1"]
+         "optimizer.momentum=0.9", "optimizer.nesterov=true", "optimizer.weight_decay=5e-4",
+         "scheduler.warmup_epochs=1"]
 SETTINGS = {  # name: (teacher's overrides, student's overrides)
     "CIFAR-10": (["model=small_resnet", "trainer.epochs=4"],
                  ["model=small_resnet", "model.widths=[16,32,64]", "data.num_train=10000", "trainer.epochs=8"]),
