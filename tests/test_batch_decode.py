@@ -68,7 +68,7 @@ def test_decode_device_is_checked() -> None:
     for wrong in ("gpu", "cuda:first"):
         with pytest.raises(CnnbenchError, match=f"data.decode_device must be cpu, cuda or cuda:N, got '{wrong}'"):
             validate(compose_config("data=imagefolder", "data.root=/x", f"data.decode_device={wrong}"))
-    with pytest.raises(CnnbenchError, match="decodes image files .* data=digits is read from its library's arrays"):
+    with pytest.raises(CnnbenchError, match="decodes image files .* data=digits is not decoded from files on the GPU"):
         validate(compose_config("data.decode_device=cuda"))
     if not torch.cuda.is_available():
         with pytest.raises(CnnbenchError, match="needs a CUDA GPU and none is visible; use data.decode_device=cpu"):

@@ -22,8 +22,12 @@ def test_every_option_composes_and_validates(group: str, option: str) -> None:
     overrides = [f"{group}={option}"]
     if option == "imagefolder":
         overrides.append("data.root=/some/folder")
-    if group == "transfer" and option != "scratch":  # pretrained strategies need a source of weights
+    if group == "transfer" and option not in ("scratch", "distill"):  # pretrained strategies need a source
         overrides.append("transfer.checkpoint=/some/run")
+    if option == "distill":
+        overrides.append("transfer.teacher=/some/run")
+    if option == "hf":
+        overrides.append("data.path=/some/dataset")
     if option == "tv_model":
         overrides.append("model.arch=resnet18")
     cfg = compose_config(*overrides)

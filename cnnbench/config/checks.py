@@ -20,11 +20,13 @@ from cnnbench.config.keys import check_keys
 from cnnbench.config.schema import (
     AUTO_POLICIES,
     COMPILE_MODES,
+    FILE_SETS,
     INTERPOLATIONS,
     LIBRARY_SETS,
     PAD_MODES,
     PHOTO_SETS,
     PIPELINES,
+    SOURCE_KEYS,
     crop_range,
 )
 from cnnbench.errors import CnnbenchError
@@ -205,8 +207,17 @@ def check_data(d: DictConfig) -> None:
     _require(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
     _require(re.fullmatch(r"cpu|cuda(:\d+)?", d.decode_device) is not None,
              f"data.decode_device must be cpu, cuda or cuda:N, got {d.decode_device!r}")
-    _require(d.decode_device == "cpu" or d.name in PHOTO_SETS, f"data.decode_device={d.decode_device} decodes image "
-             f"files (data={' or '.join(PHOTO_SETS)}); data={d.name} is read from its library's arrays")
+    _require(d.decode_device == "cpu" or d.name in FILE_SETS, f"data.decode_device={d.decode_device} decodes image "
+             f"files (data={' or '.join(FILE_SETS)}); data={d.name} is not decoded from files on the GPU")
+    for key, owner in SOURCE_KEYS.items():
+        default = {"label_key": "cls", "shuffle_buffer": 1000,
+                   "split_map": dict.fromkeys(("train", "val", "test"))}.get(key)
+        _require(d[key] == default or d.name == owner, f"data.{key} is for data={owner}; data={d.name} does not "
+                 f"read it")
+    _require(d.shuffle_buffer >= 1, f"data.shuffle_buffer must be >= 1, got {d.shuffle_buffer}")
+    _require(d.name != "webdataset" or d.sampler == "shuffle", "data.sampler=balanced draws images at random "
+             "places; data=webdataset streams its shards front to back: use data.sampler=shuffle")
+    _require(d.label_key in ("cls", "json"), f"data.label_key must be cls or json, got {d.label_key!r}")
     check_sizes(d)
     counts = "1 value each" if d.channels == 1 else f"1 or {d.channels} values each"
     _require(len(d.mean) in (1, d.channels) and len(d.std) == len(d.mean),

@@ -19,7 +19,11 @@ from omegaconf import MISSING
 PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}  # torchvision's name: F.pad's
 AUTO_POLICIES = ("trivialaugment", "randaugment")  # data.augment.auto (cnnbench.data.autoaugment)
 PIPELINES = ("auto", "pad", "crop")  # data.pipeline (cnnbench.data.pipeline)
-PHOTO_SETS = ("imagefolder", "filelist")  # data sets of users' files (any size); the others are library sets
+FILE_SETS = ("imagefolder", "filelist")  # users' images as files (nvJPEG can decode them: data.decode_device)
+PHOTO_SETS = (*FILE_SETS, "hf", "webdataset")  # users' images of any size; the others are library sets
+SOURCE_KEYS = {"path": "hf", "split_map": "hf", "image_column": "hf", "label_column": "hf", "shards": "webdataset",
+               "val_shards": "webdataset", "test_shards": "webdataset", "label_key": "webdataset",
+               "shuffle_buffer": "webdataset"}  # data keys of one data set only
 LIBRARY_SETS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "stl10", "synthetic")
 CROP_SCALE = [0.08, 1.0]  # data.augment.crop_scale null, pipeline crop: torchvision's RandomResizedCrop defaults
 CROP_RATIO = [3 / 4, 4 / 3]
@@ -92,6 +96,18 @@ class DataConfig:
     max_memory_gb: float = 8.0  # imagefolder: larger (as uint8) stays files, decoded per batch by DataLoader workers
     num_workers: int = 2  # DataLoader worker processes for such streamed image folders
     sampler: str = "shuffle"  # shuffle (each image once per epoch) | balanced (classes drawn equally, replacement)
+    # data=hf (cnnbench.data.hf): a Hub name or a folder (save_to_disk, Parquet, Arrow); splits mapped by name
+    path: str | None = None
+    split_map: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(("train", "val", "test")))
+    # ^ the dataset's split for each of cnnbench's (data.split_map.val=dev); null: found by its usual names
+    image_column: str | None = None  # null: the one Image feature
+    label_column: str | None = None  # null: the one ClassLabel feature
+    # data=webdataset (cnnbench.data.shards): tar shards, brace-expanded; null val/test shards: carved from train
+    shards: str | None = None  # e.g. /data/train-{000000..000099}.tar
+    val_shards: str | None = None
+    test_shards: str | None = None
+    label_key: str = "cls"  # cls (the label as text) | json (a .json member's "label"); images jpg|png|webp
+    shuffle_buffer: int = 1000  # training samples shuffled together as they stream (shards are shuffled too)
 
 
 @dataclass

@@ -12,15 +12,18 @@ import cnnbench.data.cache as cache
 from cnnbench.data.bundle import DataBundle
 from cnnbench.data.checks import carved_overlap, check_classes
 from cnnbench.data.folders import read_filelist, read_imagefolder
+from cnnbench.data.hf import read_hf
 from cnnbench.data.images import FileImageSet, ImageSet
 from cnnbench.data.loader import DeviceLoader
 from cnnbench.data.pipeline import Pipeline, for_library
+from cnnbench.data.shards import ShardImageSet, ShardLoader, read_webdataset
 from cnnbench.data.sources import READERS as LIBRARY_READERS
 from cnnbench.data.sources import RawSplits, per_class_split, random_split
 from cnnbench.data.stream import StreamLoader
 from cnnbench.errors import CnnbenchError
 
-READERS = {**LIBRARY_READERS, "imagefolder": read_imagefolder, "filelist": read_filelist}
+READERS = {**LIBRARY_READERS, "imagefolder": read_imagefolder, "filelist": read_filelist, "hf": read_hf,
+           "webdataset": read_webdataset}
 
 
 def _read(cfg: DictConfig) -> RawSplits:
@@ -103,8 +106,12 @@ def normalization(cfg: DictConfig, channels: int) -> tuple[list[float], list[flo
 
 
 def image_loader(images: ImageSet | FileImageSet, batch_size: int, device: torch.device, mean: list[float],
-                 std: list[float], num_workers: int, **kwargs) -> DeviceLoader:
-    """A loader over ``images``: in memory, or decoded per batch by ``num_workers`` workers when they are files."""
+                 std: list[float], num_workers: int, shuffle_buffer: int = 1000, **kwargs) -> DeviceLoader:
+    """A loader over ``images``: in memory, decoded per batch by ``num_workers`` workers when they are files, or
+    (training on shards) streamed through a shuffle buffer of ``shuffle_buffer`` samples."""
+    if isinstance(images, ShardImageSet) and kwargs.get("train"):
+        return ShardLoader(images, batch_size, device, mean, std, num_workers=num_workers,
+                           shuffle_buffer=shuffle_buffer, **kwargs)
     if images.streamed:
         return StreamLoader(images, batch_size, device, mean, std, num_workers=num_workers, **kwargs)
     return DeviceLoader(images, batch_size, device, mean, std, **kwargs)
@@ -121,8 +128,8 @@ def make_loaders(
     batch_size = train_batch_size(cfg, len(data.train), world_size)
 
     def loader(images: ImageSet | FileImageSet, batch_size: int, **kwargs) -> DeviceLoader:
-        return image_loader(images, batch_size, device, mean, std, cfg.num_workers, channels_last=channels_last,
-                            pipeline=data.pipeline, **kwargs)
+        return image_loader(images, batch_size, device, mean, std, cfg.num_workers, cfg.shuffle_buffer,
+                            channels_last=channels_last, pipeline=data.pipeline, **kwargs)
 
     try:
         train = loader(data.train, batch_size, train=True, augment=augment, seed=seed, rank=rank,
@@ -168,7 +175,8 @@ def augment_for(augment: DictConfig, pipeline: Pipeline) -> DictConfig:
 
 def dataset_summary(data: DataBundle) -> str:
     val = len(data.val) if data.val is not None else 0
-    streamed = ", decoded per batch from files (above data.max_memory_gb)" if data.train.streamed else ""
+    streamed = ", streamed from shards" if isinstance(data.train, ShardImageSet) else (
+        ", decoded per batch from files (above data.max_memory_gb)" if data.train.streamed else "")
     return (f"{len(data.train)} train / {val} val / {len(data.test)} test images, "
             f"{data.channels}x{data.image_size}x{data.image_size}, {data.num_classes} classes{streamed}")
 

@@ -59,6 +59,10 @@ def cache_key(cfg) -> dict:
            **{k: cfg[k] for k in CONFIG_KEYS}}
     if cfg.decode_device != "cpu":  # nvJPEG's pixels differ from Pillow's by a grey level or two
         key["decoder"] = "nvjpeg"
+    if cfg.name == "hf":  # (the dataset's own fingerprints, per split)
+        from cnnbench.data.hf import fingerprint
+
+        key.update(path=cfg.path, fingerprint=fingerprint(cfg))
     if cfg.root is not None:
         root = Path(cfg.root).expanduser().resolve()
         key.update(root=str(root), files=files_fingerprint(root) if root.is_dir() else None)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import cnnbench.data.members as members
 from cnnbench.errors import CnnbenchError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -76,14 +77,16 @@ def resize_to(img, spec: Resize):
 
 @contextmanager
 def _opened(path: str | Path):
-    """The Pillow image of ``path``; an unreadable file is a one-line error naming it."""
+    """The Pillow image of ``path`` (a file, or an image inside a container: ``cnnbench.data.members``); an
+    unreadable one is a one-line error naming it."""
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):  # (a FIFO or device would block the read for ever)
+    member = members.is_member(path)
+    if not member and not os.path.isfile(path):  # (a FIFO or device would block the read for ever)
         what = "not a regular file" if os.path.exists(path) else "no such file"
         raise CnnbenchError(f"cannot decode image {path}: {what}; give an image file")
     try:
-        with Image.open(path) as img:
+        with Image.open(members.opened(path) if member else path) as img:
             yield img
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
         raise CnnbenchError(f"cannot decode image {path}: {e}; remove or replace it") from None

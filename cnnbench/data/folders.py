@@ -12,13 +12,13 @@ files and are decoded per batch (``cnnbench.data.stream``).
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
+import cnnbench.data.members as members
 from cnnbench.data.batch_decode import decode_batched
 from cnnbench.data.decode import IMAGE_EXTENSIONS, fit_shape
 from cnnbench.data.images import FileImageSet, ImageSet
@@ -103,7 +103,7 @@ def read_imagefolder(cfg: DictConfig) -> RawSplits:
             raise CnnbenchError(class_mismatch(found["train"][2], classes, root / "train", root / split))
     notes = (f"skipped {len(skipped)} name(s) with an image suffix that are not regular files (FIFOs, devices), "
              f"e.g. {skipped[0]}",) if skipped else ()
-    return _layout(cfg, found, {split: f"{split}/" for split in found}, notes)
+    return layout(cfg, found, {split: f"{split}/" for split in found}, notes)
 
 
 def class_mismatch(train: list[str], other: list[str], train_dir: Path, other_dir: Path, shown: int = 3) -> str:
@@ -139,7 +139,7 @@ def read_filelist(cfg: DictConfig) -> RawSplits:
             raise CnnbenchError(f"{lists[split]}: label {unknown[0]!r} is not a label of {lists['train'].name}; "
                                 f"its labels: {', '.join(classes)}")
         found[split] = ([p for p, _ in entries], torch.tensor([index[label] for _, label in entries]), classes)
-    return _layout(cfg, found, {split: path.name for split, path in lists.items()})
+    return layout(cfg, found, {split: path.name for split, path in lists.items()})
 
 
 def one_label_each(rows: dict[str, list[tuple[str, str]]], lists: dict[str, Path]) -> None:
@@ -187,13 +187,14 @@ def read_list(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def _layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str], notes: tuple[str, ...] = ()
+def layout(cfg: DictConfig, found: dict[str, Scanned], names: dict[str, str], notes: tuple[str, ...] = ()
             ) -> RawSplits:
     """Image sets for the splits ``found`` (named ``names`` on the console), and which selects and which is
     reported."""
     for split, (paths, _, _) in found.items():
         if not paths:
-            raise CnnbenchError(f"data.root={cfg.root}: no images in {names[split]}")
+            where = f"data.root={cfg.root}" if cfg.root else f"data.path={cfg.get('path')}"
+            raise CnnbenchError(f"{where}: no images in {names[split]}")
     every = [p for paths, _, _ in found.values() for p in paths]
     shapes = probe_all(every, cfg.decode_workers)  # (N, 2): the whole data set decides, never one file
     pipeline = for_files(cfg, shapes)
@@ -257,22 +258,23 @@ def overlap_warning(name: str, held: int, same_file: int, same_content: int, con
 
 
 def shared_files(train: list[str], held: list[str]) -> tuple[int, int]:
-    """How many of ``held`` are files of ``train`` (by real path), and how many others have the bytes of one."""
-    real = {os.path.realpath(p) for p in train}
+    """How many of ``held`` are files of ``train`` (by real path; a container's member by its name), and how many
+    others have the bytes of one (equal sizes compared by digest, so only likely twins are read)."""
+    real = {members.identity(p) for p in train}
     by_size: dict[int, list[str]] = {}
     for p in train:
-        by_size.setdefault(os.path.getsize(p), []).append(p)
+        by_size.setdefault(members.size(p), []).append(p)
     digests: dict[str, str] = {}
 
     def digest(path: str) -> str:
         if path not in digests:
-            digests[path] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+            digests[path] = members.digest(path)
         return digests[path]
 
     same_file = same_bytes = 0
     for p in held:
-        if os.path.realpath(p) in real:
+        if members.identity(p) in real:
             same_file += 1
-        elif any(digest(p) == digest(t) for t in by_size.get(os.path.getsize(p), ())):
+        elif any(digest(p) == digest(t) for t in by_size.get(members.size(p), ())):
             same_bytes += 1
     return same_file, same_bytes
