@@ -106,12 +106,13 @@ def test_hparams_are_typed_and_name_metrics_the_run_logs(visual_run: Path, event
                 if v.metadata.plugin_data.plugin_name == "hparams":
                     found[v.tag] = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
     start = found["_hparams_/session_start_info"].session_start_info.hparams
-    assert start["trainer.epochs"].WhichOneof("kind") == "number_value" and start["trainer.epochs"].number_value == 5
+    planned, ran = start["epochs planned"], start["epochs run"]
+    assert planned.WhichOneof("kind") == "number_value" and planned.number_value == 5 and ran.number_value == 5
     assert start["optimizer.lr"].number_value == pytest.approx(0.05)
     assert start["model"].string_value == "small_resnet" and "data.num_train=120" in start["overrides"].string_value
     assert start["data.batch_size"].number_value == 14  # as trained: 108 images capped to 8 steps an epoch
     assert start["params"].number_value > 1e6 and start["macs"].number_value > 1e6
-    assert "epochs" not in start and "lr" not in start  # each value once, under its config key
+    assert "epochs" not in start and "trainer.epochs" not in start and "lr" not in start  # each value once
     metrics = {m.name.tag for m in found["_hparams_/experiment"].experiment.metric_infos}
     assert {"test/acc", "val/best_acc", "train/images_per_s", "train/time_s"} <= metrics
     assert metrics <= set(events.Tags()["scalars"])  # every metric is a scalar the run wrote
