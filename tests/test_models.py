@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model, list_models
@@ -98,6 +99,18 @@ def test_airbench_dirac_convs_start_as_identities_and_bn_scales_can_be_frozen() 
     assert all(m.weight.requires_grad for m in learnt.modules() if isinstance(m, torch.nn.BatchNorm2d))
     y = torch.randn(2, 64, 8, 8)
     assert not torch.allclose(learnt.groups[1].conv1(y)[:, :64], y, atol=0.1)
+
+
+def test_airbench_activation_is_the_conv_groups_and_a_wrong_one_is_named() -> None:
+    silu = build_model("airbench", num_classes=10, in_channels=3, image_size=32, widths=[8, 16, 16],
+                       activation="silu")
+    assert {type(g.act) for g in silu.groups} == {nn.SiLU} and isinstance(silu.stem.act, nn.GELU)
+    x = torch.randn(2, 3, 32, 32)
+    gelu = build_model("airbench", num_classes=10, in_channels=3, image_size=32, widths=[8, 16, 16])
+    gelu.load_state_dict(silu.state_dict())  # same weights, another function: other logits
+    assert not torch.allclose(silu.eval()(x), gelu.eval()(x))
+    with pytest.raises(CnnbenchError, match="model.activation must be one of gelu, silu, got 'relu'"):
+        build_model("airbench", num_classes=10, in_channels=3, image_size=32, activation="relu")
 
 
 def test_airbench_stem_bias_trains_for_its_epochs_only() -> None:

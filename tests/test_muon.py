@@ -83,6 +83,28 @@ def test_normalize_weights_holds_each_filter_bank_at_norm_sqrt_out_channels() ->
     assert net[0].weight.norm().item() == pytest.approx(8 ** 0.5, rel=1e-5)
 
 
+def test_normalize_every_renormalises_on_every_nth_step_only() -> None:
+    """With lr 0 the weights change only when renormalised: steps 0 and 3 of 6 at normalize_every=3."""
+    torch.manual_seed(0)
+    net = _conv_net()
+    opt = Muon(net.parameters(), lr=0.0, normalize_weights=True, normalize_every=3)
+    renormalised = []
+    for _ in range(6):
+        with torch.no_grad():
+            net[0].weight.mul_(2)  # off the norm again before each step
+        before = net[0].weight.norm().item()
+        opt.zero_grad()
+        _loss(net).backward()
+        opt.step()
+        after = net[0].weight.norm().item()
+        renormalised.append(after != pytest.approx(before, rel=1e-6))
+        if renormalised[-1]:
+            assert after == pytest.approx(8 ** 0.5, rel=1e-5)
+    assert renormalised == [True, False, False, True, False, False]
+    state = opt.state_dict()["state"]
+    assert {s["steps"] for s in state.values() if "steps" in s} == {6}  # counted per parameter, kept in checkpoints
+
+
 def test_the_builder_keeps_the_classifier_out_and_norm_lr_scale_applies_to_the_sgd_rate() -> None:
     model = build_model("airbench", num_classes=10, in_channels=3, image_size=32, widths=[8, 16, 16])
     cfg = compose_config("optimizer=muon", "optimizer.lr=0.1", "optimizer.other_lr_scale=3",
@@ -101,8 +123,9 @@ def test_the_builder_keeps_the_classifier_out_and_norm_lr_scale_applies_to_the_s
 
 
 def test_a_bad_muon_setting_is_one_line_naming_it(tmp_path: Path) -> None:
-    proc = run_cli("optimizer=muon", "optimizer.ns_steps=0", cwd=tmp_path)
-    assert proc.returncode != 0 and "ns_steps must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
+    for key in ("ns_steps", "normalize_every"):
+        proc = run_cli("optimizer=muon", f"optimizer.{key}=0", cwd=tmp_path)
+        assert proc.returncode != 0 and f"{key} must be >= 1, got 0" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_muon_trains_lenet_on_the_digits(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from conftest import compose_config, run_cli
 from torchvision.transforms import v2
 
 from cnnbench.config.schema import AugmentConfig
-from cnnbench.data.augment import random_erasing
+from cnnbench.data.augment import brightness_contrast, random_erasing
 from cnnbench.data.mixing import Mixer
 from cnnbench.engine.early_stopping import EarlyStopping
 from cnnbench.engine.ema import ModelEma
@@ -108,6 +108,21 @@ def test_random_erasing_draws_as_torchvision_does() -> None:
     hit_o, hit_t = ours[:, 0] > 0, theirs[:, 0] > 0
     assert ours[hit_o, 0].mean().item() == pytest.approx(theirs[hit_t, 0].mean().item(), abs=0.01)
     assert ours[hit_o, 1].log().mean().item() == pytest.approx(theirs[hit_t, 1].log().mean().item(), abs=0.06)
+
+
+def test_brightness_and_contrast_shift_then_scale_each_image_within_their_ranges() -> None:
+    """Per image: x -> (x + s) * k with s ~ U(-b, b), k ~ U(1 - c, 1 + c), the same for every pixel and channel;
+    the draws cover their ranges."""
+    x = torch.randn(2000, 3, 8, 8)
+    out = brightness_contrast(x, 0.14, 0.13, torch.Generator().manual_seed(0))
+    # solve each image's (s, k) from two pixels, then check every other pixel obeys them
+    a, b = x.flatten(1)[:, :2], out.flatten(1)[:, :2]
+    k = (b[:, 0] - b[:, 1]) / (a[:, 0] - a[:, 1])
+    s = b[:, 0] / k - a[:, 0]
+    assert torch.allclose((x + s[:, None, None, None]) * k[:, None, None, None], out, atol=1e-4)
+    assert s.abs().max() <= 0.14 + 1e-4 and s.abs().max() > 0.13 and s.mean().abs() < 0.01
+    assert (k - 1).abs().max() <= 0.13 + 1e-4 and (k - 1).abs().max() > 0.12 and (k - 1).mean().abs() < 0.01
+    assert torch.equal(brightness_contrast(x, 0.0, 0.0, torch.Generator()), x)
 
 
 # -- EMA -------------------------------------------------------------------------------------------------------------

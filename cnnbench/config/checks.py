@@ -107,6 +107,8 @@ def check_augment(a: DictConfig, size: int | None) -> None:
              f"data.augment.auto_bins must be >= 2, auto_magnitude in [0, auto_bins) and auto_num_ops >= 1, got "
              f"{a.auto_bins}, {a.auto_magnitude} and {a.auto_num_ops}")
     _require(0 <= a.erasing_prob <= 1, f"data.augment.erasing_prob must be in [0, 1], got {a.erasing_prob}")
+    _require(a.brightness >= 0 and 0 <= a.contrast < 1, f"data.augment.brightness must be >= 0 and contrast in "
+             f"[0, 1) (0 = off; a scale of 1 - contrast must stay positive), got {a.brightness} and {a.contrast}")
     _require(a.mixup_alpha >= 0 and a.cutmix_alpha >= 0, f"data.augment.mixup_alpha and cutmix_alpha must be >= 0 "
              f"(0 = off), got {a.mixup_alpha} and {a.cutmix_alpha}")
     for key in ("mix_prob", "mix_switch_prob"):

@@ -48,6 +48,8 @@ class AugmentConfig:
     auto_num_ops: int = 2  # randaugment: ops applied in turn to each image
     cutout: int = 0  # side of a zeroed square at a random place; 0 = off
     erasing_prob: float = 0.0  # RandomErasing(p) after normalisation: a random rectangle set to the mean colour
+    brightness: float = 0.0  # after normalisation: each image shifted by U(-b, b) (in units of the channels' std)
+    contrast: float = 0.0  # after normalisation: each image then scaled by U(1 - c, 1 + c) about the mean colour
     mixup_alpha: float = 0.0  # mixup: each batch blended with its reverse, weight ~ Beta(alpha, alpha); 0 = off
     cutmix_alpha: float = 0.0  # cutmix: a box of the reversed batch pasted in, area ~ Beta(alpha, alpha); 0 = off
     mix_prob: float = 1.0  # probability that a batch is mixed at all (with mixup or cutmix on)
@@ -342,6 +344,7 @@ class MuonConfig(OptimizerConfig):
     nesterov: bool = True
     ns_steps: int = 5  # Newton-Schulz iterations per step
     normalize_weights: bool = False  # rescale each filter bank to norm sqrt(out_channels) before its step
+    normalize_every: int = 1  # with normalize_weights: every N steps only (hiverge's record: periodically)
     other_lr_scale: float = 1.0  # biases, normalisation layers and the classifier: SGD at lr x this
     other_momentum: float = 0.9
 

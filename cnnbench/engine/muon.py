@@ -49,24 +49,26 @@ class Muon(torch.optim.Optimizer):
 
     ``lr``, ``momentum``, ``weight_decay`` (decoupled, as torch.optim.Muon) and ``ns_steps`` are Muon's;
     ``normalize_weights`` rescales each filter bank to norm sqrt(out_channels) before its step (airbench: with
-    BatchNorm after every conv, the scale carries no information and this fixes the effective rate). The other
+    BatchNorm after every conv, the scale carries no information and this fixes the effective rate), every
+    ``normalize_every`` steps (hiverge's record renormalises only periodically). The other
     parameters, and any group given with ``orthogonalize=False``, train at ``lr x other_lr_scale`` with
     ``other_momentum`` and weight decay added to the gradient (torch.optim.SGD's step, ``foreach`` kernels).
     """
 
     def __init__(self, params: Iterable, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = 5, normalize_weights: bool = False,
-                 other_lr_scale: float = 1.0, other_momentum: float = 0.9, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 normalize_every: int = 1, other_lr_scale: float = 1.0, other_momentum: float = 0.9,
+                 maximize: bool = False, foreach: bool | None = None) -> None:
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
                             ("other_lr_scale", other_lr_scale), ("other_momentum", other_momentum)):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        if ns_steps < 1:
-            raise ValueError(f"ns_steps must be >= 1, got {ns_steps}")
+        for name, count in (("ns_steps", ns_steps), ("normalize_every", normalize_every)):
+            if count < 1:
+                raise ValueError(f"{name} must be >= 1, got {count}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, ns_steps=ns_steps,
-                        normalize_weights=normalize_weights, maximize=maximize, foreach=foreach,
-                        orthogonalize=True)
+                        normalize_weights=normalize_weights, normalize_every=normalize_every, maximize=maximize,
+                        foreach=foreach, orthogonalize=True)
         super().__init__(self._split(params, lr, other_lr_scale, other_momentum), defaults)
 
     @staticmethod
@@ -114,10 +116,12 @@ class Muon(torch.optim.Optimizer):
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(g)
+            steps = state.get("steps", 0)  # this parameter's steps taken before this one
+            state["steps"] = steps + 1
             buf = state["momentum_buffer"]
             buf.mul_(momentum).add_(g)
             g = g.add(buf, alpha=momentum) if group["nesterov"] else buf
-            if group["normalize_weights"]:
+            if group["normalize_weights"] and steps % group.get("normalize_every", 1) == 0:
                 p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp_min(1e-12))
             if group["weight_decay"]:
                 p.mul_(1 - lr * group["weight_decay"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnbench.errors import CnnbenchError
 from cnnbench.models.hooks import TrainingHooks
 from cnnbench.models.registry import register_model, require_min_size
 
@@ -36,18 +37,22 @@ def batch_norm(channels: int, scale: bool, momentum: float, eps: float) -> nn.Ba
     return bn
 
 
+ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU}
+
+
 class ConvGroup(nn.Module):
-    """conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU: (cin, H, W) -> (cout, H/2, W/2)."""
+    """conv 3x3 -> max-pool 2 -> BN -> act -> conv 3x3 -> BN -> act: (cin, H, W) -> (cout, H/2, W/2); act is GELU
+    (airbench) or SiLU (hiverge's record)."""
 
     def __init__(self, cin: int, cout: int, dirac: bool = False, bn_scale: bool = True, bn_momentum: float = 0.1,
-                 bn_eps: float = 1e-5) -> None:
+                 bn_eps: float = 1e-5, activation: str = "gelu") -> None:
         super().__init__()
         self.conv1 = conv3x3(cin, cout, dirac)
         self.pool = nn.MaxPool2d(2)
         self.bn1 = batch_norm(cout, bn_scale, bn_momentum, bn_eps)
         self.conv2 = conv3x3(cout, cout, dirac)
         self.bn2 = batch_norm(cout, bn_scale, bn_momentum, bn_eps)
-        self.act = nn.GELU()
+        self.act = ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.pool(self.conv1(x))))  # pooling before BN: the norm sees 4x fewer pixels
@@ -117,11 +122,14 @@ class AirbenchNet(nn.Module, TrainingHooks):
 @register_model()
 def airbench(*, num_classes: int, in_channels: int, image_size: int, widths: list[int] = (64, 256, 256),
              whiten: bool = True, logit_scale: float = 1 / 9, stem_bias_epochs: int | None = None,
-             dirac: bool = True, bn_scale: bool = False, bn_momentum: float = 0.4, bn_eps: float = 1e-12
-             ) -> AirbenchNet:
+             dirac: bool = True, bn_scale: bool = False, bn_momentum: float = 0.4, bn_eps: float = 1e-12,
+             activation: str = "gelu") -> AirbenchNet:
     """airbench's network: widths per conv group (airbench94: 64/256/256); ``whiten``: whitening stem;
     ``stem_bias_epochs``: train the stem's bias that many epochs (null: always); ``dirac``: identity-initialised
-    convs; ``bn_scale``: learn BatchNorm scales (airbench freezes them)."""
+    convs; ``bn_scale``: learn BatchNorm scales (airbench freezes them); ``activation``: the conv groups'
+    (gelu | silu; the stem keeps GELU)."""
     require_min_size("airbench", image_size, 2 ** (len(widths) + 1))
+    if activation not in ACTIVATIONS:
+        raise CnnbenchError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     return AirbenchNet(num_classes, in_channels, tuple(widths), whiten, logit_scale, stem_bias_epochs, dirac=dirac,
-                       bn_scale=bn_scale, bn_momentum=bn_momentum, bn_eps=bn_eps)
+                       bn_scale=bn_scale, bn_momentum=bn_momentum, bn_eps=bn_eps, activation=activation)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU, in the order of the device time worth spending: the GPU tests; the CIFAR-10
-# speedrun with 3 seeds, beside airbench94's own code when AIRBENCH94 names a copy of its legacy/airbench94.py
-# (scripts/compare/airbench.py); the throughput benchmark at batch 128 over 2,000 steps, eager and with the step
-# replayed as CUDA graphs (trainer.compile_mode=reduce-overhead); JPEG decoding on the GPU (nvJPEG) against
-# Pillow; then one summary table. About 10 minutes on one current GPU. SPEEDRUN names the recipes (default both:
-# cifar10_speedrun, and cifar10_speedrun_muon: 8 epochs with Muon).
+# speedrun with 3 seeds, beside each record holder's own code whose copy is named (scripts/compare/records.py;
+# compiled as published, cnnbench compiled too): AIRBENCH94 (legacy/airbench94.py), AIRBENCH94_MUON
+# (airbench94_muon.py), HIVERGE (hiverge's cifar10_speedrun.py); the throughput benchmark at batch 128 over
+# 2,000 steps, eager and with the step replayed as CUDA graphs (trainer.compile_mode=reduce-overhead); JPEG
+# decoding on the GPU (nvJPEG) against Pillow; with REFERENCE=1, experiment=cifar10_reference to the end (200
+# epochs); then one summary table. About 10 minutes on one current GPU without REFERENCE. SPEEDRUN names the
+# recipes (default both: cifar10_speedrun, and cifar10_speedrun_muon: 8 epochs with Muon).
 #
-#   [AIRBENCH94=PATH] [SPEEDRUN=cifar10_speedrun_muon] bash scripts/checks/gpu_check.sh [OUT_DIR]
+#   [AIRBENCH94=PATH] [AIRBENCH94_MUON=PATH] [HIVERGE=PATH] [SPEEDRUN=cifar10_speedrun_muon] \
+#       bash scripts/checks/gpu_check.sh [OUT_DIR]
 #       (OUT_DIR default: gpu_check/; needs ../shared/datasets for CIFAR-10)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,15 +29,25 @@ tests_s=$((SECONDS - start))
 
 speed_rc=0
 declare -A speed_s
+records=""
+for record in airbench94 airbench94_muon hiverge; do
+  var="${record^^}"
+  [ -n "${!var:-}" ] && records="$records $record"
+done
 for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
   start=$SECONDS
-  if [ -n "${AIRBENCH94:-}" ]; then
-    "$py" -m scripts.compare.airbench --airbench94 "$(realpath "$AIRBENCH94")" --seeds 0,1,2 --device cuda \
-      --experiment "$recipe" > "$out/$recipe.txt" 2>&1
+  if [ -n "$records" ]; then
+    : > "$out/$recipe.txt"
+    for record in $records; do
+      var="${record^^}"
+      "$py" -m scripts.compare.records --record "$record" --file "$(realpath "${!var}")" --seeds 0,1,2 \
+        --device cuda --compile --experiment "$recipe" >> "$out/$recipe.txt" 2>&1
+      speed_rc=$((speed_rc || $?))
+    done
   else
     "$py" -m scripts.compare.speedrun --seeds 0,1,2 --experiment "$recipe" trainer.device=cuda > "$out/$recipe.txt" 2>&1
+    speed_rc=$((speed_rc || $?))
   fi
-  speed_rc=$((speed_rc || $?))
   speed_s[$recipe]=$((SECONDS - start))
 done
 
@@ -49,17 +62,31 @@ start=$SECONDS
 decode_rc=$?
 decode_s=$((SECONDS - start))
 
+reference_rc=0
+if [ "${REFERENCE:-0}" = 1 ]; then  # the tutorial recipe to the end: 200 epochs (about 93% expected)
+  start=$SECONDS
+  data=$("$py" -c "from pathlib import Path; from scripts.runs import CIFAR_TAR, extract_cifar10; \
+print(extract_cifar10(CIFAR_TAR, Path('$out').resolve()))")
+  "$py" -m cnnbench experiment=cifar10_reference data=imagefolder data.root="$data" trainer.device=cuda \
+    logger.progress=false hydra.run.dir="$out/cifar10_reference" > "$out/reference.txt" 2>&1
+  reference_rc=$?
+  reference_s=$((SECONDS - start))
+fi
+
 echo
 echo "| check | result | seconds |"
 echo "|---|---|---:|"
 echo "| cuda-marked tests | $(tail -n 1 "$out/cuda_tests.txt") (exit $tests_rc) | $tests_s |"
 for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
-  echo "| $recipe, 3 seeds | $(grep -m1 -E '^\| mean' "$out/$recipe.txt" || echo "failed") | ${speed_s[$recipe]} |"
+  echo "| $recipe, 3 seeds | $(grep -E '^\| mean' "$out/$recipe.txt" | paste -sd ';' || echo "failed") | ${speed_s[$recipe]} |"
 done
 echo "| scripts.bench.throughput, eager | $(grep -m1 '^(b) cnnbench' "$out/bench.txt" | tr -s ' ' || echo "exit $bench_rc") | $bench_s |"
 echo "| scripts.bench.throughput, CUDA graphs | $(grep -m1 '^(b) with torch.compile' "$out/bench.txt" | tr -s ' ') | |"
 echo "| scripts.bench.decode --device cuda | $(grep 'batched on' "$out/decode.txt" | tr -s ' ' | paste -sd ';' || echo "exit $decode_rc") | $decode_s |"
+if [ "${REFERENCE:-0}" = 1 ]; then
+  echo "| experiment=cifar10_reference, 200 epochs | $(grep -m1 -E 'test/acc|test acc' "$out/reference.txt" | tr -s ' ' || echo "exit $reference_rc") | $reference_s |"
+fi
 echo
 cat "$out/gpu.txt"
 grep -m1 '^machine' "$out/bench.txt" || true
-[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $speed_rc -eq 0 ] && [ $decode_rc -eq 0 ]
+[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $speed_rc -eq 0 ] && [ $decode_rc -eq 0 ] && [ $reference_rc -eq 0 ]
