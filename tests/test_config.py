@@ -246,7 +246,8 @@ def test_help_lists_groups_and_options(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for text in ("cnnbench", "vgg16_bn, vgg19, vgg19_bn, vit_b_16, vit_small, vit_tiny",
                  "optimizer: adam, adamw, muon, sgd",
-                 "experiment: cifar10_reference, cifar10_speedrun, cifar10_speedrun_2s, cifar10_speedrun_muon, modern_recipe",
+                 "experiment: cifar10_reference, cifar10_speedrun, cifar10_speedrun_2s, cifar10_speedrun_muon, "
+                 "modern_recipe",
                  "scheduler: cosine, linear, none, onecycle, step", "data: cifar10, cifar100, digits"):
         assert text in proc.stdout, text
     groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
