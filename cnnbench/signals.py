@@ -44,6 +44,14 @@ def install(handler: Callable[[int, object], None] = raise_terminated) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def helper_process(parent: int) -> None:
+    """What a forked helper process (the decoding pool's) runs first: SIGTERM back to its default, so that the
+    pool's stop ends it whatever handler the parent had installed (``note_terminated`` raises nothing and
+    would keep it alive), and its end tied to the parent's."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent)
+
+
 def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
     """Ask the kernel to send ``signum`` to this process when its parent (process ``parent``) ends, however it
     ends (Linux; elsewhere nothing): a worker must not outlive the process it works for."""

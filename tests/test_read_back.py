@@ -308,14 +308,21 @@ def test_a_helper_process_ends_with_its_parent_even_after_sigkill(tmp_path: Path
     pytest.fail("the child outlived its parent")
 
 
-def test_a_decoding_pool_stops_when_its_consumer_stops(tmp_path: Path) -> None:
-    """#9: a pool whose consumer stops (an error, a signal) ends its workers at once."""
+@pytest.mark.parametrize("handler", ["default", "note_terminated"])
+def test_a_decoding_pool_stops_when_its_consumer_stops(tmp_path: Path, handler: str) -> None:
+    """#9: a pool whose consumer stops (an error, a signal) ends its workers at once, whatever SIGTERM handler
+    the consumer's process has (a sweep's notes the signal and raises nothing)."""
     import multiprocessing
 
     from PIL import Image
 
+    from cnnbench import signals
     from cnnbench.data.decode import Resize
     from cnnbench.data.parallel import _chunks, _decode_chunk
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if handler != "default":
+        signals.install(signals.note_terminated)
 
     paths = []
     for i in range(200):
@@ -326,8 +333,12 @@ def test_a_decoding_pool_stops_when_its_consumer_stops(tmp_path: Path) -> None:
     next(chunks)
     workers = set(multiprocessing.active_children()) - before
     assert workers
-    chunks.close()  # (what an exception in the consumer does)
-    assert not [p for p in workers if p.is_alive()]
+    try:
+        chunks.close()  # (what an exception in the consumer does)
+        assert not [p for p in workers if p.is_alive()]
+        assert all(p.exitcode == -signal.SIGTERM for p in workers)  # ended by the stop, not by the fallback
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _sigterm_at(target: str):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cnnbench.data.decode import Resize, decode, probe
-from cnnbench.signals import die_with_parent
+from cnnbench.signals import helper_process
 
 IN_PROCESS_BELOW = 32  # files: fewer are decoded here (forking a pool costs about as much as 32 thumbnails)
 MAX_CHUNK = 256  # files per task at most: large enough to amortise each hand-off, small for a smooth progress bar
@@ -49,7 +49,7 @@ def _chunks(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     pool = ProcessPoolExecutor(min(workers, len(starts)), mp_context=multiprocessing.get_context("fork"),
-                               initializer=die_with_parent, initargs=(os.getpid(),))
+                               initializer=helper_process, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(chunk_fn, paths[i:i + size], *args): i for i in starts}  # (forked before the bar)
         columns = (TextColumn(f"{what} {{task.total}} images on {workers} processes"), BarColumn(),
@@ -76,6 +76,9 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
             process.terminate()
     for process in workers:
         process.join(timeout=5)
+        if process.is_alive():  # (a worker that outlived SIGTERM: nothing it does is wanted any more)
+            process.kill()
+            process.join(timeout=5)
 
 
 def gather(chunks: Iterator[tuple[int, np.ndarray | torch.Tensor]], n: int, arrange: Callable = lambda rows: rows
