@@ -13,11 +13,11 @@ on where it stopped). Figures, not a test: about 13 minutes a run on 2 CPU cores
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
-from scripts.runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
+from scripts.compare.speedrun import run_seed
+from scripts.runs import ROOT, extract_cifar10, write_between_markers
 
 REVERT = {  # the 2s recipe's changes, in the order the rows add them: what undoes each
     "silu": ["model.activation=gelu"],
@@ -35,13 +35,8 @@ ROWS = (  # (label, experiment, overrides)
 
 
 def run(root: Path, work: Path, row: int, seed: int) -> dict:
-    label, experiment, overrides = ROWS[row]
-    run_dir = work / f"row{row}_seed{seed}"
-    if (run_dir / "results.json").is_file():
-        return json.loads((run_dir / "results.json").read_text())
-    return run_cnnbench(run_dir, f"experiment={experiment}", *overrides, "data=imagefolder", f"data.root={root}",
-                        f"trainer.seed={seed}", f"data.cache_dir={work / 'cache'}", "logger.print_config=false",
-                        "logger.progress=false")
+    _, experiment, overrides = ROWS[row]
+    return run_seed(root, seed, work, overrides, experiment, name=f"row{row}")
 
 
 def table(results: dict[int, dict[int, dict]]) -> str:

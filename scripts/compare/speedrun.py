@@ -22,10 +22,12 @@ from scripts.runs import ROOT, extract_cifar10, run_cnnbench, write_between_mark
 MARKERS = {"cifar10_speedrun": "speedrun", "cifar10_speedrun_muon": "muon"}  # experiment: its table in docs/speed.md
 
 
-def run_seed(root: Path, seed: int, work: Path, extra: list[str], experiment: str = "cifar10_speedrun") -> dict:
-    """One seed of ``experiment`` in ``work``; a completed run there with the same overrides is reused (a stopped
-    comparison goes on where it stopped), any other run there is replaced."""
-    run_dir = work / f"{experiment}_seed{seed}"
+def run_seed(root: Path, seed: int, work: Path, extra: list[str], experiment: str = "cifar10_speedrun",
+             name: str | None = None) -> dict:
+    """One seed of ``experiment`` in ``work / f"{name}_seed{seed}"`` (name: the experiment's); a completed run
+    there with the same overrides is reused (a stopped comparison goes on where it stopped), any other is
+    replaced."""
+    run_dir = work / f"{name or experiment}_seed{seed}"
     overrides = [f"experiment={experiment}", "data=imagefolder", f"data.root={root}", f"trainer.seed={seed}",
                  f"data.cache_dir={work / 'cache'}", "logger.print_config=false", "logger.progress=false", *extra]
     done = run_dir / "results.json"
