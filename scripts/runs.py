@@ -40,6 +40,21 @@ def write_between_markers(page: Path, name: str, text: str) -> None:
                            flags=re.S))
 
 
+def experiments() -> list[str]:
+    """The experiments cnnbench ships (``conf/experiment/*.yaml``)."""
+    return sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+def overrides_only(prog: str, extra: list[str]) -> list[str]:
+    """What ``parse_known_args`` left over, as cnnbench overrides: an unknown option (``--seed 1``) or a word that is
+    no override is refused in one line before any run starts, not by Hydra after an hour of other runs."""
+    wrong = [a for a in extra if a.startswith("-") or ("=" not in a and not a.startswith("~"))]
+    if wrong:
+        sys.exit(f"{prog}: unrecognized arguments: {' '.join(wrong)} (its options: --help; anything else is a "
+                 "cnnbench override, key=value)")
+    return extra
+
+
 def run_cnnbench(run_dir: Path, *overrides: str, quiet: bool = False, cwd: Path | None = None) -> dict:
     """``python -m cnnbench OVERRIDES hydra.run.dir=RUN_DIR`` (output captured when ``quiet``); its results."""
     proc = subprocess.run([sys.executable, "-m", "cnnbench", *overrides, f"hydra.run.dir={run_dir}"],

@@ -218,3 +218,69 @@ def test_the_command_refuses_before_unpacking_anything(tmp_path: Path, spec: str
                            "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and says in proc.stderr, proc.stderr
     assert not (tmp_path / "work").exists()
+
+
+SHIM = """#!/usr/bin/env bash
+# python as gpu_check.sh calls it on a GPU machine: the CUDA probes pass, the record comparison checks its
+# arguments and files for real (--check), and every other command is only written down
+echo "$*" >> "$SHIM_LOG"
+if [ "$1 $2" = "-m scripts.compare.records" ]; then
+  shift 2
+  exec "$REAL_PYTHON" -m scripts.compare.records "$@" --check
+fi
+exit 0
+"""
+
+
+def gpu_check(tmp_path: Path, **paths: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """scripts/checks/gpu_check.sh with the record files ``paths`` (AIRBENCH94=..., HIVERGE=...), through SHIM;
+    its exit and the commands it ran."""
+    shim = tmp_path / "python"
+    shim.write_text(SHIM)
+    shim.chmod(0o755)
+    log = tmp_path / "commands.txt"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": str(shim), "SHIM_LOG": str(log),
+           "REAL_PYTHON": sys.executable, **{k: str(v) for k, v in paths.items()}}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "checks" / "gpu_check.sh"), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    return proc, log.read_text().splitlines() if log.exists() else []
+
+
+def test_the_gpu_check_compares_every_record_named_in_one_run(tmp_path: Path) -> None:
+    files = {}
+    for name, source in STAND_INS.items():
+        files[name.upper()] = tmp_path / f"{name}.py"
+        files[name.upper()].write_text(source)
+    proc, commands = gpu_check(tmp_path, **files)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    compare = [c for c in commands if c.startswith("-m scripts.compare.records") and "--check" not in c]
+    assert len(compare) == 1, commands  # one comparison: every file, every recipe, seeds interleaved
+    for name in RECORDS:
+        assert f"--record {name}={files[name.upper()]}" in compare[0]
+    assert "--experiment cifar10_speedrun,cifar10_speedrun_muon,cifar10_speedrun_2s" in compare[0]
+    assert "--device cuda --compile" in compare[0]
+    for said in ("records.txt", "speedrun.txt"):  # checked before the tests, then by the comparison itself
+        assert (tmp_path / "out" / said).read_text().count("every line to change found") == len(RECORDS)
+
+
+def test_the_gpu_check_stops_before_any_device_time_on_a_wrong_record(tmp_path: Path) -> None:
+    proc, commands = gpu_check(tmp_path, HIVERGE=tmp_path / "nope.py")
+    assert proc.returncode == 2 and "no such file" in proc.stderr, proc.stderr
+    assert not any(c.startswith("-m pytest") for c in commands) and any("--check" in c for c in commands)
+
+
+@pytest.mark.parametrize(("module", "args", "says"), [
+    ("records", ["--file", "x.py"], "unrecognized arguments: --file x.py"),
+    ("records", ["--seeds", "0", "--epocs", "1"], "unrecognized arguments: --epocs 1"),
+    ("records", ["--experiment", "cifar10_speedrn"], "--experiment cifar10_speedrn: no such experiment"),
+    ("speedrun", ["--device", "cpu"], "unrecognized arguments: --device cpu"),
+])
+def test_a_wrong_argument_is_refused_before_any_run(tmp_path: Path, module: str, args: list[str], says: str) -> None:
+    """Left-over arguments are cnnbench overrides: a mistyped option is said at once, not by Hydra hours later."""
+    record = tmp_path / "hiverge.py"
+    record.write_text(STAND_INS["hiverge"])
+    given = ["--record", f"hiverge={record}", "--work", str(tmp_path / "work")] if module == "records" else []
+    proc = subprocess.run([sys.executable, "-m", f"scripts.compare.{module}", *given, *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and says in proc.stderr, proc.stderr
+    assert not (tmp_path / "work").exists()

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU, in the order of the device time worth spending: the GPU tests; the CIFAR-10
-# speedrun with 3 seeds, beside each record holder's own code whose copy is named (scripts/compare/records.py;
-# compiled as published, cnnbench compiled too): AIRBENCH94 (legacy/airbench94.py), AIRBENCH94_MUON
-# (airbench94_muon.py), HIVERGE (hiverge's cifar10_speedrun.py); the throughput benchmark at batch 128 over
-# 2,000 steps, eager and with the step replayed as CUDA graphs (trainer.compile_mode=reduce-overhead); JPEG
-# decoding on the GPU (nvJPEG) against Pillow; with REFERENCE=1, experiment=cifar10_reference to the end (200
-# epochs); then one summary table. About 10 minutes on one current GPU without REFERENCE. SPEEDRUN names the
-# recipes (default both: cifar10_speedrun, and cifar10_speedrun_muon: 8 epochs with Muon).
+# speedrun recipes, seed by seed, beside each record holder's own code whose copy is named
+# (scripts/compare/records.py, one comparison of every file and recipe; the records compiled as published,
+# cnnbench compiled too): AIRBENCH94 (legacy/airbench94.py), AIRBENCH94_MUON (airbench94_muon.py), HIVERGE
+# (hiverge's cifar10_speedrun.py), each file checked before any device time is spent; the throughput benchmark at
+# batch 128 over 2,000 steps, eager and with the step replayed as CUDA graphs (trainer.compile_mode=reduce-overhead);
+# JPEG decoding on the GPU (nvJPEG) against Pillow; with REFERENCE=1, experiment=cifar10_reference to the end (200
+# epochs); then one summary table. SPEEDRUN names the recipes (default all three: cifar10_speedrun,
+# cifar10_speedrun_muon, cifar10_speedrun_2s), SEEDS the seeds (default 0,1,2). Every compiled run compiles in a
+# process of its own: with all three records, SEEDS=0 fits a 10-minute slot; each further seed adds about as much.
 #
-#   [AIRBENCH94=PATH] [AIRBENCH94_MUON=PATH] [HIVERGE=PATH] [SPEEDRUN=cifar10_speedrun_muon] \
+#   [AIRBENCH94=PATH] [AIRBENCH94_MUON=PATH] [HIVERGE=PATH] [SPEEDRUN="cifar10_speedrun_2s"] [SEEDS=0] \
 #       bash scripts/checks/gpu_check.sh [OUT_DIR]
 #       (OUT_DIR default: gpu_check/; needs ../shared/datasets for CIFAR-10)
 set -uo pipefail
@@ -22,34 +24,38 @@ py="${PYTHON:-python}"
 "$py" -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CUDA',
 torch.version.cuda, '| GPUs:', torch.cuda.device_count())" | tee "$out/gpu.txt"
 
+recipes="${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon cifar10_speedrun_2s}"
+seeds="${SEEDS:-0,1,2}"
+records=()
+for record in airbench94 airbench94_muon hiverge; do
+  var="${record^^}"
+  [ -n "${!var:-}" ] && records+=(--record "$record=$(realpath -m "${!var}")")
+done
+if [ ${#records[@]} -gt 0 ]; then  # a wrong path or file is said now, before any device time is spent
+  "$py" -m scripts.compare.records "${records[@]}" --experiment "${recipes// /,}" --check | tee "$out/records.txt" \
+    || exit 2
+fi
+
 start=$SECONDS
 "$py" -m pytest -q -m cuda tests/ -p no:cacheprovider > "$out/cuda_tests.txt" 2>&1
 tests_rc=$?
 tests_s=$((SECONDS - start))
 
 speed_rc=0
-declare -A speed_s
-records=""
-for record in airbench94 airbench94_muon hiverge; do
-  var="${record^^}"
-  [ -n "${!var:-}" ] && records="$records $record"
-done
-for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
-  start=$SECONDS
-  if [ -n "$records" ]; then
-    : > "$out/$recipe.txt"
-    for record in $records; do
-      var="${record^^}"
-      "$py" -m scripts.compare.records --record "$record" --file "$(realpath "${!var}")" --seeds 0,1,2 \
-        --device cuda --compile --experiment "$recipe" >> "$out/$recipe.txt" 2>&1
-      speed_rc=$((speed_rc || $?))
-    done
-  else
-    "$py" -m scripts.compare.speedrun --seeds 0,1,2 --experiment "$recipe" trainer.device=cuda > "$out/$recipe.txt" 2>&1
+start=$SECONDS
+if [ ${#records[@]} -gt 0 ]; then  # every record file beside every recipe, in one comparison
+  "$py" -m scripts.compare.records "${records[@]}" --experiment "${recipes// /,}" --seeds "$seeds" --device cuda \
+    --compile --work "$out/records" > "$out/speedrun.txt" 2>&1
+  speed_rc=$?
+else
+  : > "$out/speedrun.txt"
+  for recipe in $recipes; do
+    "$py" -m scripts.compare.speedrun --seeds "$seeds" --experiment "$recipe" trainer.device=cuda \
+      >> "$out/speedrun.txt" 2>&1
     speed_rc=$((speed_rc || $?))
-  fi
-  speed_s[$recipe]=$((SECONDS - start))
-done
+  done
+fi
+speed_s=$((SECONDS - start))
 
 start=$SECONDS
 "$py" -m scripts.bench.throughput --device cuda --steps 2000 --warmup 50 --compile-mode reduce-overhead \
@@ -77,9 +83,11 @@ echo
 echo "| check | result | seconds |"
 echo "|---|---|---:|"
 echo "| cuda-marked tests | $(tail -n 1 "$out/cuda_tests.txt") (exit $tests_rc) | $tests_s |"
-for recipe in ${SPEEDRUN:-cifar10_speedrun cifar10_speedrun_muon}; do
-  echo "| $recipe, 3 seeds | $(grep -E '^\| mean' "$out/$recipe.txt" | paste -sd ';' || echo "failed") | ${speed_s[$recipe]} |"
-done
+if [ ${#records[@]} -gt 0 ]; then
+  echo "| ${recipes// /, } beside the records, seeds $seeds | table below (exit $speed_rc) | $speed_s |"
+else
+  echo "| ${recipes// /, }, seeds $seeds | $(grep -E '^\| mean' "$out/speedrun.txt" | paste -sd ';' || echo "failed") | $speed_s |"
+fi
 echo "| scripts.bench.throughput, eager | $(grep -m1 '^(b) cnnbench' "$out/bench.txt" | tr -s ' ' || echo "exit $bench_rc") | $bench_s |"
 echo "| scripts.bench.throughput, CUDA graphs | $(grep -m1 '^(b) with torch.compile' "$out/bench.txt" | tr -s ' ') | |"
 echo "| scripts.bench.decode --device cuda | $(grep 'batched on' "$out/decode.txt" | tr -s ' ' | paste -sd ';' || echo "exit $decode_rc") | $decode_s |"
@@ -87,6 +95,10 @@ if [ "${REFERENCE:-0}" = 1 ]; then
   echo "| experiment=cifar10_reference, 200 epochs | $(grep -m1 -E 'test/acc|test acc' "$out/reference.txt" | tr -s ' ' || echo "exit $reference_rc") | $reference_s |"
 fi
 echo
+if [ ${#records[@]} -gt 0 ]; then  # the comparison's last table (it prints one a seed), else how it ended
+  if grep -q '^| side' "$out/speedrun.txt"; then tac "$out/speedrun.txt" | sed '/^| side/q' | tac
+  else tail -n 5 "$out/speedrun.txt"; fi
+fi
 cat "$out/gpu.txt"
 grep -m1 '^machine' "$out/bench.txt" || true
 [ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $speed_rc -eq 0 ] && [ $decode_rc -eq 0 ] && [ $reference_rc -eq 0 ]

@@ -1,13 +1,16 @@
 """From `experiment=cifar10_speedrun_muon` to `experiment=cifar10_speedrun_2s`, one change at a time, on the real
 CIFAR-10 JPEGs.
 
-    python -m scripts.compare.ablation [--seeds 0,1,2] [--work DIR] [--shared ../shared] [--write]
+    python -m scripts.compare.ablation [--seeds 0,1,2] [--work DIR] [--shared ../shared] [--device cpu|cuda]
+        [--rows 0,1,...] [--write]
 
 Each row adds one of the 2-second record's changes (hiverge/cifar10-speedrun) to the row above: its batch, steps
 and rates; brightness and contrast; SiLU; filters renormalised every 4th step (the last row is the experiment
 as shipped). Prints test accuracy per seed, mean ± std, training time and images/s; ``--write`` puts the table
 between the ablation-2s markers of docs/speed.md. Runs finished in ``--work`` are reused (a stopped ablation goes
-on where it stopped). Figures, not a test: about 13 minutes a run on 2 CPU cores; run it on an idle machine.
+on where it stopped); with the ``--work`` of scripts.compare.records, the first and last rows are that comparison's
+cnnbench runs. Every row trains eager. Figures, not a test: about 6 minutes a run on 2 AMX cores with bf16; run it
+on an idle machine.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import argparse
 import statistics
 from pathlib import Path
 
+import torch
+
+from scripts.compare.records import cnnbench_side
 from scripts.compare.speedrun import run_seed
 from scripts.runs import ROOT, extract_cifar10, write_between_markers
 
@@ -34,9 +40,12 @@ ROWS = (  # (label, experiment, overrides)
 )
 
 
-def run(root: Path, work: Path, row: int, seed: int) -> dict:
+def run(root: Path, work: Path, row: int, seed: int, device: str) -> dict:
+    """One seed of one row, eager as in scripts.compare.records: a row that is an experiment as shipped is that
+    comparison's run (reused from a shared ``--work``)."""
     _, experiment, overrides = ROWS[row]
-    return run_seed(root, seed, work, overrides, experiment, name=f"row{row}")
+    return run_seed(root, seed, work, cnnbench_side(device, compiled=False) + overrides, experiment,
+                    name=None if not overrides else f"row{row}")
 
 
 def table(results: dict[int, dict[int, dict]]) -> str:
@@ -60,6 +69,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("/tmp/cnnbench_ablation"))
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=list(range(len(ROWS))),
                         help="which rows (0-based, comma-separated; default all)")
     parser.add_argument("--write", action="store_true")
@@ -69,7 +79,7 @@ def main() -> None:
     results: dict[int, dict[int, dict]] = {row: {} for row in args.rows}
     for seed in args.seeds:  # seed by seed: an interrupted ablation has whole seeds
         for row in args.rows:
-            results[row][seed] = run(root, args.work, row, seed)
+            results[row][seed] = run(root, args.work, row, seed, args.device)
         print(table(results), flush=True)
     if args.write:
         write_between_markers(ROOT / "docs" / "speed.md", "ablation-2s", table(results))

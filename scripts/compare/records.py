@@ -47,7 +47,7 @@ from cnnbench.data.decode import Resize
 from cnnbench.engine.host_memory import keep_freed_memory
 from cnnbench.engine.runtime import cpu_supports_bf16
 from scripts.compare.speedrun import run_seed
-from scripts.runs import ROOT, extract_cifar10, write_between_markers
+from scripts.runs import ROOT, experiments, extract_cifar10, overrides_only, write_between_markers
 
 AIRBENCH = "github.com/KellerJordan/cifar10-airbench (MIT licence, (c) 2024 Keller Jordan)"
 # (text in the file, what replaces it, why): each must be found
@@ -118,8 +118,8 @@ def adapted_source(record: Record, path: Path) -> str:
     source = path.read_text()
     for old, new, why in record.adaptations:
         if old not in source:
-            sys.exit(f"--file {path}: no {old!r} in it (needed to {why}); --record {record.name} runs "
-                     f"{record.source}")
+            sys.exit(f"--record {record.name}={path}: no {old!r} in it (needed to {why}); --record {record.name} "
+                     f"runs {record.source}")
         source = source.replace(old, new)
     return source
 
@@ -267,6 +267,12 @@ def table(sides: list[Side]) -> str:
     return "\n".join(rows) + f"\n\n{machine}; torch {torch.__version__}; " + "; ".join(notes)
 
 
+def cnnbench_side(device: str, compiled: bool) -> list[str]:
+    """cnnbench's overrides beside the records: their device, compiled or not (shared by the ablation, whose
+    unchanged rows are these runs)."""
+    return [f"trainer.device={device}", f"trainer.compile={str(compiled).lower()}"]
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         name, path, data, seed, device, epochs, out, keep, compiled = sys.argv[2:11]
@@ -289,26 +295,37 @@ def main() -> None:
     parser.add_argument("--keep-host-memory", action="store_true",
                         help="the records under trainer.keep_host_memory's malloc settings (default: as published)")
     parser.add_argument("--write", metavar="MARKER", help="write the table between these markers of docs/speed.md")
+    parser.add_argument("--check", action="store_true",
+                        help="check the record files and experiments, run nothing (before hours of runs)")
     args, extra = parser.parse_known_args()
-    records = []
+    extra = overrides_only(parser.prog, extra)
+    records = []  # everything the runs need is checked before anything is unpacked
     for spec in args.record:
         name, _, path = spec.partition("=")
         if name not in RECORDS or not path:
             sys.exit(f"--record {spec}: expected NAME=PATH with NAME one of {', '.join(RECORDS)}")
-        adapted_source(RECORDS[name], Path(path))  # refused before anything is unpacked
+        adapted_source(RECORDS[name], Path(path))
         records.append((name, Path(path).resolve()))
+    unknown = sorted(set(args.experiment.split(",")) - set(experiments()))
+    if unknown:
+        sys.exit(f"--experiment {','.join(unknown)}: no such experiment; cnnbench has {', '.join(experiments())}")
+    if args.check:
+        for name, path in records:
+            print(f"{name}: {path}: every line to change found ({len(RECORDS[name].adaptations)})")
+        return print(f"experiments: {args.experiment}")
     work = args.work or Path(tempfile.mkdtemp(prefix="cnnbench-records-"))
     work.mkdir(parents=True, exist_ok=True)
     root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", work)
     data = work / "tensors" / "cifar10"
     write_tensors(root, data)
-    extra = [f"trainer.device={args.device}", f"trainer.compile={str(args.compile).lower()}", *extra] + (
+    extra = [*cnnbench_side(args.device, args.compile), *extra] + (
         [f"trainer.epochs={math.ceil(args.epochs)}"] if args.epochs else [])
     mode = "compiled" if args.compile else "eager"
     sides = [Side(f"{RECORDS[n].title} ({mode if RECORDS[n].compiles else 'eager'})",
                   lambda s, n=n, f=f: run_record(n, f, data, s, args.device, args.epochs, work, args.keep_host_memory,
                                                  args.compile)) for n, f in records]
-    sides += [Side(f"cnnbench `experiment={e}` ({mode})", lambda s, e=e: run_seed(root, s, work, extra, e))
+    sides += [Side(f"cnnbench `experiment={e}` ({mode})",  # compiled runs beside, not over, the eager ones
+                   lambda s, e=e: run_seed(root, s, work, extra, e, name=f"{e}_compiled" if args.compile else None))
               for e in args.experiment.split(",")]
     for i, seed in enumerate(args.seeds):  # each seed starts with another side: the machine's drift falls on all
         for side in sides[i % len(sides):] + sides[:i % len(sides)]:

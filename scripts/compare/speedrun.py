@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from scripts.runs import ROOT, extract_cifar10, run_cnnbench, write_between_markers
+from scripts.runs import ROOT, experiments, extract_cifar10, overrides_only, run_cnnbench, write_between_markers
 
 MARKERS = {"cifar10_speedrun": "speedrun", "cifar10_speedrun_muon": "muon"}  # experiment: its table in docs/speed.md
 
@@ -61,9 +61,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
                         help="comma-separated (default 0,1,2)")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    parser.add_argument("--experiment", choices=list(MARKERS), default="cifar10_speedrun")
-    parser.add_argument("--write", action="store_true", help="write the table into docs/speed.md")
+    parser.add_argument("--experiment", choices=[e for e in experiments() if e.startswith("cifar10_speedrun")],
+                        default="cifar10_speedrun")
+    parser.add_argument("--write", action="store_true",
+                        help=f"write the table into docs/speed.md (experiments {', '.join(MARKERS)})")
     args, extra = parser.parse_known_args()
+    extra = overrides_only(parser.prog, extra)
+    if args.write and args.experiment not in MARKERS:
+        parser.error(f"--write: docs/speed.md has a table for {', '.join(MARKERS)}, not {args.experiment}")
     work = Path(tempfile.mkdtemp(prefix="cnnbench-speedrun-"))
     root = extract_cifar10(args.shared / "datasets" / "cifar10-jpg.tar.gz", work)
     results = {seed: run_seed(root, seed, work, extra, args.experiment) for seed in args.seeds}
