@@ -70,15 +70,20 @@ def _chunks(chunk_fn: Callable, paths: Sequence[str], args: tuple, workers: int 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
     """End the pool now, its workers too: after an error or a signal nothing waits for the files left."""
     workers = list((pool._processes or {}).values())  # (the executor keeps no public list of them)
+    manager = pool._executor_manager_thread  # (it reaps the workers as they end: wait for it, not beside it, or a
+    # worker it has just reaped reads as alive here for a moment)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in workers:
         if process.is_alive():
             process.terminate()
+    if manager is not None:
+        manager.join(timeout=5)
     for process in workers:
-        process.join(timeout=5)
         if process.is_alive():  # (a worker that outlived SIGTERM: nothing it does is wanted any more)
             process.kill()
             process.join(timeout=5)
+    if manager is not None:
+        manager.join(timeout=5)
 
 
 def gather(chunks: Iterator[tuple[int, np.ndarray | torch.Tensor]], n: int, arrange: Callable = lambda rows: rows
