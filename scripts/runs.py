@@ -9,9 +9,12 @@ import sys
 import tarfile
 from pathlib import Path
 
+from cnnbench.rundir import job_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_TAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 HYMENOPTERA_TAR = ROOT.parent / "shared" / "datasets" / "hymenoptera.tar"
+OVERWRITE = "trainer.overwrite=true"  # how a run replaces another in its folder
 
 
 def extract_cifar10(tar_path: Path, into: Path) -> Path:
@@ -46,7 +49,7 @@ def experiments() -> list[str]:
 
 
 def overrides_only(prog: str, extra: list[str]) -> list[str]:
-    """What ``parse_known_args`` left over, as cnnbench overrides: an unknown option (``--seed 1``) or a word that is
+    """What ``parse_known_args`` left over, as cnnbench overrides: an unknown option (``--epocs 1``) or a word that is
     no override is refused in one line before any run starts, not by Hydra after an hour of other runs."""
     wrong = [a for a in extra if a.startswith("-") or ("=" not in a and not a.startswith("~"))]
     if wrong:
@@ -55,10 +58,21 @@ def overrides_only(prog: str, extra: list[str]) -> list[str]:
     return extra
 
 
-def run_cnnbench(run_dir: Path, *overrides: str, quiet: bool = False, cwd: Path | None = None) -> dict:
-    """``python -m cnnbench OVERRIDES hydra.run.dir=RUN_DIR`` (output captured when ``quiet``); its results."""
+def run_cnnbench(run_dir: Path, *overrides: str, quiet: bool = False, cwd: Path | None = None,
+                 reuse: bool = False) -> dict:
+    """``python -m cnnbench OVERRIDES hydra.run.dir=RUN_DIR`` (output captured when ``quiet``); its results. With
+    ``reuse``, a run completed in ``run_dir`` with the same overrides is returned as it is (a stopped comparison goes
+    on where it stopped), and any other run there is replaced."""
+    done = run_dir / "results.json"
+    if reuse and done.is_file():
+        results = json.loads(done.read_text())
+        given = [o for o in results.get("overrides", []) if o != OVERWRITE]
+        if results.get("status") == "completed" and job_overrides(given) == job_overrides(list(overrides)):
+            print(f"reusing {run_dir}", flush=True)
+            return results
+        overrides = (*overrides, OVERWRITE)
     proc = subprocess.run([sys.executable, "-m", "cnnbench", *overrides, f"hydra.run.dir={run_dir}"],
                           capture_output=quiet, text=True, cwd=cwd)
     if proc.returncode:
         sys.exit(f"cnnbench {' '.join(overrides)} failed (exit {proc.returncode})\n{(proc.stderr or '')[-4000:]}")
-    return json.loads((run_dir / "results.json").read_text())
+    return json.loads(done.read_text())

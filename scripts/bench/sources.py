@@ -12,7 +12,6 @@ times. ``--write`` puts the table into docs/training.md. Figures, not a test: ru
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -78,9 +77,8 @@ def main() -> None:
     lines = ["| source | training images/s | test accuracy |", "|---|---:|---:|"]
     for name, extra in sources.items():
         run = args.work / f"run_{len(lines)}"
-        if not (run / "results.json").is_file():
-            run_cnnbench(run, *QUIET, *extra, f"trainer.max_steps={args.steps}", "trainer.epochs=1", cwd=args.work)
-        results = json.loads((run / "results.json").read_text())
+        results = run_cnnbench(run, *QUIET, *extra, f"trainer.max_steps={args.steps}", "trainer.epochs=1",
+                               cwd=args.work, reuse=True)
         lines.append(f"| {name} | {results['train_images_per_s']:.0f} | {results['test_acc']:.2f}% |")
         print(lines[-1], flush=True)
     lines.append("")

@@ -52,9 +52,8 @@ def data_args(setting: str, work: Path) -> list[str]:
 def teachers(work: Path) -> None:
     for setting, (teacher, _) in SETTINGS.items():
         run = work / f"teacher_{setting}"
-        if not (run / "results.json").is_file():
-            run_cnnbench(run, *data_args(setting, work), *teacher, *QUIET, cwd=work)
-        print(f"{setting} teacher: {json.loads((run / 'results.json').read_text())['test_acc']:.2f}% test accuracy")
+        results = run_cnnbench(run, *data_args(setting, work), *teacher, *QUIET, cwd=work, reuse=True)
+        print(f"{setting} teacher: {results['test_acc']:.2f}% test accuracy")
 
 
 def command(*args: str, module: str) -> str:
@@ -98,10 +97,8 @@ def students(work: Path, seeds: list[int]) -> str:
             for seed in seeds:
                 run = work / f"student_{setting}_{'distilled' if with_teacher else 'alone'}_{seed}"
                 extra = ["transfer=distill", f"transfer.teacher={teacher}"] if with_teacher else []
-                if not (run / "results.json").is_file():
-                    run_cnnbench(run, *data_args(setting, work), *student, *extra, f"trainer.seed={seed}", *QUIET,
-                                 cwd=work)
-                accs.append(json.loads((run / "results.json").read_text())["test_acc"])
+                accs.append(run_cnnbench(run, *data_args(setting, work), *student, *extra, f"trainer.seed={seed}",
+                                         *QUIET, cwd=work, reuse=True)["test_acc"])
             lines.append(f"| {setting} | small_resnet 16-32-64 | "
                          f"{f'{teacher_acc:.2f}% ({SETTINGS[setting][0][0][6:]})' if with_teacher else '—'} | "
                          f"{', '.join(f'{a:.2f}' for a in accs)} | **{statistics.fmean(accs):.2f} ± "

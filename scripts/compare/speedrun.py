@@ -12,7 +12,6 @@ Figures, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -27,18 +26,9 @@ def run_seed(root: Path, seed: int, work: Path, extra: list[str], experiment: st
     """One seed of ``experiment`` in ``work / f"{name}_seed{seed}"`` (name: the experiment's); a completed run
     there with the same overrides is reused (a stopped comparison goes on where it stopped), any other is
     replaced."""
-    run_dir = work / f"{name or experiment}_seed{seed}"
     overrides = [f"experiment={experiment}", "data=imagefolder", f"data.root={root}", f"trainer.seed={seed}",
                  f"data.cache_dir={work / 'cache'}", "logger.print_config=false", "logger.progress=false", *extra]
-    done = run_dir / "results.json"
-    if done.is_file():
-        results = json.loads(done.read_text())
-        given = [o for o in results.get("overrides", []) if o != "trainer.overwrite=true"]
-        if results.get("status") == "completed" and given == overrides:
-            print(f"{experiment} seed {seed}: reusing {run_dir}", flush=True)
-            return results
-        overrides.append("trainer.overwrite=true")
-    return run_cnnbench(run_dir, *overrides)
+    return run_cnnbench(work / f"{name or experiment}_seed{seed}", *overrides, reuse=True)
 
 
 def table(results: dict[int, dict]) -> str:
